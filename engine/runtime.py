@@ -1,0 +1,251 @@
+"""The Engine: renders a RenderPlan into a render store, batch by batch.
+
+    engine = Engine(device="auto")
+    result = engine.render(build_plan(load_film("film.toml")), out_dir="out/")
+
+Per batch: 1. text embeddings (cached per unique prompt)  2. noise from each shot's own generator
+3. our denoising loop  4. VAE decode latent frame by latent frame, streamed into ffmpeg  5. manifests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from engine.hashing import weights_hash
+from engine.plan import RenderPlan, ShotJob
+from engine.post.assemble import concat_clips
+from engine.post.encode import VideoWriter
+from engine.progress import RenderProgress
+from engine.sampling import denoise
+from engine.store import RenderStore, atomic_write_json, read_json
+from models.registry import ModelInfo
+
+MANIFEST_VERSION = 1
+
+
+class DeviceError(ValueError):
+    """A device that cannot be used here."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """"auto" -> CUDA when available, else CPU. An explicit "cuda" without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError(f"--device {name}: torch.cuda.is_available() is False here (CPU-only torch or no "
+                          "NVIDIA driver) — use --device cpu or auto")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise DeviceError(f"--device {name}: use auto, cpu, cuda or cuda:N")
+    return torch.device(name)
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """bf16 for the transformer and text encoder on CUDA, fp32 on the CPU (the VAE is always fp32)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def package_versions() -> dict:
+    import diffusers
+    import transformers
+
+    try:
+        from importlib.metadata import version
+
+        reel_version = version("reel")
+    except Exception:
+        reel_version = "dev"
+    return {"reel": reel_version, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+@dataclass(frozen=True)
+class ShotResult:
+    shot_id: str
+    video: Path
+    manifest: Path
+    status: str  # "rendered" | "reused"
+    timings: dict = field(default_factory=dict)  # seconds
+
+
+@dataclass(frozen=True)
+class FilmResult:
+    shots: tuple[ShotResult, ...]
+    film_video: Path | None  # None when not every shot of the film is rendered yet
+    film_manifest: Path | None
+    film_status: str  # "assembled" | "reused" | "skipped: <why>"
+
+
+class Engine:
+    """Holds loaded models and the prompt-embedding cache for one process."""
+
+    def __init__(self, device: str = "auto", progress: RenderProgress | None = None):
+        self.device = pick_device(device)
+        self.dtype = compute_dtype(self.device)
+        self.progress = progress or RenderProgress(quiet=True)
+        self._models: dict[str, tuple[object, object]] = {}  # model path -> (family module, components)
+        self._embeds: dict[tuple[str, str, int], torch.Tensor] = {}  # (model, prompt, length) -> (1, L, D)
+        self._hashes: dict[str, str] = {}
+
+    # -- models ------------------------------------------------------------------------------------
+    def load(self, model: ModelInfo):
+        key = str(model.path)
+        if key not in self._models:
+            family = importlib.import_module(model.family.module)
+            self.progress.say(f"loading {model.name} ({model.family.name}) on {self.device} ...")
+            self._models[key] = (family, family.load(model.path, self.device, self.dtype))
+        return self._models[key]
+
+    def weights_hash(self, model: ModelInfo) -> str:
+        key = str(model.path)
+        if key not in self._hashes:
+            self._hashes[key] = weights_hash(model.path)
+        return self._hashes[key]
+
+    def embed(self, family, comps, model_key: str, prompts: list[str], length: int) -> torch.Tensor:
+        """Text embeddings (N, L, D); the text encoder runs once per unique prompt per process."""
+        missing = sorted({p for p in prompts if (model_key, p, length) not in self._embeds})
+        if missing:
+            embeds = family.encode_prompts(comps, missing, length)  # (M, L, D)
+            for p, e in zip(missing, embeds):
+                self._embeds[(model_key, p, length)] = e[None]
+        return torch.cat([self._embeds[(model_key, p, length)] for p in prompts])  # (N, L, D)
+
+    # -- rendering ---------------------------------------------------------------------------------
+    def render(self, plan: RenderPlan, out_dir: str | Path, force: bool = False) -> FilmResult:
+        """Render every batch of the plan (skipping finished shots unless `force`) and assemble the film."""
+        film = plan.film
+        store = RenderStore(out_dir)
+        store.prepare()
+        whash = self.weights_hash(film.model)
+        results: dict[str, ShotResult] = {}
+        self.progress.film(len(plan.jobs))
+        for batch in plan.batches:
+            todo = []
+            for job in batch:
+                done = None if force else store.finished_shot(job.shot_id, job.fingerprint(whash))
+                if done is not None:
+                    results[job.shot_id] = ShotResult(job.shot_id, store.shot_video(job.shot_id),
+                                                      store.shot_manifest(job.shot_id), "reused")
+                    self.progress.shot_done(f"shot {job.shot_id}: unchanged, reused {store.shot_video(job.shot_id)}")
+                else:
+                    todo.append(job)
+            if todo:
+                for r in self.render_batch(film.model, tuple(todo), store, whash):
+                    results[r.shot_id] = r
+        ordered = tuple(results[j.shot_id] for j in plan.jobs)
+        return self._assemble(plan, store, whash, ordered, force)
+
+    def render_batch(self, model: ModelInfo, jobs: tuple[ShotJob, ...], store: RenderStore,
+                     whash: str) -> list[ShotResult]:
+        """Render shots that share a BatchKey in one transformer batch; write clips and manifests."""
+        family, comps = self.load(model)
+        first = jobs[0]
+        ids = tuple(j.shot_id for j in jobs)
+        t0 = time.perf_counter()
+        # 1. text embeddings (cached per unique prompt)
+        cond = self.embed(family, comps, str(model.path), [j.prompt for j in jobs], first.max_sequence_length)
+        uncond = None
+        if first.guidance > 1.0:
+            uncond = self.embed(family, comps, str(model.path), [j.negative_prompt for j in jobs],
+                                first.max_sequence_length)
+        t1 = time.perf_counter()
+        # 2. noise from each shot's own CPU generator
+        shape = family.latent_shape(comps, first.frames, first.height, first.width)  # (C, F', H', W')
+        noise = torch.cat([family.initial_noise(shape, j.seed, comps.device) for j in jobs])  # (B, C, F', H', W')
+        # 3. denoise
+        self.progress.batch(ids, first.steps)
+        scheduler = family.make_scheduler(comps, first.scheduler, first.shift)
+        latents = denoise(lambda x, t, e: family.velocity(comps, x, t, e), noise, scheduler, first.steps,
+                          cond, uncond, first.guidance, ids, on_step=self.progress.step)
+        t2 = time.perf_counter()
+        # 4. decode latent frame by latent frame, streamed into one encoder per shot
+        writers = [VideoWriter(store.shot_video(j.shot_id), j.width, j.height, j.fps,
+                               metadata={"title": j.shot_id, "comment": f"AI-generated by reel; model "
+                                         f"{j.model_name}; seed {j.seed}"}) for j in jobs]
+        try:
+            for chunk in family.decode_stream(comps, latents):  # (B, 3, f, H, W)
+                frames = family.to_uint8_frames(chunk)  # (B, f, H, W, 3)
+                for writer, shot_frames in zip(writers, frames):
+                    writer.write(shot_frames)
+            for writer in writers:
+                writer.close()
+        except BaseException:
+            for writer in writers:
+                writer.abort()
+            raise
+        t3 = time.perf_counter()
+        # 5. manifests (after the clip: a clip without a matching manifest is rendered again)
+        timings = {"text_encode_s": round(t1 - t0, 4), "denoise_s": round(t2 - t1, 4),
+                   "decode_encode_s": round(t3 - t2, 4), "total_s": round(t3 - t0, 4),
+                   "s_per_step": round((t2 - t1) / first.steps, 4), "batch_size": len(jobs)}
+        results = []
+        for job in jobs:
+            manifest = self._shot_manifest(job, model, whash, timings, store)
+            atomic_write_json(store.shot_manifest(job.shot_id), manifest)
+            results.append(ShotResult(job.shot_id, store.shot_video(job.shot_id), store.shot_manifest(job.shot_id),
+                                      "rendered", timings))
+            self.progress.shot_done(
+                f"shot {job.shot_id}: {job.frames} frames {job.width}x{job.height}, {job.steps} steps, "
+                f"{timings['total_s']:.2f} s ({timings['s_per_step']:.3f} s/step), seed {job.seed} -> "
+                f"{store.shot_video(job.shot_id)}")
+        return results
+
+    def _shot_manifest(self, job: ShotJob, model: ModelInfo, whash: str, timings: dict, store: RenderStore) -> dict:
+        return {
+            "reel_manifest": MANIFEST_VERSION, "kind": "shot", "shot_id": job.shot_id, "index": job.index,
+            "video": store.shot_video(job.shot_id).name, "prompt": job.prompt,
+            "negative_prompt": job.negative_prompt, "seed": job.seed, "seed_source": job.seed_source,
+            "steps": job.steps, "guidance": job.guidance, "scheduler": job.scheduler, "shift": job.shift,
+            "width": job.width, "height": job.height, "frames": job.frames, "fps": job.fps,
+            "max_sequence_length": job.max_sequence_length,
+            "model": {"name": job.model_name, "path": job.model_path, "family": model.family.name,
+                      "weights_hash": whash},
+            "adapters": [list(a) for a in job.adapters],
+            "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
+            "versions": package_versions(), "timings": timings, "fingerprint": job.fingerprint(whash),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def _assemble(self, plan: RenderPlan, store: RenderStore, whash: str, shots: tuple[ShotResult, ...],
+                  force: bool) -> FilmResult:
+        """Join the film's clips in order when every shot of the film has a current clip."""
+        from engine.plan import resolve_job
+
+        film = plan.film
+        all_jobs = [resolve_job(film, i) for i in range(len(film.shots))]
+        prints = [j.fingerprint(whash) for j in all_jobs]
+        missing = [j.shot_id for j, fp in zip(all_jobs, prints) if store.finished_shot(j.shot_id, fp) is None]
+        if missing:
+            status = f"skipped: shots {', '.join(missing)} not rendered yet"
+            self.progress.say(f"film.mp4 not assembled: {status[9:]}")
+            return FilmResult(shots, None, None, status)
+        previous = read_json(store.film_manifest)
+        if (not force and previous is not None and store.film_video.is_file()
+                and [s.get("fingerprint") for s in previous.get("shots", [])] == prints):
+            self.progress.say(f"film unchanged, reused {store.film_video}")
+            return FilmResult(shots, store.film_video, store.film_manifest, "reused")
+        clips = [store.shot_video(j.shot_id) for j in all_jobs]
+        concat_clips(clips, store.film_video, same_params=True,
+                     metadata={"title": film.title, "comment": f"AI-generated by reel; model {film.model.name}"})
+        manifest = {
+            "reel_manifest": MANIFEST_VERSION, "kind": "film", "title": film.title, "spec": str(film.source),
+            "video": store.film_video.name, "width": film.width, "height": film.height, "fps": film.fps,
+            "frames": sum(j.frames for j in all_jobs), "seed": film.seed,
+            "model": {"name": film.model.name, "path": str(film.model.path), "weights_hash": whash},
+            "assembly": "concat (stream copy)",
+            "shots": [{"id": j.shot_id, "manifest": f"shots/{j.shot_id}.json", "video": f"shots/{j.shot_id}.mp4",
+                       "fingerprint": fp, "seed": j.seed,
+                       "status": next((s.status for s in shots if s.shot_id == j.shot_id), "reused")}
+                      for j, fp in zip(all_jobs, prints)],
+            "versions": package_versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        atomic_write_json(store.film_manifest, manifest)
+        self.progress.say(f"film: {len(clips)} shots -> {store.film_video}")
+        return FilmResult(shots, store.film_video, store.film_manifest, "assembled")

@@ -1,0 +1,262 @@
+"""The film spec: TOML in, a validated `Film` out. Imports no torch.
+
+    film = load_film("examples/demo.toml")   # raises SpecError listing every problem
+
+Every problem names the file, the field path (`shots[3].frames`) and the fix. Nothing is rounded or
+overridden silently: a frame count the model cannot take is an error that proposes the nearest valid
+counts. Values the spec leaves out come from the model's defaults (its reel.json, else its family's).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from models.registry import ModelError, ModelInfo, resolve_model
+
+SCHEDULERS = ("unipc", "euler")
+SHOT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+RESERVED_IDS = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+MAX_SEED = 2**63 - 1
+
+
+class SpecError(ValueError):
+    """A spec that cannot be rendered. `problems` holds (field path, message) pairs."""
+
+    def __init__(self, source: Path | str, problems: list[tuple[str, str]]):
+        self.source = str(source)
+        self.problems = problems
+        count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
+        lines = [f"{self.source}: {count}"]
+        lines += [f"  {path}: {msg}" if path else f"  {msg}" for path, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+# ---- the file as written (strict: "17" is not a number, unknown keys are errors) -----------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class FilmSection(_Strict):
+    title: str = "Untitled"
+    model: str = "shapes"
+    width: int | None = Field(None, ge=8, le=8192)
+    height: int | None = Field(None, ge=8, le=8192)
+    fps: int | None = Field(None, ge=1, le=240)
+    frames: int | None = Field(None, ge=1, le=100_000)
+    steps: int | None = Field(None, ge=1, le=1000)
+    guidance: float | None = Field(None, ge=0.0, le=100.0)
+    shift: float | None = Field(None, gt=0.0, le=100.0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    negative_prompt: str | None = None
+    scheduler: Literal["unipc", "euler"] | None = None
+
+
+class ShotSection(_Strict):
+    id: str
+    prompt: str
+    frames: int | None = Field(None, ge=1, le=100_000)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    steps: int | None = Field(None, ge=1, le=1000)
+    guidance: float | None = Field(None, ge=0.0, le=100.0)
+    negative_prompt: str | None = None
+
+
+class SpecFile(_Strict):
+    film: FilmSection = FilmSection()
+    shots: list[ShotSection] = Field(min_length=1)
+
+
+_SECTION_FIELDS = {"film": FilmSection, "shots": ShotSection, "": SpecFile}
+
+
+# ---- the validated film (what the rest of reel sees) ---------------------------------------------
+@dataclass(frozen=True)
+class Shot:
+    """One shot as written; None means "the film's value"."""
+
+    id: str  # safe as a file name: [A-Za-z0-9][A-Za-z0-9_-]*
+    prompt: str
+    frames: int | None = None
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    negative_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class Film:
+    """A validated film: film-level values resolved against the model's defaults."""
+
+    source: Path  # the spec file
+    title: str
+    model: ModelInfo
+    width: int  # pixels
+    height: int  # pixels
+    fps: int  # frames per second
+    frames: int  # default frames per shot
+    steps: int  # denoising steps
+    guidance: float  # classifier-free guidance scale (<= 1 disables the unconditional pass)
+    shift: float  # flow-matching timestep shift
+    seed: int  # film seed; shot seeds derive from it and the shot id
+    negative_prompt: str
+    scheduler: str  # "unipc" | "euler"
+    max_sequence_length: int  # text tokens per prompt (padded)
+    shots: tuple[Shot, ...]
+
+    def shot(self, shot_id: str) -> Shot:
+        for s in self.shots:
+            if s.id == shot_id:
+                return s
+        raise KeyError(shot_id)
+
+
+# ---- error formatting ------------------------------------------------------------------------------
+def _path(loc: tuple, data: dict) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    if len(loc) >= 2 and loc[0] == "shots" and isinstance(loc[1], int):
+        shots = data.get("shots")
+        if isinstance(shots, list) and loc[1] < len(shots) and isinstance(shots[loc[1]], dict):
+            sid = shots[loc[1]].get("id")
+            if isinstance(sid, str):
+                out += f" (shot {sid!r})"
+    return out
+
+
+def _did_you_mean(loc: tuple) -> str:
+    section = "" if len(loc) == 1 else str(loc[0])
+    model = _SECTION_FIELDS.get(section)
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    allowed = ", ".join(model.model_fields)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key — {hint}allowed keys: {allowed}"
+
+
+def _pydantic_problems(err: ValidationError, data: dict) -> list[tuple[str, str]]:
+    problems = []
+    for e in err.errors():
+        loc, kind = tuple(e["loc"]), e["type"]
+        if kind == "extra_forbidden":
+            msg = _did_you_mean(loc)
+        elif kind == "missing":
+            msg = "required but missing — add it"
+        elif kind in ("int_type", "float_type", "string_type", "bool_type", "list_type", "model_type", "dict_type"):
+            want = {"int_type": "a whole number", "float_type": "a number", "string_type": "a string in quotes",
+                    "list_type": "a list ([[shots]] tables)", "model_type": "a table", "dict_type": "a table",
+                    "bool_type": "true or false"}[kind]
+            msg = f"must be {want}, got {e.get('input')!r}"
+        elif kind == "too_short" and loc == ("shots",):
+            msg = "a film needs at least one [[shots]] table with an id and a prompt"
+        else:
+            msg = f"{e['msg']} (got {e.get('input')!r})"
+        problems.append((_path(loc, data), msg))
+    return problems
+
+
+# ---- loading -------------------------------------------------------------------------------------------
+def parse_toml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(path, [("", "file not found — check the path")]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(path, [("", f"cannot be read ({err})")]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(path, [("", f"not valid TOML: {err}")]) from None
+
+
+def load_film(path: str | Path, model_override: str | None = None) -> Film:
+    """Read, validate and resolve a film spec; raise SpecError with every problem found."""
+    path = Path(path)
+    data = parse_toml(path)
+    return film_from_dict(data, path, model_override=model_override)
+
+
+def film_from_dict(data: dict, source: Path, model_override: str | None = None) -> Film:
+    try:
+        spec = SpecFile.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(source, _pydantic_problems(err, data)) from None
+    problems: list[tuple[str, str]] = []
+    f = spec.film
+
+    # 1. the model (read from JSON only)
+    model_ref = model_override or f.model
+    try:
+        model = resolve_model(model_ref, base_dir=source.parent.resolve())
+    except ModelError as err:
+        raise SpecError(source, [("film.model", str(err))]) from None
+    d = model.defaults
+
+    # 2. film-level values, spec first, then the model's defaults
+    width = f.width if f.width is not None else int(d["width"])
+    height = f.height if f.height is not None else int(d["height"])
+    m = model.size_multiple
+    for name, value in (("width", width), ("height", height)):
+        if value % m:
+            lo, hi = max(m, value // m * m), (value // m + 1) * m
+            problems.append((f"film.{name}", f"{value} is not a multiple of {m}, which {model.family.name} models "
+                                             f"need (VAE factor x patch size) — try {lo} or {hi}"))
+    frames = f.frames if f.frames is not None else int(d["frames"])
+    _check_frames(model, frames, "film.frames", problems)
+
+    # 3. shots: ids, prompts, frames
+    seen: dict[str, int] = {}
+    for i, s in enumerate(spec.shots):
+        where = f"shots[{i}]"
+        if not SHOT_ID_RE.match(s.id) or s.id.lower() in RESERVED_IDS:
+            problems.append((f"{where}.id", f"{s.id!r} cannot be a file name — use 1-64 letters, digits, '-' or '_', "
+                                            "starting with a letter or digit (e.g. 'shot-01')"))
+        key = s.id.lower()
+        if key in seen:
+            problems.append((f"{where}.id", f"{s.id!r} is already used by shots[{seen[key]}] (ids are compared "
+                                            "ignoring case, since they become file names) — give each shot its own id"))
+        else:
+            seen[key] = i
+        if not s.prompt.strip():
+            problems.append((f"{where}.prompt (shot {s.id!r})", "is empty — describe what the shot shows"))
+        if s.frames is not None:
+            _check_frames(model, s.frames, f"{where}.frames (shot {s.id!r})", problems)
+    if problems:
+        raise SpecError(source, problems)
+
+    return Film(
+        source=source,
+        title=f.title,
+        model=model,
+        width=width,
+        height=height,
+        fps=f.fps if f.fps is not None else int(d["fps"]),
+        frames=frames,
+        steps=f.steps if f.steps is not None else int(d["steps"]),
+        guidance=f.guidance if f.guidance is not None else float(d["guidance"]),
+        shift=f.shift if f.shift is not None else float(d["shift"]),
+        seed=f.seed,
+        negative_prompt=f.negative_prompt if f.negative_prompt is not None else str(d.get("negative_prompt", "")),
+        scheduler=f.scheduler or str(d.get("scheduler", "unipc")),
+        max_sequence_length=int(d.get("max_sequence_length", 512)),
+        shots=tuple(Shot(**s.model_dump()) for s in spec.shots),
+    )
+
+
+def _check_frames(model: ModelInfo, frames: int, where: str, problems: list) -> None:
+    if model.frames_ok(frames):
+        return
+    k = model.temporal_factor
+    options = " or ".join(str(x) for x in model.nearest_frames(frames))
+    problems.append((where, f"{frames} frames: {model.family.name} models need {k}k+1 frames — try {options}"))

@@ -1,0 +1,100 @@
+"""The render store: where outputs live, atomic writes, and what can be skipped on resume.
+
+Layout of an output folder:
+    DIR/shots/<id>.mp4, DIR/shots/<id>.json   one clip and its manifest per shot
+    DIR/film.mp4, DIR/film.json               the assembled film and its manifest
+
+Every file is first written as `<name>.tmp-<pid>` (or `.part`) in the same folder and renamed over the
+final name, so an interrupted render never leaves a truncated file under a final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+TMP_MARK = ".tmp-"
+
+
+def tmp_name(final: Path) -> Path:
+    """The temporary sibling of `final` (same folder, so the rename is atomic)."""
+    return final.with_name(f"{final.name}{TMP_MARK}{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path; on success rename it over `final`, on any error remove it."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(final)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:  # data on disk before the rename makes it visible
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_text(final: Path, text: str) -> None:
+    with atomic_path(final) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_json(final: Path, data: dict) -> None:
+    atomic_write_text(final, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict | None:
+    """A manifest, or None if it is missing or unreadable (then the output is rendered again)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class RenderStore:
+    """Paths and resume decisions for one output folder."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def shots_dir(self) -> Path:
+        return self.root / "shots"
+
+    def shot_video(self, shot_id: str) -> Path:
+        return self.shots_dir / f"{shot_id}.mp4"
+
+    def shot_manifest(self, shot_id: str) -> Path:
+        return self.shots_dir / f"{shot_id}.json"
+
+    @property
+    def film_video(self) -> Path:
+        return self.root / "film.mp4"
+
+    @property
+    def film_manifest(self) -> Path:
+        return self.root / "film.json"
+
+    def prepare(self) -> None:
+        """Create the folders and remove temporary files left by an interrupted run."""
+        self.shots_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.root, self.shots_dir):
+            for leftover in folder.glob(f"*{TMP_MARK}*"):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+
+    def finished_shot(self, shot_id: str, fingerprint: str) -> dict | None:
+        """The shot's manifest if its clip exists and was rendered from the same inputs, else None."""
+        manifest = read_json(self.shot_manifest(shot_id))
+        if manifest is None or manifest.get("fingerprint") != fingerprint:
+            return None
+        if not self.shot_video(shot_id).is_file():
+            return None
+        return manifest
