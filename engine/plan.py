@@ -124,7 +124,9 @@ def build_plan(film: Film, only: list[str] | None = None, batch_size: int = 1) -
             raise PlanError(f"--shots names {', '.join(map(repr, unknown))}, not in {film.source}; "
                             f"its shots are: {', '.join(ids)}")
     jobs = tuple(resolve_job(film, i) for i, s in enumerate(film.shots) if not only or s.id in only)
-    groups: dict[BatchKey, list[ShotJob]] = {}
+    if batch_size == 1:  # film order, one shot per batch
+        return RenderPlan(film=film, jobs=jobs, batches=tuple((job,) for job in jobs))
+    groups: dict[BatchKey, list[ShotJob]] = {}  # first-appearance order of each key
     for job in jobs:
         groups.setdefault(job.batch_key, []).append(job)
     batches = []

@@ -151,6 +151,8 @@ def _pydantic_problems(err: ValidationError, data: dict) -> list[tuple[str, str]
         loc, kind = tuple(e["loc"]), e["type"]
         if kind == "extra_forbidden":
             msg = _did_you_mean(loc)
+        elif kind == "missing" and loc == ("shots",):
+            msg = "a film needs at least one [[shots]] table with an id and a prompt"
         elif kind == "missing":
             msg = "required but missing — add it"
         elif kind in ("int_type", "float_type", "string_type", "bool_type", "list_type", "model_type", "dict_type"):

@@ -52,9 +52,9 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> WanCompo
     transformers.utils.logging.disable_progress_bar()
     path = Path(path)
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
-    text_encoder = UMT5EncoderModel.from_pretrained(path / "text_encoder", local_files_only=True, torch_dtype=dtype)
-    transformer = WanTransformer3DModel.from_pretrained(path / "transformer", local_files_only=True, torch_dtype=dtype)
-    vae = AutoencoderKLWan.from_pretrained(path / "vae", local_files_only=True, torch_dtype=torch.float32)
+    text_encoder = UMT5EncoderModel.from_pretrained(path / "text_encoder", local_files_only=True, dtype=dtype)
+    transformer = WanTransformer3DModel.from_pretrained(path / "transformer", local_files_only=True, dtype=dtype)
+    vae = AutoencoderKLWan.from_pretrained(path / "vae", local_files_only=True, dtype=torch.float32)
     for module in (text_encoder, transformer, vae):
         module.to(device).eval().requires_grad_(False)
     scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
