@@ -41,13 +41,14 @@ def _parse_shots(shots: str | None) -> list[str] | None:
 
 
 def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, quiet: bool,
-            batch_size: int, model: str | None = None):
+            batch_size: int, model: str | None = None, characters: Path | None = None):
+    from engine.characters import LoraError
     from engine.progress import RenderProgress
     from engine.runtime import DeviceError, Engine
 
     # 1. everything that can be checked before a file is written
     try:
-        film = load_film(spec, model_override=model)
+        film = load_film(spec, model_override=model, library=characters)
         plan = build_plan(film, only=_parse_shots(shots), batch_size=batch_size)
     except (SpecError, PlanError, ModelError) as err:
         _fail(str(err))
@@ -63,6 +64,8 @@ def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, 
                      f"model {film.model.name}, device {engine.device}")
         try:
             result = engine.render(plan, out, force=force)
+        except LoraError as err:  # raised while loading adapters, before anything is written
+            _fail(str(err))
         except KeyboardInterrupt:
             _fail("interrupted; finished shots are kept and reused by the next run", code=130)
         except OSError as err:
@@ -79,10 +82,12 @@ def render(
     device: str = typer.Option("auto", "--device", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Shots that share settings per forward batch."),
     model: str = typer.Option(None, "--model", help="Override the spec's model (built-in name or folder)."),
+    characters: Path = typer.Option(None, "--characters", help="A character library folder (NAME/character.toml "
+                                    "beside its LoRA files), searched after the spec's own characters."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
     """Render a film spec: one clip per shot in OUT/shots/, the assembled OUT/film.mp4, and manifests."""
-    _film, result = _render(spec, out, force, shots, device, quiet, batch_size, model)
+    _film, result = _render(spec, out, force, shots, device, quiet, batch_size, model, characters)
     if not quiet:
         rendered = sum(s.status == "rendered" for s in result.shots)
         typer.echo(f"done: {rendered} rendered, {len(result.shots) - rendered} reused; "
@@ -90,10 +95,11 @@ def render(
 
 
 @app.command()
-def validate(spec: Path = typer.Argument(..., help="The film spec (TOML).")) -> None:
-    """Check a film spec (fields, frame counts, sizes, ids, model folder) without rendering."""
+def validate(spec: Path = typer.Argument(..., help="The film spec (TOML)."),
+             characters: Path = typer.Option(None, "--characters", help="A character library folder.")) -> None:
+    """Check a film spec (fields, frame counts, sizes, ids, characters, model folder) without rendering."""
     try:
-        film = load_film(spec)
+        film = load_film(spec, library=characters)
         plan = build_plan(film)
     except (SpecError, PlanError, ModelError) as err:
         _fail(str(err))

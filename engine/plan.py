@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from engine.cast import cast_prompt
 from engine.spec import Film
 
 SEED_BITS = 63
@@ -31,7 +32,7 @@ class BatchKey:
     """What must match for shots to share one transformer forward pass."""
 
     model: str  # model folder path
-    adapters: tuple  # ((name, weight), ...) active adapters
+    adapters: tuple  # ((adapter name, weight or schedule), ...) active adapters
     width: int
     height: int
     frames: int
@@ -62,19 +63,24 @@ class ShotJob:
     max_sequence_length: int
     model_name: str
     model_path: str
-    adapters: tuple = ()  # ((name, weight), ...)
+    adapters: tuple = ()  # ((adapter name, LoRA file, weight or schedule tuple), ...)
+    characters: tuple = ()  # names of the characters cast in this shot
 
     @property
     def batch_key(self) -> BatchKey:
-        return BatchKey(self.model_path, self.adapters, self.width, self.height, self.frames, self.steps,
+        return BatchKey(self.model_path, tuple((a[0], a[2]) for a in self.adapters), self.width, self.height, self.frames, self.steps,
                         self.guidance, self.shift, self.scheduler)
 
-    def fingerprint(self, weights_hash: str) -> str:
-        """Hash of every input that decides the shot's pixels (the render store skips on a match)."""
+    def fingerprint(self, weights_hash: str, lora_hashes: dict | None = None) -> str:
+        """Hash of every input that decides the shot's pixels (the render store skips on a match).
+
+        `lora_hashes` maps each adapter's LoRA file path to its content hash."""
         fields = asdict(self)
-        for volatile in ("index", "model_path", "seed_source"):
+        for volatile in ("index", "model_path", "seed_source", "adapters"):
             fields.pop(volatile)
         fields["weights_hash"] = weights_hash
+        fields["adapters"] = [[name, (lora_hashes or {}).get(path, path), weight]
+                              for name, path, weight in self.adapters]
         blob = json.dumps(fields, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 
@@ -88,16 +94,30 @@ class RenderPlan:
     batches: tuple[tuple[ShotJob, ...], ...]
 
 
+def shot_seed(film: Film, index: int) -> tuple[int, str]:
+    """(seed, where it came from): the shot's seed, else its first seeded character's, else derived."""
+    shot = film.shots[index]
+    if shot.seed is not None:
+        return shot.seed, "explicit"
+    for name in shot.characters:
+        if film.characters[name].seed is not None:
+            return film.characters[name].seed, f"character:{name}"
+    return stable_seed(film.seed, shot.id), "derived"
+
+
 def resolve_job(film: Film, index: int) -> ShotJob:
     shot = film.shots[index]
-    explicit = shot.seed is not None
+    seed, seed_source = shot_seed(film, index)
+    cast = {name: film.characters[name] for name in shot.characters}
+    adapters = tuple((adapter, str(path), c.weight)
+                     for c in cast.values() for adapter, path in zip(c.adapter_names(), c.loras))
     return ShotJob(
         shot_id=shot.id,
         index=index,
-        prompt=shot.prompt.strip(),
+        prompt=cast_prompt(shot.prompt.strip(), cast),
         negative_prompt=shot.negative_prompt if shot.negative_prompt is not None else film.negative_prompt,
-        seed=shot.seed if explicit else stable_seed(film.seed, shot.id),
-        seed_source="explicit" if explicit else "derived",
+        seed=seed,
+        seed_source=seed_source,
         width=film.width,
         height=film.height,
         frames=shot.frames if shot.frames is not None else film.frames,
@@ -109,7 +129,8 @@ def resolve_job(film: Film, index: int) -> ShotJob:
         max_sequence_length=film.max_sequence_length,
         model_name=film.model.name,
         model_path=str(film.model.path),
-        adapters=(),
+        adapters=adapters,
+        characters=shot.characters,
     )
 
 
@@ -124,13 +145,23 @@ def build_plan(film: Film, only: list[str] | None = None, batch_size: int = 1) -
             raise PlanError(f"--shots names {', '.join(map(repr, unknown))}, not in {film.source}; "
                             f"its shots are: {', '.join(ids)}")
     jobs = tuple(resolve_job(film, i) for i, s in enumerate(film.shots) if not only or s.id in only)
-    if batch_size == 1:  # film order, one shot per batch
-        return RenderPlan(film=film, jobs=jobs, batches=tuple((job,) for job in jobs))
-    groups: dict[BatchKey, list[ShotJob]] = {}  # first-appearance order of each key
+    # 1. shots with equal BatchKeys share batches (first-appearance order of each key)
+    groups: dict[BatchKey, list[ShotJob]] = {}
     for job in jobs:
         groups.setdefault(job.batch_key, []).append(job)
     batches = []
     for group in groups.values():
         for start in range(0, len(group), batch_size):
             batches.append(tuple(group[start:start + batch_size]))
+    # 2. batches with the same adapter set run one after another: few LoRA switches
+    first_seen: dict[tuple, int] = {}
+    for b in batches:
+        first_seen.setdefault(b[0].batch_key.adapters, len(first_seen))
+    batches.sort(key=lambda b: (first_seen[b[0].batch_key.adapters], b[0].index))
     return RenderPlan(film=film, jobs=jobs, batches=tuple(batches))
+
+
+def adapter_switches(plan: RenderPlan) -> int:
+    """How many times the active adapter set changes while rendering the plan."""
+    sets = [b[0].batch_key.adapters for b in plan.batches]
+    return sum(1 for prev, cur in zip(sets, sets[1:]) if prev != cur)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from engine.characters import AdapterBank
 from engine.hashing import weights_hash
 from engine.plan import RenderPlan, ShotJob
 from engine.post.assemble import concat_clips
@@ -91,7 +92,9 @@ class Engine:
         self.progress = progress or RenderProgress(quiet=True)
         self._models: dict[str, tuple[object, object]] = {}  # model path -> (family module, components)
         self._embeds: dict[tuple[str, str, int], torch.Tensor] = {}  # (model, prompt, length) -> (1, L, D)
-        self._hashes: dict[str, str] = {}
+        self._hashes: dict[str, str] = {}  # weights path -> "sha256:..."
+        self._banks: dict[str, AdapterBank] = {}  # model path -> its loaded LoRA adapters
+        self._film_characters: dict = {}
 
     # -- models ------------------------------------------------------------------------------------
     def load(self, model: ModelInfo):
@@ -103,10 +106,36 @@ class Engine:
         return self._models[key]
 
     def weights_hash(self, model: ModelInfo) -> str:
-        key = str(model.path)
+        return self.file_hash(model.path)
+
+    def file_hash(self, path: str | Path) -> str:
+        key = str(path)
         if key not in self._hashes:
-            self._hashes[key] = weights_hash(model.path)
+            self._hashes[key] = weights_hash(Path(path))
         return self._hashes[key]
+
+    def lora_hashes(self, plan: RenderPlan) -> dict[str, str]:
+        return {path: self.file_hash(path) for job in plan.jobs for _, path, _ in job.adapters}
+
+    def bank(self, model: ModelInfo) -> AdapterBank:
+        key = str(model.path)
+        if key not in self._banks:
+            family, comps = self.load(model)
+            self._banks[key] = AdapterBank(comps.transformer, family.lora_to_diffusers)
+        return self._banks[key]
+
+    def peft_name(self, adapter: str, path: str) -> str:
+        """The adapter's name inside peft: its character name plus its file hash (unique per file)."""
+        return f"{adapter}_{self.file_hash(path).split(':')[1][:8]}"
+
+    def prepare(self, plan: RenderPlan) -> None:
+        """Load the model and every LoRA the plan uses, checking them, before any output is written."""
+        self.load(plan.film.model)
+        self.weights_hash(plan.film.model)
+        bank = self.bank(plan.film.model)
+        for job in plan.jobs:
+            for adapter, path, _ in job.adapters:
+                bank.load(self.peft_name(adapter, path), Path(path))
 
     def embed(self, family, comps, model_key: str, prompts: list[str], length: int) -> torch.Tensor:
         """Text embeddings (N, L, D); the text encoder runs once per unique prompt per process."""
@@ -121,15 +150,18 @@ class Engine:
     def render(self, plan: RenderPlan, out_dir: str | Path, force: bool = False) -> FilmResult:
         """Render every batch of the plan (skipping finished shots unless `force`) and assemble the film."""
         film = plan.film
+        self._film_characters = film.characters
+        self.prepare(plan)
         store = RenderStore(out_dir)
         store.prepare()
         whash = self.weights_hash(film.model)
+        lhash = self.lora_hashes(plan)
         results: dict[str, ShotResult] = {}
         self.progress.film(len(plan.jobs))
         for batch in plan.batches:
             todo = []
             for job in batch:
-                done = None if force else store.finished_shot(job.shot_id, job.fingerprint(whash))
+                done = None if force else store.finished_shot(job.shot_id, job.fingerprint(whash, lhash))
                 if done is not None:
                     results[job.shot_id] = ShotResult(job.shot_id, store.shot_video(job.shot_id),
                                                       store.shot_manifest(job.shot_id), "reused")
@@ -137,13 +169,13 @@ class Engine:
                 else:
                     todo.append(job)
             if todo:
-                for r in self.render_batch(film.model, tuple(todo), store, whash):
+                for r in self.render_batch(film.model, tuple(todo), store, whash, lhash):
                     results[r.shot_id] = r
         ordered = tuple(results[j.shot_id] for j in plan.jobs)
         return self._assemble(plan, store, whash, ordered, force)
 
     def render_batch(self, model: ModelInfo, jobs: tuple[ShotJob, ...], store: RenderStore,
-                     whash: str) -> list[ShotResult]:
+                     whash: str, lhash: dict[str, str]) -> list[ShotResult]:
         """Render shots that share a BatchKey in one transformer batch; write clips and manifests."""
         family, comps = self.load(model)
         first = jobs[0]
@@ -159,11 +191,14 @@ class Engine:
         # 2. noise from each shot's own CPU generator
         shape = family.latent_shape(comps, first.frames, first.height, first.width)  # (C, F', H', W')
         noise = torch.cat([family.initial_noise(shape, j.seed, comps.device) for j in jobs])  # (B, C, F', H', W')
-        # 3. denoise
+        # 3. denoise, with this batch's adapters (every adapter off for shots without characters)
         self.progress.batch(ids, first.steps)
+        bank = self.bank(model)
+        adapters = tuple((self.peft_name(a, p), w) for a, p, w in first.adapters)
+        before_step = bank.schedule(adapters, first.steps)
         scheduler = family.make_scheduler(comps, first.scheduler, first.shift)
         latents = denoise(lambda x, t, e: family.velocity(comps, x, t, e), noise, scheduler, first.steps,
-                          cond, uncond, first.guidance, ids, on_step=self.progress.step)
+                          cond, uncond, first.guidance, ids, on_step=self.progress.step, before_step=before_step)
         t2 = time.perf_counter()
         # 4. decode latent frame by latent frame, streamed into one encoder per shot
         writers = [VideoWriter(store.shot_video(j.shot_id), j.width, j.height, j.fps,
@@ -187,7 +222,7 @@ class Engine:
                    "s_per_step": round((t2 - t1) / first.steps, 4), "batch_size": len(jobs)}
         results = []
         for job in jobs:
-            manifest = self._shot_manifest(job, model, whash, timings, store)
+            manifest = self._shot_manifest(job, model, whash, lhash, timings, store)
             atomic_write_json(store.shot_manifest(job.shot_id), manifest)
             results.append(ShotResult(job.shot_id, store.shot_video(job.shot_id), store.shot_manifest(job.shot_id),
                                       "rendered", timings))
@@ -197,7 +232,15 @@ class Engine:
                 f"{store.shot_video(job.shot_id)}")
         return results
 
-    def _shot_manifest(self, job: ShotJob, model: ModelInfo, whash: str, timings: dict, store: RenderStore) -> dict:
+    def _shot_manifest(self, job: ShotJob, model: ModelInfo, whash: str, lhash: dict, timings: dict,
+                       store: RenderStore) -> dict:
+        film_chars = self._film_characters
+        bank = self.bank(model)
+        adapters = [{"adapter": a, "character": a.split("__")[0], "file": p, "sha256": lhash[p],
+                     "format": bank.formats.get(self.peft_name(a, p)),
+                     "weight": list(w) if isinstance(w, tuple) else w,
+                     "trigger": film_chars[a.split("__")[0]].trigger if a.split("__")[0] in film_chars else None}
+                    for a, p, w in job.adapters]
         return {
             "reel_manifest": MANIFEST_VERSION, "kind": "shot", "shot_id": job.shot_id, "index": job.index,
             "video": store.shot_video(job.shot_id).name, "prompt": job.prompt,
@@ -207,9 +250,9 @@ class Engine:
             "max_sequence_length": job.max_sequence_length,
             "model": {"name": job.model_name, "path": job.model_path, "family": model.family.name,
                       "weights_hash": whash},
-            "adapters": [list(a) for a in job.adapters],
+            "characters": list(job.characters), "adapters": adapters,
             "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
-            "versions": package_versions(), "timings": timings, "fingerprint": job.fingerprint(whash),
+            "versions": package_versions(), "timings": timings, "fingerprint": job.fingerprint(whash, lhash),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
@@ -220,7 +263,8 @@ class Engine:
 
         film = plan.film
         all_jobs = [resolve_job(film, i) for i in range(len(film.shots))]
-        prints = [j.fingerprint(whash) for j in all_jobs]
+        lhash = {p: self.file_hash(p) for j in all_jobs for _, p, _ in j.adapters}
+        prints = [j.fingerprint(whash, lhash) for j in all_jobs]
         missing = [j.shot_id for j, fp in zip(all_jobs, prints) if store.finished_shot(j.shot_id, fp) is None]
         if missing:
             status = f"skipped: shots {', '.join(missing)} not rendered yet"

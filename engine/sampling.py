@@ -46,8 +46,11 @@ def guided_velocity(velocity_fn: VelocityFn, latents: torch.Tensor, t: torch.Ten
 @torch.no_grad()
 def denoise(velocity_fn: VelocityFn, noise: torch.Tensor, scheduler, steps: int, cond: torch.Tensor,
             uncond: torch.Tensor | None, guidance: float, shot_ids: tuple[str, ...] = (),
-            on_step: StepCallback | None = None) -> torch.Tensor:
-    """Run the flow-matching ODE from noise (B, C, F', H', W') to clean latents, fp32 throughout."""
+            on_step: StepCallback | None = None,
+            before_step: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Run the flow-matching ODE from noise (B, C, F', H', W') to clean latents, fp32 throughout.
+
+    `before_step(i)` runs before the model call of 0-based step i (per-step LoRA strength lives there)."""
     device = noise.device
     scheduler.set_timesteps(steps, device=device)
     scheduler.set_begin_index(0)
@@ -55,6 +58,8 @@ def denoise(velocity_fn: VelocityFn, noise: torch.Tensor, scheduler, steps: int,
     start = time.perf_counter()
     timesteps = scheduler.timesteps
     for i, t in enumerate(timesteps):
+        if before_step is not None:
+            before_step(i)
         v = guided_velocity(velocity_fn, latents, t, cond, uncond, guidance)  # (B, C, F', H', W')
         latents = scheduler.step(v, t, latents, return_dict=False)[0]
         if on_step is not None:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from engine.cast import Character, load_library, load_library_character, parse_character, placeholders
 from models.registry import ModelError, ModelInfo, resolve_model
 
 SCHEDULERS = ("unipc", "euler")
@@ -56,6 +57,7 @@ class FilmSection(_Strict):
     seed: int = Field(0, ge=0, le=MAX_SEED)
     negative_prompt: str | None = None
     scheduler: Literal["unipc", "euler"] | None = None
+    characters: str | None = None  # a character library folder (LIB/NAME/character.toml)
 
 
 class ShotSection(_Strict):
@@ -66,10 +68,12 @@ class ShotSection(_Strict):
     steps: int | None = Field(None, ge=1, le=1000)
     guidance: float | None = Field(None, ge=0.0, le=100.0)
     negative_prompt: str | None = None
+    characters: list[str] | None = None
 
 
 class SpecFile(_Strict):
     film: FilmSection = FilmSection()
+    characters: dict[str, dict] = {}
     shots: list[ShotSection] = Field(min_length=1)
 
 
@@ -88,6 +92,7 @@ class Shot:
     steps: int | None = None
     guidance: float | None = None
     negative_prompt: str | None = None
+    characters: tuple[str, ...] = ()  # cast: listed names, then names written as {NAME} in the prompt
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,7 @@ class Film:
     scheduler: str  # "unipc" | "euler"
     max_sequence_length: int  # text tokens per prompt (padded)
     shots: tuple[Shot, ...]
+    characters: dict[str, Character] = field(default_factory=dict)  # every character a shot casts
 
     def shot(self, shot_id: str) -> Shot:
         for s in self.shots:
@@ -182,14 +188,17 @@ def parse_toml(path: Path) -> dict:
         raise SpecError(path, [("", f"not valid TOML: {err}")]) from None
 
 
-def load_film(path: str | Path, model_override: str | None = None) -> Film:
-    """Read, validate and resolve a film spec; raise SpecError with every problem found."""
+def load_film(path: str | Path, model_override: str | None = None, library: Path | None = None) -> Film:
+    """Read, validate and resolve a film spec; raise SpecError with every problem found.
+
+    `library`: a character library folder that extends the spec's own (the CLI's --characters)."""
     path = Path(path)
     data = parse_toml(path)
-    return film_from_dict(data, path, model_override=model_override)
+    return film_from_dict(data, path, model_override=model_override, library=library)
 
 
-def film_from_dict(data: dict, source: Path, model_override: str | None = None) -> Film:
+def film_from_dict(data: dict, source: Path, model_override: str | None = None,
+                   library: Path | None = None) -> Film:
     try:
         spec = SpecFile.model_validate(data)
     except ValidationError as err:
@@ -234,6 +243,9 @@ def film_from_dict(data: dict, source: Path, model_override: str | None = None) 
             problems.append((f"{where}.prompt (shot {s.id!r})", "is empty — describe what the shot shows"))
         if s.frames is not None:
             _check_frames(model, s.frames, f"{where}.frames (shot {s.id!r})", problems)
+
+    # 4. characters: the spec's own, then the libraries; only those a shot casts are loaded
+    characters, casts = _resolve_cast(spec, source, library, problems)
     if problems:
         raise SpecError(source, problems)
 
@@ -252,7 +264,8 @@ def film_from_dict(data: dict, source: Path, model_override: str | None = None) 
         negative_prompt=f.negative_prompt if f.negative_prompt is not None else str(d.get("negative_prompt", "")),
         scheduler=f.scheduler or str(d.get("scheduler", "unipc")),
         max_sequence_length=int(d.get("max_sequence_length", 512)),
-        shots=tuple(Shot(**s.model_dump()) for s in spec.shots),
+        shots=tuple(Shot(**{**s.model_dump(), "characters": cast}) for s, cast in zip(spec.shots, casts)),
+        characters=characters,
     )
 
 
@@ -262,3 +275,52 @@ def _check_frames(model: ModelInfo, frames: int, where: str, problems: list) -> 
     k = model.temporal_factor
     options = " or ".join(str(x) for x in model.nearest_frames(frames))
     problems.append((where, f"{frames} frames: {model.family.name} models need {k}k+1 frames — try {options}"))
+
+
+def _resolve_cast(spec: SpecFile, source: Path, library: Path | None,
+                  problems: list) -> tuple[dict[str, Character], list[tuple[str, ...]]]:
+    """Check every shot's characters and {NAME} placeholders; load the characters they cast."""
+    libraries: dict[str, Path] = {}
+    for folder in (library, _library_path(spec.film.characters, source)):
+        if folder is not None:
+            for name, path in load_library(folder, problems).items():
+                libraries.setdefault(name, path)
+    known = sorted({*spec.characters, *libraries})
+    characters: dict[str, Character] = {}
+    casts: list[tuple[str, ...]] = []
+    for i, s in enumerate(spec.shots):
+        where = f"shots[{i}]"
+        listed = list(s.characters or [])
+        written = placeholders(s.prompt)
+        cast = tuple(dict.fromkeys(listed + written))
+        casts.append(cast)
+        for name in cast:
+            field_ = f"{where}.characters (shot {s.id!r})" if name in listed else f"{where}.prompt (shot {s.id!r})"
+            if name not in spec.characters and name not in libraries:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                defined = ", ".join(known) if known else "none"
+                problems.append((field_, f"unknown character {name!r} — {hint}defined: {defined}; add "
+                                         f"[characters.{name}] or a library with {name}/character.toml"))
+                continue
+            if name not in characters:
+                if name in spec.characters:
+                    c = parse_character(name, spec.characters[name], source, f"characters.{name}", problems)
+                else:
+                    c = load_library_character(name, libraries[name], problems)
+                if c is None:
+                    continue
+                characters[name] = c
+            c = characters[name]
+            if name not in written and c.trigger.lower() not in s.prompt.lower():
+                problems.append((f"{where}.prompt (shot {s.id!r})",
+                                 f"casts {name!r} but never says {{{name}}} (or its trigger {c.trigger!r}) — "
+                                 f"write {{{name}}} where the character appears, so its trigger is in the prompt"))
+    return characters, casts
+
+
+def _library_path(value: str | None, source: Path) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else source.parent / path

@@ -148,3 +148,10 @@ def decode_stream(components: WanComponents, latents: torch.Tensor) -> Iterator[
 def to_uint8_frames(chunk: torch.Tensor) -> "numpy.ndarray":  # noqa: F821
     """(B, 3, f, H, W) in [0, 1] -> (B, f, H, W, 3) uint8, rounded like diffusers' numpy_to_pil."""
     return (chunk.permute(0, 2, 3, 4, 1) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+def lora_to_diffusers(state: dict) -> dict:
+    """Any supported Wan LoRA state dict (diffusers, ComfyUI/lightx2v, kohya/musubi) -> diffusers keys."""
+    from diffusers.loaders.lora_pipeline import WanLoraLoaderMixin
+
+    return WanLoraLoaderMixin.lora_state_dict(state)

@@ -1,0 +1,146 @@
+"""Character LoRAs at run time: read, convert, check, load once as named peft adapters, switch.
+
+    adapters = AdapterBank(transformer, convert=models.wan.lora_to_diffusers)
+    adapters.load("hero", Path("hero.safetensors"))          # once per run; raises LoraError if it won't fit
+    adapters.activate([("hero", 0.8)])                        # per batch: set_adapters, no reload
+    adapters.activate([])                                     # no characters: every adapter disabled
+
+Formats: diffusers/peft (`transformer.` keys, lora_A/lora_B), ComfyUI and lightx2v (`diffusion_model.`
+keys, lora_down/lora_up + `.alpha`), kohya / musubi-tuner (`lora_unet_` keys) — converted with diffusers'
+own converters. A file made for another model or size is rejected before anything is loaded, naming
+the first key that does not fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from engine.cast import weight_at
+
+
+class LoraError(ValueError):
+    """A LoRA file that cannot be used with this model; the message names the file and the cause."""
+
+
+def lora_format(keys: list[str]) -> str:
+    if any(k.startswith("diffusion_model.") for k in keys):
+        return "comfyui"
+    if any(k.startswith("lora_unet_") for k in keys):
+        return "kohya"
+    if any(k.startswith("transformer.") for k in keys):
+        return "diffusers"
+    return "unknown"
+
+
+def read_lora(path: Path) -> dict[str, torch.Tensor]:
+    """The raw tensors of a .safetensors LoRA file, with a clear error for missing or corrupt files."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise LoraError(f"{path}: LoRA file not found — check the character's `lora` path")
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as err:  # safetensors raises several types for truncated or foreign files
+        raise LoraError(f"{path}: not a readable .safetensors file ({err}) — re-download or re-export it") from None
+    if not state:
+        raise LoraError(f"{path}: holds no tensors — it is not a LoRA")
+    return state
+
+
+def check_fits(transformer: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Every lora_A/lora_B tensor must target a Linear of the transformer with matching sizes."""
+    modules = dict(transformer.named_modules())
+    n_blocks = len(getattr(transformer, "blocks", []))
+    for key, tensor in state.items():
+        if not key.startswith("transformer."):
+            raise LoraError(f"{path}: key {key!r} is not a transformer LoRA key after conversion — the file is for "
+                            "another model family or a text-encoder LoRA")
+        for tag in (".lora_A.weight", ".lora_B.weight", ".lora_B.bias"):
+            if key.endswith(tag):
+                target = key[len("transformer."):-len(tag)]
+                break
+        else:
+            raise LoraError(f"{path}: key {key!r} is not a LoRA weight (expected lora_A/lora_B) — is this a full "
+                            "checkpoint rather than a LoRA?")
+        module = modules.get(target)
+        if module is None:
+            cause = "the file is for another model family"
+            if target.startswith("blocks.") and int(target.split(".")[1]) >= n_blocks:
+                cause = f"the file is for a deeper model (this one has {n_blocks} blocks)"
+            raise LoraError(f"{path}: key {key!r} targets {target!r}, which this model does not have — {cause}")
+        base = getattr(module, "base_layer", module)
+        if not isinstance(base, torch.nn.Linear):
+            raise LoraError(f"{path}: key {key!r} targets {target!r}, which is not a Linear layer")
+        if tag == ".lora_A.weight" and tensor.shape[1] != base.in_features:
+            raise LoraError(f"{path}: key {key!r} has input size {tensor.shape[1]} but {target} takes "
+                            f"{base.in_features} — the LoRA was trained for another model size")
+        if tag != ".lora_A.weight" and tensor.shape[0] != base.out_features:
+            raise LoraError(f"{path}: key {key!r} has output size {tensor.shape[0]} but {target} gives "
+                            f"{base.out_features} — the LoRA was trained for another model size")
+
+
+class AdapterBank:
+    """The LoRA adapters loaded into one transformer, by name."""
+
+    def __init__(self, transformer: torch.nn.Module, convert: Callable[[dict], dict]):
+        self.transformer = transformer
+        self.convert = convert  # family-specific: raw state dict -> diffusers keys (`transformer.` prefix)
+        self.loaded: dict[str, Path] = {}
+        self.formats: dict[str, str] = {}
+        self._active: tuple | None = None
+        self.switches = 0
+
+    def load(self, name: str, path: Path) -> None:
+        """Load `path` as adapter `name` (once); check it fits before touching the model."""
+        if name in self.loaded:
+            if self.loaded[name] != path:
+                raise LoraError(f"adapter name {name!r} is used for both {self.loaded[name]} and {path}")
+            return
+        raw = read_lora(path)
+        fmt = lora_format(list(raw))
+        if fmt == "unknown":
+            raise LoraError(f"{path}: keys look like none of the LoRA formats reel reads (diffusers `transformer.`, "
+                            f"ComfyUI `diffusion_model.`, kohya/musubi `lora_unet_`); first key: {next(iter(raw))!r}")
+        try:
+            state = self.convert(dict(raw))
+        except Exception as err:
+            raise LoraError(f"{path}: cannot convert this {fmt} LoRA ({type(err).__name__}: {err}) — it is incomplete "
+                            "or made for another model") from None
+        if not state:
+            raise LoraError(f"{path}: no LoRA weights left after conversion — it is not a LoRA for this model")
+        check_fits(self.transformer, state, path)
+        self.transformer.load_lora_adapter(state, adapter_name=name, prefix="transformer")
+        self.loaded[name] = path
+        self.formats[name] = fmt
+        self._active = None
+
+    def activate(self, adapters: list[tuple[str, float]]) -> None:
+        """Make exactly these adapters active with these weights; none: every adapter disabled."""
+        key = tuple(adapters)
+        if key == self._active:
+            return
+        if not self.loaded:
+            if adapters:
+                raise LoraError(f"adapters {[a for a, _ in adapters]} were never loaded")
+            return
+        if not adapters:
+            self.transformer.disable_lora()
+        else:
+            self.transformer.enable_lora()
+            self.transformer.set_adapters([a for a, _ in adapters], weights=[float(w) for _, w in adapters])
+        self._active = key
+        self.switches += 1
+
+    def schedule(self, adapters: tuple, total_steps: int) -> Callable[[int], None] | None:
+        """A per-step hook that applies weight schedules, or None when every weight is constant."""
+        if all(isinstance(w, (int, float)) for _, w in adapters):
+            self.activate([(a, float(w)) for a, w in adapters])
+            return None
+
+        def before_step(step: int) -> None:
+            self.activate([(a, weight_at(w, step, total_steps)) for a, w in adapters])
+
+        return before_step
