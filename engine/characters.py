@@ -13,6 +13,7 @@ the first key that does not fit.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -112,7 +113,9 @@ class AdapterBank:
         if not state:
             raise LoraError(f"{path}: no LoRA weights left after conversion — it is not a LoRA for this model")
         check_fits(self.transformer, state, path)
-        self.transformer.load_lora_adapter(state, adapter_name=name, prefix="transformer")
+        with warnings.catch_warnings():  # peft warns on every adapter after the first: expected here
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            self.transformer.load_lora_adapter(state, adapter_name=name, prefix="transformer")
         self.loaded[name] = path
         self.formats[name] = fmt
         self._active = None
