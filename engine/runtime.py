@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from engine.characters import AdapterBank
+from engine.embed_cache import EmbedCache, encoder_hash
 from engine.hashing import weights_hash
 from engine.plan import RenderPlan, ShotJob
 from engine.post.assemble import concat_clips
@@ -95,6 +96,8 @@ class Engine:
         self._hashes: dict[str, str] = {}  # weights path -> "sha256:..."
         self._banks: dict[str, AdapterBank] = {}  # model path -> its loaded LoRA adapters
         self._film_characters: dict = {}
+        self._encoder_hashes: dict[str, str] = {}
+        self.embed_cache = EmbedCache()
 
     # -- models ------------------------------------------------------------------------------------
     def load(self, model: ModelInfo):
@@ -138,12 +141,21 @@ class Engine:
                 bank.load(self.peft_name(adapter, path), Path(path))
 
     def embed(self, family, comps, model_key: str, prompts: list[str], length: int) -> torch.Tensor:
-        """Text embeddings (N, L, D); the text encoder runs once per unique prompt per process."""
+        """Text embeddings (N, L, D): from memory, else the disk cache, else the text encoder (once per prompt)."""
         missing = sorted({p for p in prompts if (model_key, p, length) not in self._embeds})
         if missing:
-            embeds = family.encode_prompts(comps, missing, length)  # (M, L, D)
-            for p, e in zip(missing, embeds):
-                self._embeds[(model_key, p, length)] = e[None]
+            if model_key not in self._encoder_hashes:
+                self._encoder_hashes[model_key] = encoder_hash(Path(model_key))
+            keys = {p: self.embed_cache.key(self._encoder_hashes[model_key], p, length, comps.dtype) for p in missing}
+            for p in missing:
+                cached = self.embed_cache.get(keys[p])
+                if cached is not None:
+                    self._embeds[(model_key, p, length)] = cached[None].to(comps.device, comps.dtype)
+            todo = [p for p in missing if (model_key, p, length) not in self._embeds]
+            for p in todo:  # one prompt per call: an embedding never depends on which prompts it came with
+                e = family.encode_prompts(comps, [p], length)  # (1, L, D)
+                self._embeds[(model_key, p, length)] = e
+                self.embed_cache.put(keys[p], e[0])
         return torch.cat([self._embeds[(model_key, p, length)] for p in prompts])  # (N, L, D)
 
     # -- rendering ---------------------------------------------------------------------------------

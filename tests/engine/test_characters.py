@@ -81,8 +81,9 @@ def latents_for(tiny_model, spec_path, shot_id, engine=None):
     seen = []
     from engine.sampling import denoise
 
-    cond = engine.embed(family, comps, "m", [job.prompt], job.max_sequence_length)
-    uncond = engine.embed(family, comps, "m", [job.negative_prompt], job.max_sequence_length)
+    key = str(plan.film.model.path)
+    cond = engine.embed(family, comps, key, [job.prompt], job.max_sequence_length)
+    uncond = engine.embed(family, comps, key, [job.negative_prompt], job.max_sequence_length)
     noise = family.initial_noise(family.latent_shape(comps, job.frames, job.height, job.width), job.seed, comps.device)
     sched = family.make_scheduler(comps, job.scheduler, job.shift)
 

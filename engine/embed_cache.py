@@ -1,0 +1,61 @@
+"""The prompt-embedding cache on disk: the text encoder never runs twice for the same prompt, model
+and settings, across runs and processes.
+
+Key: sha256 of (text encoder + tokenizer content hash, prompt, padded length, dtype). Value: one
+safetensors file `REEL_CACHE_DIR/embeds/<key[:2]>/<key>.safetensors` holding the (L, D) embedding,
+written atomically. A corrupt or unreadable entry is treated as missing and written again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from engine.hashing import weights_hash
+from engine.settings import cache_dir
+from engine.store import atomic_path
+
+
+def encoder_hash(model_path: Path) -> str:
+    """Content hash of what decides embeddings: the text encoder weights and the tokenizer files."""
+    digest = hashlib.sha256(weights_hash(model_path / "text_encoder").encode())
+    tok = model_path / "tokenizer"
+    for f in sorted(p for p in tok.rglob("*") if p.is_file()):
+        digest.update(f.name.encode())
+        digest.update(hashlib.sha256(f.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+class EmbedCache:
+    def __init__(self, root: Path | None = None):
+        self.root = root or cache_dir() / "embeds"
+
+    def key(self, enc_hash: str, prompt: str, length: int, dtype: torch.dtype) -> str:
+        return hashlib.sha256(f"{enc_hash}\0{length}\0{dtype}\0{prompt}".encode()).hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.safetensors"
+
+    def get(self, key: str) -> torch.Tensor | None:
+        """The cached (L, D) embedding, or None."""
+        from safetensors.torch import load_file
+
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            return load_file(str(path))["embedding"]
+        except Exception:  # corrupt entry: recompute
+            return None
+
+    def put(self, key: str, embedding: torch.Tensor) -> None:
+        from safetensors.torch import save_file
+
+        path = self.path(key)
+        try:
+            with atomic_path(path) as tmp:
+                save_file({"embedding": embedding.detach().cpu().contiguous()}, str(tmp))
+        except OSError:
+            pass  # a full or read-only cache only costs time
