@@ -62,10 +62,12 @@ def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, 
             _fail(str(err))
         progress.say(f"{film.title}: {len(plan.jobs)} shot(s), {film.width}x{film.height}, {film.fps} fps, "
                      f"model {film.model.name}, device {engine.device}")
+        try:  # model, LoRAs, upscaler, audio: every input error surfaces here, before a file is written
+            engine.prepare(plan)
+        except (LoraError, ValueError) as err:
+            _fail(str(err))
         try:
             result = engine.render(plan, out, force=force)
-        except LoraError as err:  # raised while loading adapters, before anything is written
-            _fail(str(err))
         except KeyboardInterrupt:
             _fail("interrupted; finished shots are kept and reused by the next run", code=130)
         except OSError as err:

@@ -65,6 +65,9 @@ class ShotJob:
     model_path: str
     adapters: tuple = ()  # ((adapter name, LoRA file, weight or schedule tuple), ...)
     characters: tuple = ()  # names of the characters cast in this shot
+    codec: str = "h264"  # the clip's encoder preset
+    upscale: str | None = None  # upscaler applied while streaming to the encoder
+    watermark: str | None = None  # visible text drawn on every frame
 
     @property
     def batch_key(self) -> BatchKey:
@@ -131,6 +134,9 @@ def resolve_job(film: Film, index: int) -> ShotJob:
         model_path=str(film.model.path),
         adapters=adapters,
         characters=shot.characters,
+        codec=film.codec,
+        upscale=film.upscale,
+        watermark=film.watermark,
     )
 
 

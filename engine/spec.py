@@ -19,6 +19,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.cast import Character, load_library, load_library_character, parse_character, placeholders
+from engine.spec_post import (
+    AudioSection,
+    AudioTrack,
+    TransitionName,
+    check_audio_tracks,
+    check_transitions,
+    resolve_upscale,
+)
 from models.registry import ModelError, ModelInfo, resolve_model
 
 SCHEDULERS = ("unipc", "euler")
@@ -58,6 +66,9 @@ class FilmSection(_Strict):
     negative_prompt: str | None = None
     scheduler: Literal["unipc", "euler"] | None = None
     characters: str | None = None  # a character library folder (LIB/NAME/character.toml)
+    codec: Literal["h264", "h265", "prores", "av1"] = "h264"
+    upscale: str | None = None
+    watermark: str | None = None
 
 
 class ShotSection(_Strict):
@@ -69,15 +80,18 @@ class ShotSection(_Strict):
     guidance: float | None = Field(None, ge=0.0, le=100.0)
     negative_prompt: str | None = None
     characters: list[str] | None = None
+    transition: TransitionName = "cut"
+    transition_seconds: float | None = Field(None, gt=0.0, le=60.0)
 
 
 class SpecFile(_Strict):
     film: FilmSection = FilmSection()
     characters: dict[str, dict] = {}
     shots: list[ShotSection] = Field(min_length=1)
+    audio: list[AudioSection] = []
 
 
-_SECTION_FIELDS = {"film": FilmSection, "shots": ShotSection, "": SpecFile}
+_SECTION_FIELDS = {"film": FilmSection, "shots": ShotSection, "audio": AudioSection, "": SpecFile}
 
 
 # ---- the validated film (what the rest of reel sees) ---------------------------------------------
@@ -93,6 +107,9 @@ class Shot:
     guidance: float | None = None
     negative_prompt: str | None = None
     characters: tuple[str, ...] = ()  # cast: listed names, then names written as {NAME} in the prompt
+    transition: str = "cut"  # how the shot starts: "cut" or "crossfade" from the previous shot
+    transition_seconds: float | None = None
+    transition_frames: int = 0  # crossfade frames into this shot (0 = cut)
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,10 @@ class Film:
     max_sequence_length: int  # text tokens per prompt (padded)
     shots: tuple[Shot, ...]
     characters: dict[str, Character] = field(default_factory=dict)  # every character a shot casts
+    codec: str = "h264"  # h264 | h265 | prores | av1
+    upscale: str | None = None  # "x2" | "lanczos2" | "lanczos4" | model file path
+    watermark: str | None = None  # visible text on every frame
+    audio: tuple[AudioTrack, ...] = ()
 
     def shot(self, shot_id: str) -> Shot:
         for s in self.shots:
@@ -246,6 +267,13 @@ def film_from_dict(data: dict, source: Path, model_override: str | None = None,
 
     # 4. characters: the spec's own, then the libraries; only those a shot casts are loaded
     characters, casts = _resolve_cast(spec, source, library, problems)
+
+    # 5. post-production: upscaler, transitions, audio
+    fps = f.fps if f.fps is not None else int(d["fps"])
+    upscale = resolve_upscale(f.upscale, source, problems)
+    shot_frames = [s.frames if s.frames is not None else frames for s in spec.shots]
+    fades = check_transitions(spec.shots, shot_frames, fps, problems)
+    audio = check_audio_tracks(spec.audio, [s.id for s in spec.shots], source, problems)
     if problems:
         raise SpecError(source, problems)
 
@@ -255,7 +283,7 @@ def film_from_dict(data: dict, source: Path, model_override: str | None = None,
         model=model,
         width=width,
         height=height,
-        fps=f.fps if f.fps is not None else int(d["fps"]),
+        fps=fps,
         frames=frames,
         steps=f.steps if f.steps is not None else int(d["steps"]),
         guidance=f.guidance if f.guidance is not None else float(d["guidance"]),
@@ -264,8 +292,13 @@ def film_from_dict(data: dict, source: Path, model_override: str | None = None,
         negative_prompt=f.negative_prompt if f.negative_prompt is not None else str(d.get("negative_prompt", "")),
         scheduler=f.scheduler or str(d.get("scheduler", "unipc")),
         max_sequence_length=int(d.get("max_sequence_length", 512)),
-        shots=tuple(Shot(**{**s.model_dump(), "characters": cast}) for s, cast in zip(spec.shots, casts)),
+        shots=tuple(Shot(**{**s.model_dump(), "characters": cast, "transition_frames": fade})
+                    for s, cast, fade in zip(spec.shots, casts, fades)),
         characters=characters,
+        codec=f.codec,
+        upscale=upscale,
+        watermark=f.watermark,
+        audio=audio,
     )
 
 

@@ -1,8 +1,9 @@
 """The render store: where outputs live, atomic writes, and what can be skipped on resume.
 
 Layout of an output folder:
-    DIR/shots/<id>.mp4, DIR/shots/<id>.json   one clip and its manifest per shot
+    DIR/shots/<id>.mp4, DIR/shots/<id>.json   one clip and its manifest per shot (.mov for ProRes)
     DIR/film.mp4, DIR/film.json               the assembled film and its manifest
+    DIR/film.otio, film.xml, film.edl         the timeline for editors
 
 Every file is first written as `<name>.tmp-<pid>` (or `.part`) in the same folder and renamed over the
 final name, so an interrupted render never leaves a truncated file under a final name.
@@ -61,22 +62,23 @@ def read_json(path: Path) -> dict | None:
 class RenderStore:
     """Paths and resume decisions for one output folder."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, ext: str = ".mp4"):
         self.root = Path(root)
+        self.ext = ext  # the video container's extension (.mp4, or .mov for ProRes)
 
     @property
     def shots_dir(self) -> Path:
         return self.root / "shots"
 
     def shot_video(self, shot_id: str) -> Path:
-        return self.shots_dir / f"{shot_id}.mp4"
+        return self.shots_dir / f"{shot_id}{self.ext}"
 
     def shot_manifest(self, shot_id: str) -> Path:
         return self.shots_dir / f"{shot_id}.json"
 
     @property
     def film_video(self) -> Path:
-        return self.root / "film.mp4"
+        return self.root / f"film{self.ext}"
 
     @property
     def film_manifest(self) -> Path:

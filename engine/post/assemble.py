@@ -1,8 +1,11 @@
-"""Assemble shot clips into the film, in order.
+"""Assemble the film from its timeline with one ffmpeg command: clips in order with cuts or
+crossfades, audio tracks trimmed, faded, delayed, mixed and muxed.
 
-When every clip has the same size, fps and codec (always true within one film spec today), the clips
-are joined with ffmpeg's concat demuxer without re-encoding; otherwise they are re-encoded through the
-concat filter with the same H.264 settings as the shots.
+- Cuts only: clips joined by the concat demuxer without re-encoding (`-c:v copy`).
+- Any crossfade: clips joined through a filtergraph (`concat` for cuts, `xfade` for crossfades) and
+  encoded once with the film's codec preset.
+- Audio: each track `atrim → volume → afade in/out → adelay`, then `amix` (no normalisation), padded
+  or cut to exactly the film's duration, encoded as AAC (PCM in ProRes .mov).
 """
 
 from __future__ import annotations
@@ -10,8 +13,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from engine.post.encode import CRF, EncodeError, ffmpeg_exe, metadata_args
+from engine.post.encode import Codec, EncodeError, color_args, container_args, ffmpeg_env, ffmpeg_exe, metadata_args
+from engine.post.timeline import AudioPlacement, Timeline
 from engine.store import atomic_path
+
+AUDIO_RATE = 48000
 
 
 def _concat_list(clips: list[Path], list_path: Path) -> None:
@@ -22,30 +28,94 @@ def _concat_list(clips: list[Path], list_path: Path) -> None:
     list_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def concat_clips(clips: list[Path], out: Path, same_params: bool, metadata: dict | None = None) -> Path:
-    """Join `clips` into `out` (atomic). `same_params`: stream copy, else re-encode."""
-    if not clips:
-        raise EncodeError("no clips to assemble")
-    with atomic_path(out) as tmp:
-        if same_params:
-            list_path = tmp.with_name(tmp.name + ".txt")
-            _concat_list(clips, list_path)
-            cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0",
-                   "-i", str(list_path), "-c", "copy", "-movflags", "+faststart", *metadata_args(metadata),
-                   "-f", "mp4", str(tmp)]
+def video_filter(timeline: Timeline) -> tuple[str, str]:
+    """Filtergraph joining inputs 0..n-1 (cuts: concat, crossfades: xfade) -> (graph, output label)."""
+    fps = timeline.fps
+    parts = [f"[{i}:v]settb=AVTB,setpts=PTS-STARTPTS[s{i}]" for i in range(len(timeline.clips))]
+    cur, cur_len = "[s0]", timeline.clips[0].frames
+    for k, clip in enumerate(timeline.clips[1:], start=1):
+        out = f"[v{k}]"
+        if clip.fade_in:
+            offset = (cur_len - clip.fade_in) / fps
+            parts.append(f"{cur}[s{k}]xfade=transition=fade:duration={clip.fade_in / fps}:offset={offset}{out}")
+            cur_len += clip.frames - clip.fade_in
         else:
-            inputs = [arg for clip in clips for arg in ("-i", str(clip))]
-            streams = "".join(f"[{i}:v]" for i in range(len(clips)))
-            cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *inputs,
-                   "-filter_complex", f"{streams}concat=n={len(clips)}:v=1:a=0[v]", "-map", "[v]",
-                   "-c:v", "libx264", "-crf", str(CRF), "-pix_fmt", "yuv420p", "-color_primaries", "bt709",
-                   "-color_trc", "bt709", "-colorspace", "bt709", "-movflags", "+faststart",
-                   *metadata_args(metadata), "-f", "mp4", str(tmp)]
+            parts.append(f"{cur}[s{k}]concat=n=2:v=1:a=0{out}")
+            cur_len += clip.frames
+        cur = out
+    return ";".join(parts), cur
+
+
+def audio_filter(tracks: tuple[AudioPlacement, ...], first_input: int, duration: float) -> tuple[str, str]:
+    """Filtergraph for audio inputs first_input.. -> (graph, output label), exactly `duration` long."""
+    parts, labels = [], []
+    for i, t in enumerate(tracks):
+        chain = [f"atrim=start={t.trim_start}:duration={t.length}", "asetpts=PTS-STARTPTS",
+                 f"aresample={AUDIO_RATE}", "aformat=sample_fmts=fltp:channel_layouts=stereo",
+                 f"volume={t.volume}"]
+        if t.fade_in > 0:
+            chain.append(f"afade=t=in:st=0:d={t.fade_in}")
+        if t.fade_out > 0:
+            chain.append(f"afade=t=out:st={max(0.0, t.length - t.fade_out)}:d={t.fade_out}")
+        chain.append(f"adelay=delays={round(t.start * 1000)}:all=1")
+        parts.append(f"[{first_input + i}:a]{','.join(chain)}[a{i}]")
+        labels.append(f"[a{i}]")
+    if len(labels) > 1:
+        head = f"{''.join(labels)}amix=inputs={len(labels)}:normalize=0:duration=longest,"
+    else:
+        head = labels[0]
+    parts.append(f"{head}apad,atrim=end={duration},asetpts=PTS-STARTPTS[aout]")
+    return ";".join(parts), "[aout]"
+
+
+def assemble(timeline: Timeline, out: Path, codec: Codec, same_params: bool = True,
+             metadata: dict | None = None) -> dict:
+    """Write the film to `out` (atomic). Returns how it was made (for the manifest)."""
+    clips = [c.path for c in timeline.clips]
+    copy_video = same_params and not timeline.has_transitions
+    with atomic_path(out) as tmp:
+        list_path = tmp.with_name(tmp.name + ".txt")
+        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y"]
+        if copy_video:
+            _concat_list(clips, list_path)
+            cmd += ["-f", "concat", "-safe", "0", "-i", str(list_path)]
+            first_audio = 1
+        else:
+            for clip in clips:
+                cmd += ["-i", str(clip)]
+            first_audio = len(clips)
+        for track in timeline.audio:
+            cmd += ["-i", str(track.path)]
+        graphs, maps = [], []
+        if copy_video:
+            maps += ["-map", "0:v"]
+        else:
+            graph, label = video_filter(timeline)
+            graphs.append(graph)
+            maps += ["-map", label]
+        if timeline.audio:
+            graph, label = audio_filter(timeline.audio, first_audio, timeline.duration)
+            graphs.append(graph)
+            maps += ["-map", label]
+        if graphs:
+            cmd += ["-filter_complex", ";".join(graphs)]
+        cmd += maps
+        cmd += ["-c:v", "copy"] if copy_video else [*codec.args(), *_pixel_args(codec)]
+        if timeline.audio:
+            cmd += [*codec.audio_args, "-ar", str(AUDIO_RATE)]
+        cmd += [*container_args(codec), *metadata_args(metadata), "-f", codec.muxer, str(tmp)]
         try:
-            result = subprocess.run(cmd, capture_output=True)
+            result = subprocess.run(cmd, capture_output=True, env=ffmpeg_env())
         finally:
-            if same_params:
-                list_path.unlink(missing_ok=True)
+            list_path.unlink(missing_ok=True)
         if result.returncode != 0:
             raise EncodeError(f"ffmpeg could not assemble {out}: {result.stderr.decode(errors='replace').strip()}")
-    return out
+    return {"video": "concat (stream copy)" if copy_video else "filtergraph (concat/xfade, re-encoded)",
+            "crossfades": sum(1 for c in timeline.clips if c.fade_in), "audio_tracks": len(timeline.audio)}
+
+
+def _pixel_args(codec: Codec) -> list[str]:
+    """Colour conversion tags without the scale filter (the filtergraph already produced the frames)."""
+    args = color_args(codec)
+    i = args.index("-vf")
+    return args[:i] + args[i + 2:]

@@ -1,17 +1,24 @@
-"""Streaming H.264 encode through the ffmpeg bundled with imageio-ffmpeg.
+"""Streaming encode through the ffmpeg bundled with imageio-ffmpeg, with editor-friendly presets.
 
-    with VideoWriter(path, width=64, height=64, fps=8, metadata={"title": "x"}) as w:
+    with VideoWriter(path, width=64, height=64, fps=8, codec="h264", metadata={"title": "x"}) as w:
         w.write(frames)   # (N, H, W, 3) uint8, any number of times: frames go down a pipe chunk by chunk
 
-The file appears under its final name only when ffmpeg finished cleanly (atomic rename).
-Settings: libx264, CRF 18, yuv420p, BT.709 matrix and tags, +faststart, the spec's fps.
+Presets (`CODECS`):
+    h264    libx264, CRF 18, yuv420p, .mp4 (default)
+    h265    libx265, CRF 20, yuv420p, `hvc1` tag (plays in QuickTime/Safari), .mp4
+    prores  prores_ks 422 HQ, yuv422p10le, .mov, PCM audio (for editors)
+    av1     libsvtav1 (else libaom-av1), CRF 30, yuv420p, .mp4; a clear error if this ffmpeg has neither
+All carry BT.709 matrix/primaries/transfer tags, +faststart, and arbitrary metadata tags. The file
+appears under its final name only when ffmpeg finished cleanly (atomic rename).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +29,35 @@ CRF = 18
 
 
 class EncodeError(RuntimeError):
-    """ffmpeg failed; the message carries its own words."""
+    """ffmpeg failed or cannot do what was asked; the message carries its own words."""
+
+
+@dataclass(frozen=True)
+class Codec:
+    name: str
+    ext: str  # container file extension
+    muxer: str  # ffmpeg -f
+    encoders: tuple[str, ...]  # first available is used
+    video_args: tuple[str, ...]
+    pix_fmt: str
+    audio_args: tuple[str, ...]
+
+    def args(self) -> list[str]:
+        encoder = pick_encoder(self)
+        extra = {"libsvtav1": ["-crf", "30", "-preset", "8"], "libaom-av1": ["-crf", "30", "-cpu-used", "8"]}
+        return ["-c:v", encoder, *extra.get(encoder, []), *self.video_args]
+
+
+CODECS: dict[str, Codec] = {
+    "h264": Codec("h264", ".mp4", "mp4", ("libx264",), ("-preset", "medium", "-crf", str(CRF)), "yuv420p",
+                  ("-c:a", "aac", "-b:a", "192k")),
+    "h265": Codec("h265", ".mp4", "mp4", ("libx265",),
+                  ("-preset", "medium", "-crf", "20", "-tag:v", "hvc1", "-x265-params", "log-level=error"),
+                  "yuv420p", ("-c:a", "aac", "-b:a", "192k")),
+    "prores": Codec("prores", ".mov", "mov", ("prores_ks",), ("-profile:v", "3", "-vendor", "apl0"), "yuv422p10le",
+                    ("-c:a", "pcm_s16le")),
+    "av1": Codec("av1", ".mp4", "mp4", ("libsvtav1", "libaom-av1"), (), "yuv420p", ("-c:a", "aac", "-b:a", "192k")),
+}
 
 
 def ffmpeg_exe() -> str:
@@ -31,10 +66,45 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def ffmpeg_env() -> dict:
+    """ffmpeg's environment: SVT-AV1 prints its banner unless told to log errors only."""
+    return {**os.environ, "SVT_LOG": "1"}
+
+
+@functools.lru_cache(maxsize=1)
+def available_encoders() -> frozenset[str]:
+    out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-encoders"], capture_output=True, text=True).stdout
+    names = set()
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and len(parts[0]) == 6 and parts[0][0] in "VAS":
+            names.add(parts[1])
+    return frozenset(names)
+
+
+def pick_encoder(codec: Codec) -> str:
+    for encoder in codec.encoders:
+        if encoder in available_encoders():
+            return encoder
+    raise EncodeError(f"codec {codec.name!r}: this ffmpeg ({ffmpeg_exe()}) has no {' or '.join(codec.encoders)} "
+                      f"encoder — choose another codec ({', '.join(CODECS)}) or install an ffmpeg build with it")
+
+
+def get_codec(name: str) -> Codec:
+    if name not in CODECS:
+        raise EncodeError(f"unknown codec {name!r} — use one of {', '.join(CODECS)}")
+    return CODECS[name]
+
+
 def check_size(width: int, height: int) -> None:
-    """yuv420p needs even sizes; we reject rather than rescale or pad silently."""
+    """4:2:0 and 4:2:2 need even sizes; we reject rather than rescale or pad silently."""
     if width % 2 or height % 2:
-        raise EncodeError(f"{width}x{height}: H.264 yuv420p needs even width and height — use an even size")
+        raise EncodeError(f"{width}x{height}: the encoders need even width and height — use an even size")
+
+
+def color_args(codec: Codec) -> list[str]:
+    return ["-vf", f"scale=out_color_matrix=bt709:out_range=tv,format={codec.pix_fmt}", "-pix_fmt", codec.pix_fmt,
+            "-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709", "-color_range", "tv"]
 
 
 def metadata_args(metadata: dict | None) -> list[str]:
@@ -44,12 +114,19 @@ def metadata_args(metadata: dict | None) -> list[str]:
     return args
 
 
-class VideoWriter:
-    """Encode frames to an .mp4 as they arrive; `close()` renames it into place."""
+def container_args(codec: Codec) -> list[str]:
+    """faststart (index first) and custom metadata keys kept, for mp4 and mov alike."""
+    return ["-movflags", "+faststart+use_metadata_tags"]
 
-    def __init__(self, path: str | Path, width: int, height: int, fps: int, crf: int = CRF,
-                 metadata: dict | None = None):
+
+class VideoWriter:
+    """Encode frames to a file as they arrive; `close()` renames it into place."""
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: int, codec: str = "h264",
+                 metadata: dict | None = None, crf: int | None = None):
         check_size(width, height)
+        self.codec = get_codec(codec)
+        crf_args = ["-crf", str(crf)] if crf is not None and codec in ("h264", "h265") else []
         self.path = Path(path)
         self.width, self.height, self.fps = width, height, fps
         self.frames_written = 0
@@ -58,12 +135,10 @@ class VideoWriter:
         cmd = [
             ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
-            "-an", "-c:v", "libx264", "-preset", "medium", "-crf", str(crf),
-            "-vf", "scale=out_color_matrix=bt709:out_range=tv", "-pix_fmt", "yuv420p",
-            "-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709", "-color_range", "tv",
-            "-movflags", "+faststart", *metadata_args(metadata), "-f", "mp4", str(self.tmp),
+            "-an", *self.codec.args(), *crf_args, *color_args(self.codec), *container_args(self.codec),
+            *metadata_args(metadata), "-f", self.codec.muxer, str(self.tmp),
         ]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=ffmpeg_env())
 
     def write(self, frames: np.ndarray) -> None:
         """Send (N, H, W, 3) uint8 frames to ffmpeg."""

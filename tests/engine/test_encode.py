@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.post.assemble import concat_clips
+from engine.post.assemble import assemble
+from engine.post.encode import CODECS
+from engine.post.timeline import Timeline, place_clips
 from engine.post.contact import read_video
 from engine.post.encode import EncodeError, VideoWriter
 from tests.conftest import probe
@@ -62,8 +64,10 @@ def test_concat_copy_and_reencode(tmp_path):
     for i, n in enumerate((5, 9)):
         with VideoWriter(tmp_path / f"{i}.mp4", width=64, height=48, fps=8) as writer:
             writer.write(gradient_frames(n))
-        clips.append(tmp_path / f"{i}.mp4")
+        clips.append((str(i), tmp_path / f"{i}.mp4", n, 0))
+    timeline = Timeline(8, place_clips(clips))
     for same in (True, False):
-        film = concat_clips(clips, tmp_path / f"film-{same}.mp4", same_params=same)
-        frames, fps = read_video(film)
+        how = assemble(timeline, tmp_path / f"film-{same}.mp4", CODECS["h264"], same_params=same)
+        frames, fps = read_video(tmp_path / f"film-{same}.mp4")
         assert frames.shape[0] == 14 and fps == 8
+        assert how["video"].startswith("concat (stream copy)" if same else "filtergraph")
