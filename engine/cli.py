@@ -110,6 +110,38 @@ def validate(spec: Path = typer.Argument(..., help="The film spec (TOML)."),
 
 
 @app.command()
+def upscale(
+    src: Path = typer.Argument(..., help="The video to upscale."),
+    dst: Path = typer.Argument(..., help="Where to write the upscaled H.264 .mp4 (same fps)."),
+    model: str = typer.Option("x2", "--model", "-m", help="x2 (built-in), lanczos2, lanczos4, or a model file "
+                              "spandrel loads (ESRGAN, Real-ESRGAN, SwinIR, ...)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+) -> None:
+    """Upscale a video frame by frame (tiled, streamed: memory does not grow with its length)."""
+    from engine.post.upscale import UpscaleError, load_upscaler, upscale_video
+    from engine.runtime import DeviceError, pick_device
+
+    try:
+        upscaler = load_upscaler(model, pick_device(device))
+    except (UpscaleError, DeviceError) as err:
+        _fail(str(err))
+    if dst.resolve() == src.resolve():
+        _fail(f"{dst}: the output would overwrite the input — choose another output path")
+
+    def show(done: int, total: int | None) -> None:
+        if not quiet:
+            typer.echo(f"\r  {done}/{total or '?'} frames", err=True, nl=False)
+
+    try:
+        upscale_video(src, dst, upscaler, on_progress=show)
+    except UpscaleError as err:
+        _fail(str(err))
+    if not quiet:
+        typer.echo(f"\n{src} -> {dst} ({upscaler.scale}x, {upscaler.name})")
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("reel-out/demo"), "--out", "-o", help="Output folder."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),

@@ -214,3 +214,32 @@ def test_bad_audio_exits_2_before_anything_is_written(write_spec, tmp_path):
         assert result.exit_code == 2, (audio, result.output)
         assert needle in result.output, (audio, result.output)
         assert not out.exists()
+
+
+@pytest.mark.parametrize("upscale,scale", [("lanczos2", 2), ("x2", 2)])
+def test_render_with_upscaler_streams_bigger_frames(write_spec, tmp_path, upscale, scale):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["render", str(film(write_spec, f'upscale = "{upscale}"')), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    frames, _ = read_video(out / "film.mp4")
+    assert frames.shape == (43, 32 * scale, 32 * scale, 3)
+    m = json.loads((out / "shots" / "one.json").read_text())
+    assert (m["width"], m["out_width"], m["upscale"]) == (32, 32 * scale, upscale)
+
+
+def test_upscale_command_and_bad_upscaler(write_spec, tmp_path):
+    clip = solid(tmp_path / "in.mp4", (200, 50, 50), 6, size=(32, 24))
+    result = runner.invoke(app, ["upscale", str(clip), str(tmp_path / "big.mp4"), "--model", "lanczos4", "-q"])
+    assert result.exit_code == 0, result.output
+    frames, fps = read_video(tmp_path / "big.mp4")
+    assert frames.shape == (6, 96, 128, 3) and fps == 8
+    result = runner.invoke(app, ["upscale", str(clip), str(tmp_path / "x.mp4"), "--model", str(tmp_path / "no.pth")])
+    assert result.exit_code == 2 and "no.pth" in result.output and not (tmp_path / "x.mp4").exists()
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["render", str(film(write_spec, 'upscale = "missing.pth"')), "--out", str(out)])
+    assert result.exit_code == 2 and "film.upscale" in result.output and not out.exists()
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"nonsense" * 10)
+    result = runner.invoke(app, ["render", str(film(write_spec, f'upscale = "{garbage}"', name="g.toml")),
+                                 "--out", str(out)])
+    assert result.exit_code == 2 and str(garbage) in result.output and not out.exists()
