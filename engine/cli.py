@@ -141,6 +141,68 @@ def upscale(
         typer.echo(f"\n{src} -> {dst} ({upscaler.scale}x, {upscaler.name})")
 
 
+@app.command("train-lora")
+def train_lora_cmd(
+    dataset: Path = typer.Argument(..., help="Folder of clips (.mp4 .webm .gif) and/or images (.png .jpg .webp), "
+                                   "each with a same-name .txt caption; optional dataset.toml."),
+    base: str = typer.Option(None, "--base", help="Base model: a built-in name (default shapes) or a diffusers folder."),
+    trigger: str = typer.Option(None, "--trigger", help="The word the captions use for the character, e.g. sks."),
+    out: Path = typer.Option(None, "--out", help="The LoRA file to write (.safetensors); a ComfyUI copy goes beside it."),
+    config: Path = typer.Option(None, "--config", help="A TOML file of training settings; flags override it."),
+    rank: int = typer.Option(None, "--rank", help="LoRA rank (default 16)."),
+    alpha: float = typer.Option(None, "--alpha", help="LoRA alpha (default 16)."),
+    steps: int = typer.Option(None, "--steps", help="Optimisation steps (default 500)."),
+    lr: float = typer.Option(None, "--lr", help="Learning rate (default 1e-4)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Samples per step (default 1)."),
+    grad_accum: int = typer.Option(None, "--grad-accum", help="Gradient accumulation steps (default 1)."),
+    schedule: str = typer.Option(None, "--schedule", help="constant or cosine, after warmup (default constant)."),
+    warmup_steps: int = typer.Option(None, "--warmup-steps", help="Linear warmup steps (default 20)."),
+    frames: int = typer.Option(None, "--frames", help="Frames per sample (model default; Wan: 4k+1)."),
+    width: int = typer.Option(None, "--width", help="Sample width (model default)."),
+    height: int = typer.Option(None, "--height", help="Sample height (model default)."),
+    extract: str = typer.Option(None, "--extract", help="Frames from a clip: head or uniform (default uniform)."),
+    repeats: int = typer.Option(None, "--repeats", help="Times each item appears per epoch (default 1)."),
+    seed: int = typer.Option(None, "--seed", help="Training seed (default 0)."),
+    checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints (default 100)."),
+    validate_every: int = typer.Option(None, "--validate-every", help="Steps between validation renders (0: never)."),
+    work_dir: Path = typer.Option(None, "--work-dir", help="Checkpoints, loss log and validation sheets "
+                                  "(default: OUT without suffix + .train)."),
+    device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in the work dir."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad dataset files instead of stopping."),
+    stop_after: int = typer.Option(None, "--stop-after", help="Stop (with a checkpoint) after this many steps in "
+                                   "this run; continue later with --resume."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+) -> None:
+    """Train a character LoRA from a folder of captioned clips and images."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from engine.train.config import ConfigError, build_config
+    from engine.train.data import DatasetError
+    from engine.train.lora import TrainError, train_lora
+
+    flags = {"dataset": str(dataset), "base": base, "trigger": trigger, "out": str(out) if out else None,
+             "rank": rank, "alpha": alpha, "steps": steps, "lr": lr, "batch_size": batch_size,
+             "grad_accum": grad_accum, "schedule": schedule, "warmup_steps": warmup_steps, "frames": frames,
+             "width": width, "height": height, "extract": extract, "repeats": repeats, "seed": seed,
+             "checkpoint_every": checkpoint_every, "validate_every": validate_every,
+             "work_dir": str(work_dir) if work_dir else None, "device": device}
+    say = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
+    try:
+        cfg = build_config(flags, config)
+        with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                      TimeRemainingColumn(), disable=quiet, transient=True) as bar:
+            task = bar.add_task("train", total=cfg.steps, loss="-")
+            result = train_lora(cfg, say=say, skip_bad=skip_bad, resume=resume, stop_after=stop_after,
+                                on_step=lambda s, n, loss: bar.update(task, completed=s, loss=f"{loss:.4f}"))
+    except (ConfigError, DatasetError, TrainError) as err:
+        _fail(str(err))
+    if result.steps_done < cfg.steps:
+        say(f"stopped at step {result.steps_done}/{cfg.steps}; continue with --resume")
+    else:
+        say(f"LoRA: {result.lora} (ComfyUI: {result.comfyui}); loss log and plot in {result.work_dir}")
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("reel-out/demo"), "--out", "-o", help="Output folder."),

@@ -155,3 +155,24 @@ def lora_to_diffusers(state: dict) -> dict:
     from diffusers.loaders.lora_pipeline import WanLoraLoaderMixin
 
     return WanLoraLoaderMixin.lora_state_dict(state)
+
+
+@torch.no_grad()
+def encode_video(components: WanComponents, frames) -> torch.Tensor:
+    """(F, H, W, 3) uint8 frames -> normalised latents (C, F', H', W'), the posterior mode (deterministic)."""
+    vae = components.vae
+    x = torch.from_numpy(frames).to(components.device, torch.float32)  # (F, H, W, 3)
+    x = (x / 127.5 - 1.0).permute(3, 0, 1, 2)[None]  # (1, 3, F, H, W) in [-1, 1]
+    z = vae.encode(x).latent_dist.mode()  # (1, C, F', H', W')
+    zc = vae.config.z_dim
+    mean = torch.tensor(vae.config.latents_mean, device=z.device).view(1, zc, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, device=z.device).view(1, zc, 1, 1, 1)
+    return ((z - mean) / std)[0]  # (C, F', H', W')
+
+
+# diffusers module path inside a Wan block -> ComfyUI / original Wan name (for LoRA export)
+COMFY_NAMES = {
+    "attn1.to_q": "self_attn.q", "attn1.to_k": "self_attn.k", "attn1.to_v": "self_attn.v", "attn1.to_out.0": "self_attn.o",
+    "attn2.to_q": "cross_attn.q", "attn2.to_k": "cross_attn.k", "attn2.to_v": "cross_attn.v",
+    "attn2.to_out.0": "cross_attn.o", "ffn.net.0.proj": "ffn.0", "ffn.net.2": "ffn.2",
+}
