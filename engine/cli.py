@@ -41,7 +41,7 @@ def _parse_shots(shots: str | None) -> list[str] | None:
 
 
 def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, quiet: bool,
-            batch_size: int, model: str | None = None, characters: Path | None = None):
+            batch_size: int, model: str | None = None, characters: Path | None = None, preview: bool = False):
     from engine.characters import LoraError
     from engine.progress import RenderProgress
     from engine.runtime import DeviceError, Engine
@@ -49,7 +49,7 @@ def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, 
     # 1. everything that can be checked before a file is written
     try:
         film = load_film(spec, model_override=model, library=characters)
-        plan = build_plan(film, only=_parse_shots(shots), batch_size=batch_size)
+        plan = build_plan(film, only=_parse_shots(shots), batch_size=batch_size, preview=preview)
     except (SpecError, PlanError, ModelError) as err:
         _fail(str(err))
     if out.exists() and not out.is_dir():
@@ -86,10 +86,12 @@ def render(
     model: str = typer.Option(None, "--model", help="Override the spec's model (built-in name or folder)."),
     characters: Path = typer.Option(None, "--characters", help="A character library folder (NAME/character.toml "
                                     "beside its LoRA files), searched after the spec's own characters."),
+    preview: bool = typer.Option(False, "--preview", help="Render fast previews into OUT/preview/ instead (same "
+                                 "seeds; a few steps with the preview adapter, no guidance)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
     """Render a film spec: one clip per shot in OUT/shots/, the assembled OUT/film.mp4, and manifests."""
-    _film, result = _render(spec, out, force, shots, device, quiet, batch_size, model, characters)
+    _film, result = _render(spec, out, force, shots, device, quiet, batch_size, model, characters, preview)
     if not quiet:
         rendered = sum(s.status == "rendered" for s in result.shots)
         typer.echo(f"done: {rendered} rendered, {len(result.shots) - rendered} reused; "
@@ -139,6 +141,73 @@ def upscale(
         _fail(str(err))
     if not quiet:
         typer.echo(f"\n{src} -> {dst} ({upscaler.scale}x, {upscaler.name})")
+
+
+@app.command()
+def preview(
+    spec: Path = typer.Argument(..., help="The film spec (TOML)."),
+    out: Path = typer.Option(Path("reel-out"), "--out", "-o", help="Output folder; previews go to OUT/preview/."),
+    force: bool = typer.Option(False, "--force", help="Render every selected preview again."),
+    shots: str = typer.Option(None, "--shots", help="Only these shot ids, comma separated."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Shots per forward batch."),
+    characters: Path = typer.Option(None, "--characters", help="A character library folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+) -> None:
+    """Preview a film in seconds: every shot in a few steps with the preview adapter and the final render's
+    seeds, plus OUT/preview/contact_sheet.png and OUT/preview/storyboard.gif. Approve, then `reel render`."""
+    _film, result = _render(spec, out, force, shots, device, quiet, batch_size, None, characters, preview=True)
+    if not quiet:
+        rendered = sum(s.status == "rendered" for s in result.shots)
+        typer.echo(f"preview: {rendered} rendered, {len(result.shots) - rendered} reused; "
+                   f"{result.film_video or result.film_status}")
+
+
+@app.command("distill-preview")
+def distill_preview_cmd(
+    dataset: Path = typer.Argument(..., help="Folder of captioned clips the base model knows (as for train-lora)."),
+    base: str = typer.Option(None, "--base", help="Base model (default shapes)."),
+    out: Path = typer.Option(None, "--out", help="The preview LoRA file to write (.safetensors)."),
+    config: Path = typer.Option(None, "--config", help="A TOML file of settings; flags override it."),
+    steps: int = typer.Option(None, "--steps", help="Optimisation steps (default 500)."),
+    rank: int = typer.Option(None, "--rank", help="LoRA rank (default 16)."),
+    lr: float = typer.Option(None, "--lr", help="Learning rate (default 1e-4)."),
+    teacher_steps: int = typer.Option(None, "--teacher-steps", help="Teacher ODE grid (default 32)."),
+    skip: int = typer.Option(None, "--skip", help="Grid steps per teacher solve (default 4)."),
+    teacher_guidance: float = typer.Option(None, "--teacher-guidance", help="CFG folded in (default: model's)."),
+    preview_steps: int = typer.Option(None, "--preview-steps", help="Steps previews render with (default 4)."),
+    validate_every: int = typer.Option(None, "--validate-every", help="Steps between validation sheets (0: never)."),
+    checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
+    work_dir: Path = typer.Option(None, "--work-dir", help="Checkpoints and logs (default OUT.train)."),
+    device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint."),
+    stop_after: int = typer.Option(None, "--stop-after", help="Stop with a checkpoint after this many steps."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+) -> None:
+    """Distil a few-step preview LoRA from a base model (latent consistency distillation, LCM-LoRA's recipe)."""
+    from engine.train.config import ConfigError, build_config
+    from engine.train.data import DatasetError
+    from engine.train.lora import TrainError, train_lora
+
+    flags = {"kind": "preview", "dataset": str(dataset), "base": base, "out": str(out) if out else None,
+             "steps": steps, "rank": rank, "lr": lr, "teacher_steps": teacher_steps, "skip": skip,
+             "teacher_guidance": teacher_guidance, "preview_steps": preview_steps, "validate_every": validate_every,
+             "checkpoint_every": checkpoint_every, "work_dir": str(work_dir) if work_dir else None, "device": device}
+    say = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
+    try:
+        cfg = build_config(flags, config)
+        result = train_lora(cfg, say=say, resume=resume, stop_after=stop_after,
+                            on_step=None if quiet else _step_printer(cfg.steps))
+    except (ConfigError, DatasetError, TrainError) as err:
+        _fail(str(err))
+    say(f"\npreview LoRA: {result.lora} after {result.steps_done}/{cfg.steps} steps; logs in {result.work_dir}")
+
+
+def _step_printer(total: int):
+    def show(step: int, _total: int, loss: float) -> None:
+        if step == 1 or step % 10 == 0 or step == total:
+            typer.echo(f"\r  step {step}/{total}  loss {loss:.4f}", err=True, nl=False)
+    return show
 
 
 @app.command("train-lora")

@@ -68,6 +68,7 @@ class ShotJob:
     codec: str = "h264"  # the clip's encoder preset
     upscale: str | None = None  # upscaler applied while streaming to the encoder
     watermark: str | None = None  # visible text drawn on every frame
+    preview: bool = False  # a fast preview of the shot (few steps, preview adapter)
 
     @property
     def batch_key(self) -> BatchKey:
@@ -95,6 +96,7 @@ class RenderPlan:
     film: Film
     jobs: tuple[ShotJob, ...]
     batches: tuple[tuple[ShotJob, ...], ...]
+    preview: bool = False
 
 
 def shot_seed(film: Film, index: int) -> tuple[int, str]:
@@ -106,6 +108,19 @@ def shot_seed(film: Film, index: int) -> tuple[int, str]:
         if film.characters[name].seed is not None:
             return film.characters[name].seed, f"character:{name}"
     return stable_seed(film.seed, shot.id), "derived"
+
+
+def preview_job(film: Film, job: ShotJob) -> ShotJob:
+    """The preview of a final job: same seed, size and frames; few steps with the preview adapter."""
+    from dataclasses import replace
+
+    p = film.preview
+    if p is None:
+        raise PlanError(f"{film.source}: no preview adapter for model {film.model.name!r} — set film.preview_lora "
+                        "to a few-step LoRA (e.g. a lightx2v or CausVid LoRA with preview_scheduler = \"unipc\"), "
+                        "or distill one with `reel distill-preview`")
+    return replace(job, steps=p.steps, guidance=p.guidance, scheduler=p.scheduler, shift=p.shift, preview=True,
+                   adapters=job.adapters + (("preview", str(p.lora), 1.0),), upscale=None)
 
 
 def resolve_job(film: Film, index: int) -> ShotJob:
@@ -140,8 +155,9 @@ def resolve_job(film: Film, index: int) -> ShotJob:
     )
 
 
-def build_plan(film: Film, only: list[str] | None = None, batch_size: int = 1) -> RenderPlan:
-    """Resolve every shot (or the `only` subset) and group shots with equal BatchKeys into batches."""
+def build_plan(film: Film, only: list[str] | None = None, batch_size: int = 1, preview: bool = False) -> RenderPlan:
+    """Resolve every shot (or the `only` subset) and group shots with equal BatchKeys into batches.
+    `preview`: plan the fast previews instead of the final renders."""
     if batch_size < 1:
         raise PlanError(f"batch size must be at least 1, got {batch_size}")
     ids = [s.id for s in film.shots]
@@ -151,6 +167,8 @@ def build_plan(film: Film, only: list[str] | None = None, batch_size: int = 1) -
             raise PlanError(f"--shots names {', '.join(map(repr, unknown))}, not in {film.source}; "
                             f"its shots are: {', '.join(ids)}")
     jobs = tuple(resolve_job(film, i) for i, s in enumerate(film.shots) if not only or s.id in only)
+    if preview:
+        jobs = tuple(preview_job(film, j) for j in jobs)
     # 1. shots with equal BatchKeys share batches (first-appearance order of each key)
     groups: dict[BatchKey, list[ShotJob]] = {}
     for job in jobs:
@@ -164,7 +182,7 @@ def build_plan(film: Film, only: list[str] | None = None, batch_size: int = 1) -
     for b in batches:
         first_seen.setdefault(b[0].batch_key.adapters, len(first_seen))
     batches.sort(key=lambda b: (first_seen[b[0].batch_key.adapters], b[0].index))
-    return RenderPlan(film=film, jobs=jobs, batches=tuple(batches))
+    return RenderPlan(film=film, jobs=jobs, batches=tuple(batches), preview=preview)
 
 
 def adapter_switches(plan: RenderPlan) -> int:

@@ -23,19 +23,26 @@ import torch
 from engine.characters import AdapterBank
 from engine.embed_cache import EmbedCache, encoder_hash
 from engine.hashing import weights_hash
-from engine.plan import RenderPlan, ShotJob, resolve_job
+from engine.plan import RenderPlan, ShotJob, preview_job, resolve_job
 from engine.post.assemble import assemble
 from engine.post.export import export_timeline
+from engine.post.storyboard import preview_sheets
 from engine.post.probe import check_audio
 from engine.post.encode import VideoWriter, get_codec
 from engine.post.timeline import Timeline, place_audio, place_clips
 from engine.post.watermark import Watermark
 from engine.progress import RenderProgress
-from engine.sampling import denoise
+from engine.sampling import ConsistencyScheduler, denoise
 from engine.store import RenderStore, atomic_write_json, read_json
 from models.registry import ModelInfo
 
 MANIFEST_VERSION = 1
+
+
+def film_jobs(plan: RenderPlan) -> list[ShotJob]:
+    """Every shot of the plan's film, as final or preview jobs (for assembly and resume checks)."""
+    jobs = [resolve_job(plan.film, i) for i in range(len(plan.film.shots))]
+    return [preview_job(plan.film, j) for j in jobs] if plan.preview else jobs
 
 
 class DeviceError(ValueError):
@@ -194,8 +201,10 @@ class Engine:
         """Render every batch of the plan (skipping finished shots unless `force`) and assemble the film."""
         film = plan.film
         self._film_characters = film.characters
+        self._film = film
         self.prepare(plan)
-        store = RenderStore(out_dir, ext=get_codec(film.codec).ext)
+        root = Path(out_dir) / "preview" if plan.preview else Path(out_dir)
+        store = RenderStore(root, ext=get_codec(film.codec).ext)
         store.prepare()
         whash = self.weights_hash(film.model)
         lhash = self.lora_hashes(plan)
@@ -239,7 +248,10 @@ class Engine:
         bank = self.bank(model)
         adapters = tuple((self.peft_name(a, p), w) for a, p, w in first.adapters)
         before_step = bank.schedule(adapters, first.steps)
-        scheduler = family.make_scheduler(comps, first.scheduler, first.shift)
+        if first.scheduler == "lcm":
+            scheduler = ConsistencyScheduler(first.shift, [j.seed for j in jobs])
+        else:
+            scheduler = family.make_scheduler(comps, first.scheduler, first.shift)
         latents = denoise(lambda x, t, e: family.velocity(comps, x, t, e), noise, scheduler, first.steps,
                           cond, uncond, first.guidance, ids, on_step=self.progress.step, before_step=before_step)
         t2 = time.perf_counter()
@@ -281,6 +293,21 @@ class Engine:
                 f"{store.shot_video(job.shot_id)}")
         return results
 
+    def _counterpart(self, job: ShotJob, whash: str) -> dict | None:
+        """Link a preview to its final render and back: same shot, same seed."""
+        film = self._film
+        final = resolve_job(film, job.index)
+        if job.preview:
+            lhash = {p: self.file_hash(p) for _, p, _ in final.adapters}
+            return {"kind": "final", "manifest": f"../../shots/{job.shot_id}.json", "seed": final.seed,
+                    "fingerprint": final.fingerprint(whash, lhash)}
+        if film.preview is None:
+            return None
+        prev = preview_job(film, final)
+        lhash = {p: self.file_hash(p) for _, p, _ in prev.adapters}
+        return {"kind": "preview", "manifest": f"../preview/shots/{job.shot_id}.json", "seed": prev.seed,
+                "fingerprint": prev.fingerprint(whash, lhash)}
+
     def _shot_manifest(self, job: ShotJob, model: ModelInfo, whash: str, lhash: dict, timings: dict,
                        store: RenderStore) -> dict:
         film_chars = self._film_characters
@@ -302,7 +329,8 @@ class Engine:
             "max_sequence_length": job.max_sequence_length,
             "model": {"name": job.model_name, "path": job.model_path, "family": model.family.name,
                       "weights_hash": whash},
-            "characters": list(job.characters), "adapters": adapters,
+            "characters": list(job.characters), "adapters": adapters, "preview": job.preview,
+            "counterpart": self._counterpart(job, whash),
             "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
             "versions": package_versions(), "timings": timings, "fingerprint": job.fingerprint(whash, lhash),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -313,7 +341,7 @@ class Engine:
         """Join the film's clips (cuts, crossfades, audio) when every shot has a current clip; export
         the timeline for editors."""
         film = plan.film
-        all_jobs = [resolve_job(film, i) for i in range(len(film.shots))]
+        all_jobs = film_jobs(plan)
         lhash = {p: self.file_hash(p) for j in all_jobs for _, p, _ in j.adapters}
         prints = [j.fingerprint(whash, lhash) for j in all_jobs]
         missing = [j.shot_id for j, fp in zip(all_jobs, prints) if store.finished_shot(j.shot_id, fp) is None]
@@ -338,9 +366,13 @@ class Engine:
         same = len({(m.get("out_width"), m.get("out_height"), m.get("fps")) for m in manifests}) == 1
         how = assemble(timeline, store.film_video, get_codec(film.codec), same_params=same,
                        metadata=provenance(film.title, film.model.name, None))
-        exports = export_timeline(timeline, film.title, store.root / "film", self._audio_durations)
+        if plan.preview:  # previews: a contact sheet and an animated storyboard instead of editor exports
+            exports = preview_sheets([(c.shot_id, c.path) for c in clips], store.film_video, store.root)
+        else:
+            exports = export_timeline(timeline, film.title, store.root / "film", self._audio_durations)
         manifest = {
             "reel_manifest": MANIFEST_VERSION, "kind": "film", "title": film.title, "spec": str(film.source),
+            "preview": plan.preview,
             "video": store.film_video.name, "codec": film.codec, "width": manifests[0].get("out_width"),
             "height": manifests[0].get("out_height"), "fps": film.fps, "frames": timeline.frames,
             "duration_s": round(timeline.duration, 4), "seed": film.seed,

@@ -66,3 +66,44 @@ def denoise(velocity_fn: VelocityFn, noise: torch.Tensor, scheduler, steps: int,
             on_step(StepState(shot_ids, i + 1, len(timesteps), float(t), tuple(latents.shape),
                               time.perf_counter() - start))
     return latents
+
+
+def shifted_sigmas(steps: int, shift: float) -> torch.Tensor:
+    """Flow-matching noise levels from 1 down to (not including) 0, with the timestep shift: (steps,)."""
+    s = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)[:-1]
+    return (shift * s / (1 + (shift - 1) * s)).float()
+
+
+class ConsistencyScheduler:
+    """Multistep consistency sampling (LCM) for a flow model distilled with guidance folded in.
+
+    Each step predicts the clean latents x0 = x - sigma * v, then re-noises them to the next level
+    with fresh noise drawn from each shot's own CPU generator (so a shot's preview does not depend
+    on its batch). Same `set_timesteps` / `step` surface as diffusers' schedulers.
+    """
+
+    order = 1
+
+    def __init__(self, shift: float, seeds: list[int]):
+        self.shift = shift
+        self.generators = [torch.Generator("cpu").manual_seed((s + 0x5EED) % (2**63)) for s in seeds]
+        self.sigmas = torch.zeros(0)
+        self.timesteps = torch.zeros(0)
+        self._index = 0
+
+    def set_timesteps(self, steps: int, device=None) -> None:
+        self.sigmas = torch.cat([shifted_sigmas(steps, self.shift), torch.zeros(1)])  # (steps + 1,)
+        self.timesteps = (self.sigmas[:-1] * 1000).to(device)
+        self._index = 0
+
+    def set_begin_index(self, index: int = 0) -> None:
+        self._index = index
+
+    def step(self, velocity: torch.Tensor, t, latents: torch.Tensor, return_dict: bool = False):
+        sigma, nxt = float(self.sigmas[self._index]), float(self.sigmas[self._index + 1])
+        x0 = latents - sigma * velocity  # (B, C, F', H', W')
+        self._index += 1
+        if nxt == 0.0:
+            return (x0,)
+        noise = torch.cat([torch.randn((1, *x0.shape[1:]), generator=g) for g in self.generators]).to(x0.device)
+        return ((1 - nxt) * x0 + nxt * noise,)

@@ -69,6 +69,11 @@ class FilmSection(_Strict):
     codec: Literal["h264", "h265", "prores", "av1"] = "h264"
     upscale: str | None = None
     watermark: str | None = None
+    preview_lora: str | None = None  # few-step LoRA for `reel preview` (default: the model's own)
+    preview_steps: int | None = Field(None, ge=1, le=16)
+    preview_scheduler: Literal["lcm", "euler", "unipc"] | None = None
+    preview_shift: float | None = Field(None, gt=0.0, le=100.0)
+    preview_guidance: float | None = Field(None, ge=0.0, le=100.0)
 
 
 class ShotSection(_Strict):
@@ -113,6 +118,17 @@ class Shot:
 
 
 @dataclass(frozen=True)
+class Preview:
+    """Fast-preview settings: a few-step LoRA, its sampler, no classifier-free guidance by default."""
+
+    lora: Path
+    steps: int
+    scheduler: str  # "lcm" (consistency sampling) | "euler" | "unipc"
+    shift: float
+    guidance: float
+
+
+@dataclass(frozen=True)
 class Film:
     """A validated film: film-level values resolved against the model's defaults."""
 
@@ -136,6 +152,7 @@ class Film:
     upscale: str | None = None  # "x2" | "lanczos2" | "lanczos4" | model file path
     watermark: str | None = None  # visible text on every frame
     audio: tuple[AudioTrack, ...] = ()
+    preview: Preview | None = None  # how `reel preview` renders; None: no preview adapter known
 
     def shot(self, shot_id: str) -> Shot:
         for s in self.shots:
@@ -274,6 +291,7 @@ def film_from_dict(data: dict, source: Path, model_override: str | None = None,
     shot_frames = [s.frames if s.frames is not None else frames for s in spec.shots]
     fades = check_transitions(spec.shots, shot_frames, fps, problems)
     audio = check_audio_tracks(spec.audio, [s.id for s in spec.shots], source, problems)
+    preview = _preview_settings(f, model, source, problems)
     if problems:
         raise SpecError(source, problems)
 
@@ -299,6 +317,7 @@ def film_from_dict(data: dict, source: Path, model_override: str | None = None,
         upscale=upscale,
         watermark=f.watermark,
         audio=audio,
+        preview=preview,
     )
 
 
@@ -357,3 +376,27 @@ def _library_path(value: str | None, source: Path) -> Path | None:
         return None
     path = Path(value).expanduser()
     return path if path.is_absolute() else source.parent / path
+
+
+def _preview_settings(f: FilmSection, model: ModelInfo, source: Path, problems: list) -> Preview | None:
+    """The spec's preview_* fields over the model's reel.json `preview` block (paths relative to it)."""
+    base = dict(model.defaults.get("preview") or {})
+    if f.preview_lora is not None:
+        lora = Path(f.preview_lora).expanduser()
+        lora = lora if lora.is_absolute() else source.parent / lora
+        if not lora.is_file():
+            problems.append(("film.preview_lora", f"{lora} does not exist — point it at a few-step LoRA file"))
+            return None
+    elif "lora" in base:
+        lora = model.path / base["lora"]
+        if not lora.is_file():
+            return None  # the model names a preview LoRA it does not ship: `reel preview` says so
+    else:
+        return None
+    return Preview(
+        lora=lora.resolve(),
+        steps=f.preview_steps or int(base.get("steps", 4)),
+        scheduler=f.preview_scheduler or str(base.get("scheduler", "lcm")),
+        shift=f.preview_shift if f.preview_shift is not None else float(base.get("shift", model.defaults["shift"])),
+        guidance=f.preview_guidance if f.preview_guidance is not None else float(base.get("guidance", 1.0)),
+    )

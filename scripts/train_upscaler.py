@@ -47,6 +47,8 @@ class Config:
     num_conv: int = 8
     clips: int = 240  # training clips of FRAMES frames
     object_crop_p: float = 0.6  # share of crops centred near the moving object (rest uniform)
+    sharp_p: float = 0.5  # share of clips without blur
+    raw_p: float = 0.5  # share of clips without the H.264 round trip
     seed: int = 0
 
 
@@ -94,10 +96,10 @@ def make_lr(hr: np.ndarray, blur: float = 0.0, crf: int | None = None, workdir: 
     return lr
 
 
-def random_degradation(rng: np.random.Generator) -> tuple[float, int | None]:
-    """(blur sigma, crf or None) for one training clip: 30% sharp, 30% without H.264."""
-    blur = 0.0 if rng.random() < 0.3 else float(rng.uniform(0.3, 0.9))
-    crf = None if rng.random() < 0.3 else int(rng.integers(18, 33))
+def random_degradation(rng: np.random.Generator, sharp_p: float, raw_p: float) -> tuple[float, int | None]:
+    """(blur sigma, crf or None) for one training clip: no blur with p `sharp_p`, no H.264 with p `raw_p`."""
+    blur = 0.0 if rng.random() < sharp_p else float(rng.uniform(0.3, 0.9))
+    crf = None if rng.random() < raw_p else int(rng.integers(18, 33))
     return blur, crf
 
 
@@ -118,7 +120,7 @@ def build_dataset(cfg: Config, log=print) -> list[dict]:
             spec = sample_spec(rng, exclude_pairs=HELD_OUT_PAIRS)
         h, w = HR_SIZES[int(rng.integers(len(HR_SIZES)))]
         hr = render_clip(spec, width=w, height=h, frames=FRAMES)  # (F, H, W, 3)
-        blur, crf = random_degradation(rng)
+        blur, crf = random_degradation(rng, cfg.sharp_p, cfg.raw_p)
         clips.append({"hr": hr, "lr": make_lr(hr, blur, crf), "centres": object_centres(spec, FRAMES)})
         if (i + 1) % 60 == 0:
             log(f"data: {i + 1}/{cfg.clips} clips")
@@ -244,11 +246,14 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=Config.clips)
     parser.add_argument("--num-feat", type=int, default=Config.num_feat)
     parser.add_argument("--num-conv", type=int, default=Config.num_conv)
+    parser.add_argument("--sharp-p", type=float, default=Config.sharp_p, help="share of clips without blur")
+    parser.add_argument("--raw-p", type=float, default=Config.raw_p, help="share of clips without H.264")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = Config(steps=args.steps, clips=args.clips, num_feat=args.num_feat, num_conv=args.num_conv)
+    cfg = Config(steps=args.steps, clips=args.clips, num_feat=args.num_feat, num_conv=args.num_conv,
+                 sharp_p=args.sharp_p, raw_p=args.raw_p)
     summary = train(cfg, args.out, log=lambda msg: print(msg, flush=True))
     print(json.dumps(summary, indent=2))
 

@@ -30,9 +30,10 @@ class ConfigError(ValueError):
 class TrainConfig(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
+    kind: Literal["character", "preview"] = "character"  # preview: latent consistency distillation
     dataset: str
     base: str = "shapes"
-    trigger: str
+    trigger: str = ""  # required for a character LoRA
     out: str
     work_dir: str | None = None  # checkpoints, logs, validation sheets (default: OUT without suffix + ".train")
     # data
@@ -67,6 +68,12 @@ class TrainConfig(BaseModel):
     validation_steps: int | None = Field(None, ge=1)
     validation_seed: int = 1234
     device: str = "auto"
+    # preview distillation (kind = "preview"): LCM-LoRA's recipe
+    teacher_steps: int = Field(32, ge=2)  # the teacher's ODE grid (shifted flow sigmas)
+    skip: int = Field(4, ge=1)  # grid steps the teacher solves in one go (skipping-step consistency)
+    teacher_guidance: float | None = Field(None, ge=1.0)  # folded-in CFG scale (default: the model's)
+    preview_steps: int = Field(4, ge=1, le=16)  # steps the preview renders with
+    huber_c: float = Field(0.001, gt=0)
 
 
 def _read(path: Path, what: str) -> dict:

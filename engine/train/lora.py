@@ -95,8 +95,8 @@ class Trainer:
         if not self.model.frames_ok(self.frames):
             raise TrainError(f"frames = {self.frames}: this model needs {self.model.temporal_factor}k+1 frames — "
                              f"try {' or '.join(map(str, self.model.nearest_frames(self.frames)))}")
-        if not cfg.trigger.strip():
-            raise TrainError("--trigger is empty — give the word your captions use for the character (e.g. sks)")
+        if cfg.kind == "character" and not cfg.trigger.strip():
+            raise TrainError("--trigger is required — give the word your captions use for the character (e.g. sks)")
         items, problems = scan_dataset(Path(cfg.dataset), self.frames)
         if problems and not skip_bad:
             raise DatasetError(f"{cfg.dataset}: {len(problems)} bad file(s) — fix them or pass --skip-bad:\n  "
@@ -105,7 +105,7 @@ class Trainer:
             self.say(f"skipping {p}")
         if not items:
             raise DatasetError(f"{cfg.dataset}: no usable clips or images with captions")
-        if not any(cfg.trigger.lower() in it.caption.lower() for it in items):
+        if cfg.kind == "character" and not any(cfg.trigger.lower() in it.caption.lower() for it in items):
             self.say(f"warning: no caption mentions the trigger {cfg.trigger!r}; the LoRA will not be tied to it")
         self.items = items
         self.device = pick_device(cfg.device)
@@ -158,6 +158,10 @@ class Trainer:
 
     # -- one optimisation step ---------------------------------------------------------------------------
     def loss_at(self, step: int) -> float:
+        if self.cfg.kind == "preview":
+            from engine.train.distill import consistency_loss_at
+
+            return consistency_loss_at(self, step)
         cfg, tr = self.cfg, self.comps.transformer
         n = len(self.items) * cfg.repeats
         total = 0.0
@@ -192,7 +196,8 @@ class Trainer:
         return {"base": self.base_hash, "dataset": self.dataset_hash, "rank": c.rank, "alpha": c.alpha,
                 "targets": list(c.targets), "seed": c.seed, "steps": c.steps, "lr": c.lr, "batch": c.batch_size,
                 "grad_accum": c.grad_accum, "schedule": c.schedule, "warmup": c.warmup_steps,
-                "size": [self.width, self.height, self.frames], "repeats": c.repeats, "shift": self.shift}
+                "size": [self.width, self.height, self.frames], "repeats": c.repeats, "shift": self.shift,
+                "kind": c.kind, "teacher": [c.teacher_steps, c.skip, c.teacher_guidance, c.preview_steps]}
 
     def save_checkpoint(self, step: int) -> Path:
         from peft.utils import get_peft_model_state_dict
@@ -256,8 +261,13 @@ class Trainer:
             uncond = wan.encode_prompts(comps, [""], self.text_len)
             noise = wan.initial_noise(wan.latent_shape(comps, self.frames, self.height, self.width),
                                       cfg.validation_seed + i, comps.device)
-            lat = denoise(lambda x, t, e: wan.velocity(comps, x, t, e), noise,
-                          wan.make_scheduler(comps, "unipc", self.shift), steps, cond, uncond, guidance)
+            if cfg.kind == "preview":  # what the preview will render: few steps, no CFG
+                from engine.sampling import ConsistencyScheduler
+
+                sched, steps, guidance = ConsistencyScheduler(self.shift, [cfg.validation_seed + i]), cfg.preview_steps, 1.0
+            else:
+                sched = wan.make_scheduler(comps, "unipc", self.shift)
+            lat = denoise(lambda x, t, e: wan.velocity(comps, x, t, e), noise, sched, steps, cond, uncond, guidance)
             path = out_dir / f"step-{step:07d}-{i}.mp4"
             with VideoWriter(path, self.width, self.height, int(self.model.defaults["fps"])) as w:
                 for chunk in wan.decode_stream(comps, lat):
@@ -278,6 +288,9 @@ class Trainer:
                 "reel_trigger": self.cfg.trigger, "reel_rank": str(self.cfg.rank), "reel_alpha": str(self.cfg.alpha),
                 "reel_steps": str(step), "reel_dataset_hash": self.dataset_hash,
                 "reel_config": json.dumps(self.identity())}
+        if self.cfg.kind == "preview":
+            meta.update({"reel_kind": "preview", "reel_preview_steps": str(self.cfg.preview_steps),
+                         "reel_preview_scheduler": "lcm", "reel_preview_shift": str(self.shift)})
         main = save_diffusers(lora, self.out, meta)
         comfy = save_comfyui(lora, self.out.with_suffix(".comfyui.safetensors"), meta)
         return main, comfy

@@ -148,8 +148,8 @@ def test_config_precedence_and_errors(tmp_path, tiny_model, data):
     cfg_file.write_text("rnak = 8\n")
     with pytest.raises(ConfigError, match="unknown setting 'rnak' — did you mean 'rank'"):
         build_config({"dataset": str(data), "trigger": "sks", "out": "x"}, cfg_file)
-    with pytest.raises(ConfigError, match="trigger: required"):
-        build_config({"dataset": str(data), "out": "x"})
+    with pytest.raises(TrainError, match="--trigger is required"):
+        train_lora(config(tmp_path, tiny_model, trigger=""))
     with pytest.raises(TrainError, match="frames = 6: .* try 5 or 9"):
         train_lora(config(tmp_path, tiny_model, frames=6))
 
