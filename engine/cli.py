@@ -16,6 +16,7 @@ from pathlib import Path
 import typer
 
 from engine.plan import PlanError, build_plan
+from kernels.attention import BACKENDS, BackendError
 from engine.spec import SpecError, load_film
 from models.registry import ModelError
 
@@ -41,7 +42,8 @@ def _parse_shots(shots: str | None) -> list[str] | None:
 
 
 def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, quiet: bool,
-            batch_size: int, model: str | None = None, characters: Path | None = None, preview: bool = False):
+            batch_size: int, model: str | None = None, characters: Path | None = None, preview: bool = False,
+            speed: dict | None = None):
     from engine.characters import LoraError
     from engine.progress import RenderProgress
     from engine.runtime import DeviceError, Engine
@@ -49,8 +51,9 @@ def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, 
     # 1. everything that can be checked before a file is written
     try:
         film = load_film(spec, model_override=model, library=characters)
+        film = _with_speed(film, speed or {})
         plan = build_plan(film, only=_parse_shots(shots), batch_size=batch_size, preview=preview)
-    except (SpecError, PlanError, ModelError) as err:
+    except (SpecError, PlanError, ModelError, BackendError) as err:
         _fail(str(err))
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} exists and is not a folder — choose another output folder")
@@ -75,6 +78,22 @@ def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, 
     return film, result
 
 
+def _with_speed(film, flags: dict):
+    """The spec's [speed] table with command-line flags on top; checks the attention name early."""
+    import dataclasses
+
+    given = {k: v for k, v in flags.items() if v is not None}
+    speed = dataclasses.replace(film.speed, **given)
+    if speed.attention != "auto" and speed.attention not in BACKENDS:
+        raise BackendError(f"attention {speed.attention!r}: unknown backend — use auto or one of {', '.join(BACKENDS)}")
+    return dataclasses.replace(film, speed=speed)
+
+
+STEP_CACHE_HELP = "First-Block-Cache threshold (e.g. 0.05): reuse block residuals when the first block barely changes."
+CFG_SKIP_HELP = "Fraction of the final steps that skip the unconditional pass (e.g. 0.25)."
+ATTENTION_HELP = f"Attention backend: auto or one of {', '.join(BACKENDS)}; forcing one that can't run lists why."
+
+
 @app.command()
 def render(
     spec: Path = typer.Argument(..., help="The film spec (TOML)."),
@@ -88,10 +107,19 @@ def render(
                                     "beside its LoRA files), searched after the spec's own characters."),
     preview: bool = typer.Option(False, "--preview", help="Render fast previews into OUT/preview/ instead (same "
                                  "seeds; a few steps with the preview adapter, no guidance)."),
+    step_cache: float = typer.Option(None, "--step-cache", help=STEP_CACHE_HELP),
+    cfg_skip_last: float = typer.Option(None, "--cfg-skip-last", help=CFG_SKIP_HELP),
+    attention: str = typer.Option(None, "--attention", help=ATTENTION_HELP),
+    compile_: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the transformer."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
+    offload: str = typer.Option(None, "--offload", help="none, model or group (CUDA memory saver)."),
+    vae_tiling: bool = typer.Option(None, "--vae-tiling/--no-vae-tiling", help="Tiled VAE decode (CUDA)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
     """Render a film spec: one clip per shot in OUT/shots/, the assembled OUT/film.mp4, and manifests."""
-    _film, result = _render(spec, out, force, shots, device, quiet, batch_size, model, characters, preview)
+    speed = {"step_cache": step_cache, "cfg_skip_last": cfg_skip_last, "attention": attention, "compile": compile_,
+             "threads": threads, "offload": offload, "vae_tiling": vae_tiling}
+    _film, result = _render(spec, out, force, shots, device, quiet, batch_size, model, characters, preview, speed)
     if not quiet:
         rendered = sum(s.status == "rendered" for s in result.shots)
         typer.echo(f"done: {rendered} rendered, {len(result.shots) - rendered} reused; "

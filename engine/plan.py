@@ -40,6 +40,8 @@ class BatchKey:
     guidance: float
     shift: float
     scheduler: str
+    step_cache: float | None = None
+    cfg_skip_last: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -69,11 +71,14 @@ class ShotJob:
     upscale: str | None = None  # upscaler applied while streaming to the encoder
     watermark: str | None = None  # visible text drawn on every frame
     preview: bool = False  # a fast preview of the shot (few steps, preview adapter)
+    step_cache: float | None = None  # First-Block-Cache threshold (changes pixels slightly)
+    cfg_skip_last: float = 0.0  # fraction of final steps without the unconditional pass
 
     @property
     def batch_key(self) -> BatchKey:
-        return BatchKey(self.model_path, tuple((a[0], a[2]) for a in self.adapters), self.width, self.height, self.frames, self.steps,
-                        self.guidance, self.shift, self.scheduler)
+        return BatchKey(self.model_path, tuple((a[0], a[2]) for a in self.adapters), self.width, self.height,
+                        self.frames, self.steps, self.guidance, self.shift, self.scheduler, self.step_cache,
+                        self.cfg_skip_last)
 
     def fingerprint(self, weights_hash: str, lora_hashes: dict | None = None) -> str:
         """Hash of every input that decides the shot's pixels (the render store skips on a match).
@@ -152,6 +157,8 @@ def resolve_job(film: Film, index: int) -> ShotJob:
         codec=film.codec,
         upscale=film.upscale,
         watermark=film.watermark,
+        step_cache=film.speed.step_cache,
+        cfg_skip_last=film.speed.cfg_skip_last,
     )
 
 

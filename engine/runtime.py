@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from engine.accel import SpeedConfig, apply_load_time, apply_threads, step_cache_session
 from engine.characters import AdapterBank
 from engine.embed_cache import EmbedCache, encoder_hash
 from engine.hashing import weights_hash
@@ -122,6 +123,8 @@ class Engine:
         self._encoder_hashes: dict[str, str] = {}
         self._audio_durations: dict[Path, float] = {}  # audio file -> seconds (decoded once)
         self._upscalers: dict[str, object] = {}  # spec value -> loaded Upscaler
+        self.speed = SpeedConfig()  # load-time speed-ups for models loaded from now on
+        self.applied: dict[str, dict] = {}  # model path -> speed-ups applied at load
         self.embed_cache = EmbedCache()
 
     # -- models ------------------------------------------------------------------------------------
@@ -130,7 +133,9 @@ class Engine:
         if key not in self._models:
             family = importlib.import_module(model.family.module)
             self.progress.say(f"loading {model.name} ({model.family.name}) on {self.device} ...")
-            self._models[key] = (family, family.load(model.path, self.device, self.dtype))
+            comps = family.load(model.path, self.device, self.dtype)
+            self.applied[key] = apply_load_time(comps, self.speed)
+            self._models[key] = (family, comps)
         return self._models[key]
 
     def weights_hash(self, model: ModelInfo) -> str:
@@ -160,6 +165,9 @@ class Engine:
         """Load and check everything the plan needs (model, LoRAs, upscaler, audio) before any output
         is written; raises LoraError, UpscaleError, MediaError or TimelineError naming the file."""
         film = plan.film
+        if not self._models:  # load-time speed-ups follow the first film's [speed] table
+            self.speed = film.speed
+            apply_threads(film.speed)
         for track in film.audio:
             if track.path not in self._audio_durations:
                 self._audio_durations[track.path] = check_audio(track.path)
@@ -252,8 +260,11 @@ class Engine:
             scheduler = ConsistencyScheduler(first.shift, [j.seed for j in jobs])
         else:
             scheduler = family.make_scheduler(comps, first.scheduler, first.shift)
-        latents = denoise(lambda x, t, e: family.velocity(comps, x, t, e), noise, scheduler, first.steps,
-                          cond, uncond, first.guidance, ids, on_step=self.progress.step, before_step=before_step)
+        cfg_steps = first.steps - int(round(first.steps * first.cfg_skip_last)) if first.cfg_skip_last else None
+        with step_cache_session(comps.transformer, SpeedConfig(step_cache=first.step_cache)) as context:
+            latents = denoise(lambda x, t, e: family.velocity(comps, x, t, e), noise, scheduler, first.steps,
+                              cond, uncond, first.guidance, ids, on_step=self.progress.step, before_step=before_step,
+                              cfg_steps=cfg_steps, call_context=context)
         t2 = time.perf_counter()
         # 4. decode latent frame by latent frame, streamed into one encoder per shot
         upscaler = self._upscalers.get(first.upscale) if first.upscale else None
@@ -330,6 +341,8 @@ class Engine:
             "model": {"name": job.model_name, "path": job.model_path, "family": model.family.name,
                       "weights_hash": whash},
             "characters": list(job.characters), "adapters": adapters, "preview": job.preview,
+            "speed": {"step_cache": job.step_cache, "cfg_skip_last": job.cfg_skip_last,
+                      **self.applied.get(str(model.path), {})},
             "counterpart": self._counterpart(job, whash),
             "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
             "versions": package_versions(), "timings": timings, "fingerprint": job.fingerprint(whash, lhash),

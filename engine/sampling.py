@@ -8,6 +8,7 @@ share one forward batch; the scheduler (a diffusers flow-matching scheduler) tak
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,10 +48,14 @@ def guided_velocity(velocity_fn: VelocityFn, latents: torch.Tensor, t: torch.Ten
 def denoise(velocity_fn: VelocityFn, noise: torch.Tensor, scheduler, steps: int, cond: torch.Tensor,
             uncond: torch.Tensor | None, guidance: float, shot_ids: tuple[str, ...] = (),
             on_step: StepCallback | None = None,
-            before_step: Callable[[int], None] | None = None) -> torch.Tensor:
+            before_step: Callable[[int], None] | None = None,
+            cfg_steps: int | None = None,
+            call_context: Callable[[int, int, bool], object] | None = None) -> torch.Tensor:
     """Run the flow-matching ODE from noise (B, C, F', H', W') to clean latents, fp32 throughout.
 
-    `before_step(i)` runs before the model call of 0-based step i (per-step LoRA strength lives there)."""
+    `before_step(i)` runs before the model call of 0-based step i (per-step LoRA strength lives there);
+    `cfg_steps`: only the first cfg_steps steps run the unconditional pass (None: all);
+    `call_context(i, total, batched_cfg)` wraps each model call (the step cache's context)."""
     device = noise.device
     scheduler.set_timesteps(steps, device=device)
     scheduler.set_begin_index(0)
@@ -60,7 +65,10 @@ def denoise(velocity_fn: VelocityFn, noise: torch.Tensor, scheduler, steps: int,
     for i, t in enumerate(timesteps):
         if before_step is not None:
             before_step(i)
-        v = guided_velocity(velocity_fn, latents, t, cond, uncond, guidance)  # (B, C, F', H', W')
+        use_cfg = uncond is not None and guidance > 1.0 and (cfg_steps is None or i < cfg_steps)
+        context = call_context(i, len(timesteps), use_cfg) if call_context else contextlib.nullcontext()
+        with context:
+            v = guided_velocity(velocity_fn, latents, t, cond, uncond if use_cfg else None, guidance)
         latents = scheduler.step(v, t, latents, return_dict=False)[0]
         if on_step is not None:
             on_step(StepState(shot_ids, i + 1, len(timesteps), float(t), tuple(latents.shape),

@@ -18,6 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from engine.accel import SpeedConfig, SpeedSection
 from engine.cast import Character, load_library, load_library_character, parse_character, placeholders
 from engine.spec_post import (
     AudioSection,
@@ -91,12 +92,14 @@ class ShotSection(_Strict):
 
 class SpecFile(_Strict):
     film: FilmSection = FilmSection()
+    speed: SpeedSection = SpeedSection()
     characters: dict[str, dict] = {}
     shots: list[ShotSection] = Field(min_length=1)
     audio: list[AudioSection] = []
 
 
-_SECTION_FIELDS = {"film": FilmSection, "shots": ShotSection, "audio": AudioSection, "": SpecFile}
+_SECTION_FIELDS = {"film": FilmSection, "shots": ShotSection, "audio": AudioSection, "speed": SpeedSection,
+                   "": SpecFile}
 
 
 # ---- the validated film (what the rest of reel sees) ---------------------------------------------
@@ -153,6 +156,7 @@ class Film:
     watermark: str | None = None  # visible text on every frame
     audio: tuple[AudioTrack, ...] = ()
     preview: Preview | None = None  # how `reel preview` renders; None: no preview adapter known
+    speed: SpeedConfig = field(default_factory=SpeedConfig)  # opt-in speed-ups ([speed] table)
 
     def shot(self, shot_id: str) -> Shot:
         for s in self.shots:
@@ -318,6 +322,7 @@ def film_from_dict(data: dict, source: Path, model_override: str | None = None,
         watermark=f.watermark,
         audio=audio,
         preview=preview,
+        speed=SpeedConfig(**spec.speed.model_dump()),
     )
 
 

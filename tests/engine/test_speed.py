@@ -1,0 +1,130 @@
+"""Opt-in speed-ups: attention backend selection, step cache, skipping the unconditional pass,
+torch.compile parity, thread settings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from engine.accel import SpeedConfig
+from engine.cli import app
+from engine.plan import build_plan
+from engine.runtime import Engine
+from engine.sampling import denoise
+from engine.spec import SpecError, load_film
+from kernels.attention import BACKENDS, BackendError, select_backend
+
+runner = CliRunner()
+
+FILM = """
+[film]
+model = "{model}"
+seed = 2
+steps = 6
+guidance = 4.0
+
+[speed]
+{speed}
+
+[[shots]]
+id = "a"
+prompt = "a red circle moving left on a black background"
+"""
+
+
+def test_auto_attention_on_cpu_is_sdpa_and_says_why_others_passed():
+    name, passed = select_backend("auto", torch.device("cpu"), torch.float32, 64)
+    assert name == "sdpa"
+    assert any("needs a CUDA device" in r for r in passed["flash-attn"])
+    assert any("needs fp16 or bf16" in r for r in passed["xformers"])
+
+
+def test_forced_backend_lists_every_reason():
+    with pytest.raises(BackendError) as info:
+        select_backend("flash-attn", torch.device("cpu"), torch.float32, 300)
+    text = str(info.value)
+    for needle in ("needs a CUDA device", "needs fp16 or bf16", "head size 300 unsupported"):
+        assert needle in text
+    with pytest.raises(BackendError, match="unknown backend"):
+        select_backend("magic", torch.device("cpu"), torch.float32, 64)
+    assert BACKENDS["sdpa"].validate(torch.device("cpu"), torch.float32, 64) == []
+    assert BACKENDS["sageattention"].validate(torch.device("cpu"), torch.bfloat16, 80)[-1].startswith("head size 80")
+
+
+def test_cli_attention_errors_exit_2(write_spec, tmp_path):
+    spec = write_spec(FILM.replace("{speed}", ""))
+    result = runner.invoke(app, ["render", str(spec), "--out", str(tmp_path / "o"), "--attention", "xformers"])
+    assert result.exit_code == 2 and "needs a CUDA device" in result.output and not (tmp_path / "o").exists()
+    result = runner.invoke(app, ["render", str(spec), "--out", str(tmp_path / "o"), "--attention", "fast"])
+    assert result.exit_code == 2 and "unknown backend" in result.output
+    with pytest.raises(SpecError, match="speed.stepcache"):
+        load_film(write_spec(FILM.replace("{speed}", "stepcache = 0.1")))
+
+
+def trajectory(spec_path, engine=None, calls=None):
+    """Latents of shot a through the runtime's loop; `calls` gets the batch size of each block-1 FFN call
+    (inside the block: a step-cache skip never reaches it)."""
+    engine = engine or Engine("cpu")
+    plan = build_plan(load_film(spec_path))
+    engine.prepare(plan)
+    family, comps = engine.load(plan.film.model)
+    job = plan.jobs[0]
+    hook = None
+    if calls is not None:
+        hook = comps.transformer.blocks[1].ffn.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    from engine.accel import step_cache_session
+
+    key = str(plan.film.model.path)
+    cond = engine.embed(family, comps, key, [job.prompt], job.max_sequence_length)
+    uncond = engine.embed(family, comps, key, [job.negative_prompt], job.max_sequence_length)
+    noise = family.initial_noise(family.latent_shape(comps, job.frames, job.height, job.width), job.seed, comps.device)
+    cfg_steps = job.steps - int(round(job.steps * job.cfg_skip_last)) if job.cfg_skip_last else None
+    with step_cache_session(comps.transformer, SpeedConfig(step_cache=job.step_cache)) as ctx:
+        out = denoise(lambda x, t, e: family.velocity(comps, x, t, e), noise,
+                      family.make_scheduler(comps, job.scheduler, job.shift), job.steps, cond, uncond, job.guidance,
+                      cfg_steps=cfg_steps, call_context=ctx)
+    if hook:
+        hook.remove()
+    return out
+
+
+def test_cfg_skip_last_drops_the_unconditional_pass(write_spec):
+    calls, base_calls = [], []
+    base = trajectory(write_spec(FILM.replace("{speed}", ""), "base.toml"), calls=base_calls)
+    zero = trajectory(write_spec(FILM.replace("{speed}", "cfg_skip_last = 0.0"), "zero.toml"))
+    skipped = trajectory(write_spec(FILM.replace("{speed}", "cfg_skip_last = 0.5")), calls=calls)
+    assert base_calls == [2] * 6 and calls == [2, 2, 2, 1, 1, 1]
+    assert torch.equal(base, zero)
+    assert (skipped - base).abs().max() > 0
+
+
+def test_step_cache_skips_blocks_and_stays_close(write_spec):
+    base_calls, cached_calls = [], []
+    base = trajectory(write_spec(FILM.replace("{speed}", ""), "base.toml"), calls=base_calls)
+    cached = trajectory(write_spec(FILM.replace("{speed}", "step_cache = 0.6")), calls=cached_calls)
+    assert len(cached_calls) < len(base_calls)  # later blocks were skipped on some steps
+    assert float((cached - base).abs().mean()) < float(base.abs().mean())  # same trajectory, approximately
+    again = trajectory(write_spec(FILM.replace("{speed}", "step_cache = 0.6"), "again.toml"))
+    assert torch.equal(cached, again)  # state resets between trajectories: deterministic
+
+
+def test_render_with_speed_flags_records_them(write_spec, tmp_path):
+    import json
+
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["render", str(write_spec(FILM.replace("{speed}", ""))), "--out", str(out),
+                                 "--step-cache", "0.05", "--cfg-skip-last", "0.25", "--threads", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    speed = json.loads((out / "shots" / "a.json").read_text())["speed"]
+    assert speed["step_cache"] == 0.05 and speed["cfg_skip_last"] == 0.25 and speed["attention"] == "sdpa"
+
+
+def test_compiled_transformer_matches_eager(write_spec):
+    eager = trajectory(write_spec(FILM.replace("{speed}", "").replace("steps = 6", "steps = 2"), "eager.toml"))
+    spec = write_spec(FILM.replace("{speed}", "compile = true").replace("steps = 6", "steps = 2"))
+    engine = Engine("cpu")
+    plan = build_plan(load_film(spec))
+    compiled = trajectory(spec, engine=engine)
+    assert engine.applied[str(plan.film.model.path)]["compile"] is True
+    assert float((compiled - eager).abs().max()) < 1e-4
