@@ -14,6 +14,8 @@ From the spec's `[speed]` table or the CLI (flags win):
     threads         CPU threads for torch (default: torch's own choice)
     offload         none | model | group: keep weights on the CPU and move them in per model or per block (CUDA)
     vae_tiling      decode in spatial tiles (CUDA, large frames): bounded VRAM, whole clip at once
+    fused_kernels   auto | on | off: Triton RMSNorm, rotary and adaLN kernels (CUDA with triton; auto uses
+                    them when they can run, on fails with the reasons when they cannot)
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class SpeedSection(BaseModel):
     threads: int | None = Field(None, ge=1, le=512)
     offload: Literal["none", "model", "group"] = "none"
     vae_tiling: bool = False
+    fused_kernels: Literal["auto", "on", "off"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class SpeedConfig:
     threads: int | None = None
     offload: str = "none"
     vae_tiling: bool = False
+    fused_kernels: str = "auto"  # Triton RMSNorm/rotary/adaLN (kernels/): auto = on CUDA when triton is there
 
     def cfg_steps(self, steps: int) -> int:
         """How many leading steps run the unconditional pass."""
@@ -78,6 +82,15 @@ def apply_load_time(components, speed: SpeedConfig) -> dict:
     if speed.vae_tiling:
         components.vae.enable_tiling()
         applied["vae_tiling"] = True
+    if speed.fused_kernels != "off":
+        from kernels.attention import BackendError
+        from kernels.wan_fused import apply_fused_kernels, fused_reasons
+
+        reasons = fused_reasons(components.device)
+        if not reasons and hasattr(tr, "blocks"):
+            applied["fused_kernels"] = apply_fused_kernels(tr)
+        elif speed.fused_kernels == "on":
+            raise BackendError("fused_kernels = on cannot run here: " + "; ".join(reasons))
     if speed.compile:
         tr.compile()  # nn.Module.compile: in place, torch.compile under the hood
         applied["compile"] = True

@@ -1,0 +1,97 @@
+"""Wire the fused Triton ops into a diffusers WanTransformer3DModel (CUDA only; opt-in).
+
+    reasons = fused_reasons(device)           # why the fused path can't run here (empty: it can)
+    apply_fused_kernels(transformer)          # q/k RMSNorm + rotary in self-attention, adaLN modulate and
+                                              # gated residuals in every block; same math as diffusers'
+
+Self-attention layers get a processor that runs q/k RMSNorm and the rotary apply as Triton kernels;
+blocks get a forward whose LayerNorm+modulate and gated residuals are fused. Cross-attention and
+image-conditioned (I2V) attention keep diffusers' processor. Tests run the same wiring on the CPU
+under TRITON_INTERPRET=1 and compare with the stock model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import types
+
+import torch
+
+from kernels.modulate import gated_residual_triton, ln_modulate_triton
+from kernels.rmsnorm import rms_norm_triton
+from kernels.rotary import rotary_triton
+
+
+def fused_reasons(device: torch.device, interpret_ok: bool = False) -> list[str]:
+    """Every reason the fused kernels cannot run on `device`."""
+    import os
+
+    reasons = []
+    if importlib.util.find_spec("triton") is None:
+        reasons.append("triton is not installed (pip install triton)")
+    interpreted = interpret_ok and os.environ.get("TRITON_INTERPRET") == "1"
+    if device.type != "cuda" and not interpreted:
+        reasons.append(f"needs a CUDA device (running on {device.type})")
+    return reasons
+
+
+def _rms(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(norm, torch.nn.RMSNorm):
+        return rms_norm_triton(x, norm.weight, norm.eps if norm.eps is not None else torch.finfo(x.dtype).eps)
+    return norm(x)
+
+
+class FusedWanSelfAttnProcessor:
+    """diffusers' WanAttnProcessor for self-attention, with q/k RMSNorm and rotary as Triton kernels."""
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+        from diffusers.models.transformers.transformer_wan import _get_qkv_projections
+
+        query, key, value = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)  # (B, S, H*Dh)
+        query, key = _rms(attn.norm_q, query), _rms(attn.norm_k, key)
+        query = query.unflatten(2, (attn.heads, -1))  # (B, S, H, Dh)
+        key = key.unflatten(2, (attn.heads, -1))
+        value = value.unflatten(2, (attn.heads, -1))
+        if rotary_emb is not None:
+            query = rotary_triton(query, *rotary_emb)
+            key = rotary_triton(key, *rotary_emb)
+        out = dispatch_attention_fn(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
+                                    backend=self._attention_backend, parallel_config=self._parallel_config)
+        out = out.flatten(2, 3).type_as(query)  # (B, S, H*Dh)
+        out = attn.to_out[0](out)
+        return attn.to_out[1](out)
+
+
+def fused_block_forward(self, hidden_states, encoder_hidden_states, temb, rotary_emb):
+    """WanTransformerBlock.forward with fused LayerNorm+modulate and gated residuals (Wan 2.1 temb)."""
+    if temb.ndim == 4:  # Wan 2.2 TI2V per-token modulation: keep diffusers' own path
+        return type(self).forward(self, hidden_states, encoder_hidden_states, temb, rotary_emb)
+    mods = (self.scale_shift_table + temb.float()).chunk(6, dim=1)  # 6 x (B, 1, D)
+    shift_msa, scale_msa, gate_msa, c_shift_msa, c_scale_msa, c_gate_msa = mods
+    # 1. self-attention
+    norm = ln_modulate_triton(hidden_states, shift_msa, scale_msa, self.norm1.eps)
+    hidden_states = gated_residual_triton(hidden_states, self.attn1(norm, None, None, rotary_emb), gate_msa)
+    # 2. cross-attention (unchanged)
+    norm = self.norm2(hidden_states.float()).type_as(hidden_states)
+    hidden_states = hidden_states + self.attn2(norm, encoder_hidden_states, None, None)
+    # 3. feed-forward
+    norm = ln_modulate_triton(hidden_states, c_shift_msa, c_scale_msa, self.norm3.eps)
+    return gated_residual_triton(hidden_states, self.ffn(norm).float(), c_gate_msa)
+
+
+def apply_fused_kernels(transformer: torch.nn.Module, interpret_ok: bool = False) -> int:
+    """Switch every block of a WanTransformer3DModel to the fused path; returns the blocks changed."""
+    reasons = fused_reasons(transformer.device, interpret_ok)
+    if reasons:
+        raise RuntimeError("fused kernels cannot run: " + "; ".join(reasons))
+    for block in transformer.blocks:
+        if block.attn1.add_k_proj is None:
+            processor = FusedWanSelfAttnProcessor()
+            processor._attention_backend = getattr(block.attn1.processor, "_attention_backend", None)
+            block.attn1.set_processor(processor)
+        block.forward = types.MethodType(fused_block_forward, block)
+    return len(transformer.blocks)
