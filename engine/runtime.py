@@ -124,6 +124,7 @@ class Engine:
         self._audio_durations: dict[Path, float] = {}  # audio file -> seconds (decoded once)
         self._upscalers: dict[str, object] = {}  # spec value -> loaded Upscaler
         self.speed = SpeedConfig()  # load-time speed-ups for models loaded from now on
+        self.on_frames = None  # optional callback(shot_id, (f, H, W, 3) uint8) for every decoded chunk
         self.applied: dict[str, dict] = {}  # model path -> speed-ups applied at load
         self.embed_cache = EmbedCache()
 
@@ -275,7 +276,9 @@ class Engine:
         try:
             for chunk in family.decode_stream(comps, latents):  # (B, 3, f, H, W)
                 frames = family.to_uint8_frames(chunk)  # (B, f, H, W, 3)
-                for writer, shot_frames in zip(writers, frames):
+                for job, writer, shot_frames in zip(jobs, writers, frames):
+                    if self.on_frames is not None:
+                        self.on_frames(job.shot_id, shot_frames)
                     if upscaler is not None:
                         shot_frames = upscaler.upscale(shot_frames)  # (f, H*s, W*s, 3)
                     if mark is not None:
