@@ -38,24 +38,31 @@ class EmbedCache:
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.safetensors"
 
-    def get(self, key: str) -> torch.Tensor | None:
-        """The cached (L, D) embedding, or None."""
+    def get(self, key: str) -> torch.Tensor | dict | None:
+        """The cached embedding (a tensor, or a dict of tensors for families with several), or None."""
         from safetensors.torch import load_file
 
         path = self.path(key)
         if not path.is_file():
             return None
         try:
-            return load_file(str(path))["embedding"]
+            data = load_file(str(path))
         except Exception:  # corrupt entry: recompute
             return None
+        if set(data) == {"embedding"}:
+            return data["embedding"]
+        return {k[len("cond."):]: v for k, v in data.items() if k.startswith("cond.")} or None
 
-    def put(self, key: str, embedding: torch.Tensor) -> None:
+    def put(self, key: str, embedding: torch.Tensor | dict) -> None:
         from safetensors.torch import save_file
 
+        if isinstance(embedding, dict):
+            tensors = {f"cond.{k}": v.detach().cpu().contiguous() for k, v in embedding.items()}
+        else:
+            tensors = {"embedding": embedding.detach().cpu().contiguous()}
         path = self.path(key)
         try:
             with atomic_path(path) as tmp:
-                save_file({"embedding": embedding.detach().cpu().contiguous()}, str(tmp))
+                save_file(tensors, str(tmp))
         except OSError:
             pass  # a full or read-only cache only costs time

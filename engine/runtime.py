@@ -33,11 +33,24 @@ from engine.post.encode import VideoWriter, get_codec
 from engine.post.timeline import Timeline, place_audio, place_clips
 from engine.post.watermark import Watermark
 from engine.progress import RenderProgress
-from engine.sampling import ConsistencyScheduler, denoise
+from engine.sampling import ConsistencyScheduler, cat_cond, denoise
 from engine.store import RenderStore, atomic_write_json, read_json
 from models.registry import ModelInfo
 
 MANIFEST_VERSION = 1
+
+
+def _batched(cached, comps):
+    """A cached per-prompt embedding (no batch dim) as a batch of one on the model's device and dtype."""
+    def one(v: torch.Tensor) -> torch.Tensor:
+        v = v[None].to(comps.device)
+        return v.to(comps.dtype) if v.is_floating_point() else v  # masks and ids keep their integer dtype
+
+    return {k: one(v) for k, v in cached.items()} if isinstance(cached, dict) else one(cached)
+
+
+def _unbatched(e):
+    return {k: v[0] for k, v in e.items()} if isinstance(e, dict) else e[0]
 
 
 def film_jobs(plan: RenderPlan) -> list[ShotJob]:
@@ -197,13 +210,13 @@ class Engine:
             for p in missing:
                 cached = self.embed_cache.get(keys[p])
                 if cached is not None:
-                    self._embeds[(model_key, p, length)] = cached[None].to(comps.device, comps.dtype)
+                    self._embeds[(model_key, p, length)] = _batched(cached, comps)
             todo = [p for p in missing if (model_key, p, length) not in self._embeds]
             for p in todo:  # one prompt per call: an embedding never depends on which prompts it came with
-                e = family.encode_prompts(comps, [p], length)  # (1, L, D)
+                e = family.encode_prompts(comps, [p], length)  # (1, L, D), or a dict of (1, ...) tensors
                 self._embeds[(model_key, p, length)] = e
-                self.embed_cache.put(keys[p], e[0])
-        return torch.cat([self._embeds[(model_key, p, length)] for p in prompts])  # (N, L, D)
+                self.embed_cache.put(keys[p], _unbatched(e))
+        return cat_cond([self._embeds[(model_key, p, length)] for p in prompts])  # (N, L, D) or dict
 
     # -- rendering ---------------------------------------------------------------------------------
     def render(self, plan: RenderPlan, out_dir: str | Path, force: bool = False) -> FilmResult:
@@ -250,8 +263,11 @@ class Engine:
                                 first.max_sequence_length)
         t1 = time.perf_counter()
         # 2. noise from each shot's own CPU generator
-        shape = family.latent_shape(comps, first.frames, first.height, first.width)  # (C, F', H', W')
-        noise = torch.cat([family.initial_noise(shape, j.seed, comps.device) for j in jobs])  # (B, C, F', H', W')
+        shape = family.latent_shape(comps, first.frames, first.height, first.width)  # (C, F', H', W') for Wan
+        noise = torch.cat([family.initial_noise(shape, j.seed, comps.device) for j in jobs])  # (B, *shape)
+        if getattr(family, "GUIDANCE", "cfg") == "embedded":  # guidance is an input of the model, not 2 passes
+            cond = family.with_guidance(cond, first.guidance, len(jobs))
+            uncond = None
         # 3. denoise, with this batch's adapters (every adapter off for shots without characters)
         self.progress.batch(ids, first.steps)
         bank = self.bank(model)

@@ -33,20 +33,30 @@ class StepState:
 StepCallback = Callable[[StepState], None]
 
 
-def guided_velocity(velocity_fn: VelocityFn, latents: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-                    uncond: torch.Tensor | None, guidance: float) -> torch.Tensor:
+Cond = torch.Tensor | dict  # text conditioning: a tensor, or a dict of tensors, each with a leading batch dim
+
+
+def cat_cond(parts: list[Cond]) -> Cond:
+    """Concatenate conditionings along the batch (tensors, or dicts of tensors key by key)."""
+    if isinstance(parts[0], dict):
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return torch.cat(parts)
+
+
+def guided_velocity(velocity_fn: VelocityFn, latents: torch.Tensor, t: torch.Tensor, cond: Cond,
+                    uncond: Cond | None, guidance: float) -> torch.Tensor:
     """Classifier-free guidance with cond and uncond in one forward batch (skipped when guidance <= 1)."""
     if uncond is None or guidance <= 1.0:
         return velocity_fn(latents, t, cond)
     b = latents.shape[0]
-    both = velocity_fn(torch.cat([latents, latents]), t, torch.cat([cond, uncond]))  # (2B, C, F', H', W')
+    both = velocity_fn(torch.cat([latents, latents]), t, cat_cond([cond, uncond]))  # (2B, C, F', H', W')
     v_cond, v_uncond = both[:b], both[b:]
     return v_uncond + guidance * (v_cond - v_uncond)
 
 
 @torch.no_grad()
-def denoise(velocity_fn: VelocityFn, noise: torch.Tensor, scheduler, steps: int, cond: torch.Tensor,
-            uncond: torch.Tensor | None, guidance: float, shot_ids: tuple[str, ...] = (),
+def denoise(velocity_fn: VelocityFn, noise: torch.Tensor, scheduler, steps: int, cond: Cond,
+            uncond: Cond | None, guidance: float, shot_ids: tuple[str, ...] = (),
             on_step: StepCallback | None = None,
             before_step: Callable[[int], None] | None = None,
             cfg_steps: int | None = None,
