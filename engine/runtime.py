@@ -276,7 +276,7 @@ class Engine:
         if first.scheduler == "lcm":
             scheduler = ConsistencyScheduler(first.shift, [j.seed for j in jobs])
         else:
-            scheduler = family.make_scheduler(comps, first.scheduler, first.shift)
+            scheduler = family.make_scheduler(comps, first.scheduler, first.shift, shape=shape)
         cfg_steps = first.steps - int(round(first.steps * first.cfg_skip_last)) if first.cfg_skip_last else None
         with step_cache_session(comps.transformer, SpeedConfig(step_cache=first.step_cache)) as context:
             latents = denoise(lambda x, t, e: family.velocity(comps, x, t, e), noise, scheduler, first.steps,

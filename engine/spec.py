@@ -65,7 +65,7 @@ class FilmSection(_Strict):
     shift: float | None = Field(None, gt=0.0, le=100.0)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     negative_prompt: str | None = None
-    scheduler: Literal["unipc", "euler"] | None = None
+    scheduler: Literal["default", "unipc", "euler"] | None = None
     characters: str | None = None  # a character library folder (LIB/NAME/character.toml)
     codec: Literal["h264", "h265", "prores", "av1"] = "h264"
     upscale: str | None = None
@@ -147,7 +147,7 @@ class Film:
     shift: float  # flow-matching timestep shift
     seed: int  # film seed; shot seeds derive from it and the shot id
     negative_prompt: str
-    scheduler: str  # "unipc" | "euler"
+    scheduler: str  # "default" (the model folder's own) | "unipc" | "euler"
     max_sequence_length: int  # text tokens per prompt (padded)
     shots: tuple[Shot, ...]
     characters: dict[str, Character] = field(default_factory=dict)  # every character a shot casts

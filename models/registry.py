@@ -1,13 +1,30 @@
-"""Model families by name: lazy class paths, frame and size rules, defaults. Imports no torch.
+"""Model families by name: lazy module paths, frame and size rules, defaults. Imports no torch.
 
-`resolve_model("shapes")` or `resolve_model("/path/to/diffusers/folder")` returns a `ModelInfo`
-read from the folder's JSON files only, so the spec can be validated in milliseconds before any
-weights are touched.
+`resolve_model("shapes")` or `resolve_model("/path/to/diffusers/folder")` returns a `ModelInfo` read
+from the folder's JSON files only, so a spec is validated in milliseconds before any weights load.
+
+The family contract. Every family module (models/wan.py, models/ltx.py, ...) provides:
+    load(path, device, dtype) -> components        tokenizer(s), text encoder(s), transformer, vae, ...;
+                                                    `.device`, `.dtype`, `.transformer`, `.text_encoder`, `.vae`,
+                                                    `.scheduler_config`
+    make_scheduler(components, name, shift, shape=None)   a fresh scheduler with `set_timesteps(steps, device)`
+                                                    and `step(model_output, t, latents, return_dict=False)`;
+                                                    name: "default" (the folder's own) | "unipc" | "euler"
+    encode_prompts(components, prompts, max_sequence_length) -> Tensor | dict[str, Tensor]   batch first
+    latent_shape(components, frames, height, width) -> tuple     one shot's latents, in the family's layout
+    initial_noise(shape, seed, device) -> Tensor (1, *shape)      drawn on the CPU from the shot's generator
+    velocity(components, latents, t, cond) -> Tensor   the denoiser: what the scheduler's step expects
+    decode_stream(components, latents) -> Iterator[Tensor (B, 3, f, H, W) in [0, 1]]
+    to_uint8_frames(chunk) -> ndarray (B, f, H, W, 3)
+    lora_to_diffusers(state_dict) -> dict             any supported LoRA format -> `transformer.` keys
+    GUIDANCE = "cfg" | "embedded"; with_guidance(cond, guidance, batch) for "embedded" families
+    image_condition(components, image, frames, height, width) -> dict   (image-to-video families only)
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,13 +36,38 @@ class ModelError(ValueError):
     """A model reference that cannot be used; the message says why and what to do."""
 
 
+def _wan_factors(vae: dict, tr: dict) -> tuple[int, int]:
+    patch = tr.get("patch_size") or [1, 2, 2]
+    return int(vae.get("scale_factor_temporal") or 4), int(vae.get("scale_factor_spatial") or 8) * int(patch[1])
+
+
+def _ltx_factors(vae: dict, tr: dict) -> tuple[int, int]:
+    spatial = int(vae.get("patch_size", 4)) * 2 ** sum(bool(x) for x in vae.get("spatio_temporal_scaling", [1, 1, 1, 0]))
+    temporal = int(vae.get("patch_size_t", 1)) * 2 ** sum(bool(x) for x in vae.get("spatio_temporal_scaling",
+                                                                                   [1, 1, 1, 0]))
+    return temporal, spatial * int(tr.get("patch_size", 1))
+
+
+def _cog_factors(vae: dict, tr: dict) -> tuple[int, int]:
+    temporal = int(vae.get("temporal_compression_ratio", 4))
+    spatial = 2 ** (len(vae.get("block_out_channels", [128, 256, 256, 512])) - 1)
+    return temporal, spatial * int(tr.get("patch_size", 2))
+
+
+def _hunyuan_factors(vae: dict, tr: dict) -> tuple[int, int]:
+    temporal = int(vae.get("temporal_compression_ratio", 4))
+    spatial = int(vae.get("spatial_compression_ratio", 8))
+    return temporal, spatial * int(tr.get("patch_size", 2))
+
+
 @dataclass(frozen=True)
 class Family:
     """One model family: how to recognise it, how to load it, what it accepts."""
 
     name: str
-    pipeline_classes: tuple[str, ...]  # model_index.json `_class_name` values of this family
+    pipeline_classes: tuple[str, ...]  # model_index.json `_class_name` values (text-to-video first)
     module: str  # lazy import path of the reel module that loads and runs it
+    factors: Callable[[dict, dict], tuple[int, int]]  # (vae cfg, transformer cfg) -> (temporal, size multiple)
     default_fps: int
     default_steps: int
     default_guidance: float
@@ -34,22 +76,24 @@ class Family:
     default_height: int
     default_frames: int
     default_max_sequence_length: int
+    image_pipelines: tuple[str, ...] = ()  # pipelines of this family that take an input image
+    default_scheduler: str = "default"  # "default": the folder's own scheduler config
+    layout: str = "diffusers folder (model_index.json, transformer/, vae/, text_encoder/, tokenizer/, scheduler/)"
+    hub_example: str = ""
 
 
 FAMILIES: dict[str, Family] = {
-    "wan": Family(
-        name="wan",
-        pipeline_classes=("WanPipeline",),
-        module="models.wan",
-        default_fps=16,
-        default_steps=50,
-        default_guidance=5.0,
-        default_shift=3.0,
-        default_width=832,
-        default_height=480,
-        default_frames=81,
-        default_max_sequence_length=512,
-    ),
+    "wan": Family("wan", ("WanPipeline", "WanImageToVideoPipeline"), "models.wan", _wan_factors,
+                  16, 50, 5.0, 3.0, 832, 480, 81, 512, image_pipelines=("WanImageToVideoPipeline",), default_scheduler="unipc",
+                  hub_example="Wan-AI/Wan2.1-T2V-1.3B-Diffusers"),
+    "ltx": Family("ltx", ("LTXPipeline", "LTXImageToVideoPipeline"), "models.ltx", _ltx_factors,
+                  24, 50, 3.0, 1.0, 704, 480, 161, 128, image_pipelines=("LTXImageToVideoPipeline",),
+                  hub_example="Lightricks/LTX-Video"),
+    "cogvideox": Family("cogvideox", ("CogVideoXPipeline", "CogVideoXImageToVideoPipeline"), "models.cogvideox",
+                        _cog_factors, 8, 50, 6.0, 1.0, 720, 480, 49, 226,
+                        image_pipelines=("CogVideoXImageToVideoPipeline",), hub_example="THUDM/CogVideoX-5b"),
+    "hunyuan": Family("hunyuan", ("HunyuanVideoPipeline",), "models.hunyuan", _hunyuan_factors,
+                      24, 50, 6.0, 7.0, 1280, 720, 129, 256, hub_example="hunyuanvideo-community/HunyuanVideo"),
 }
 
 
@@ -64,6 +108,12 @@ class ModelInfo:
     size_multiple: int  # width and height must be multiples of this (VAE factor x patch)
     defaults: dict = field(default_factory=dict)  # width, height, frames, fps, steps, guidance, shift, ...
     builtin: bool = False
+    pipeline: str = ""  # model_index.json `_class_name`
+    experts: int = 1  # 2 for Wan 2.2 A14B (transformer + transformer_2)
+
+    @property
+    def takes_image(self) -> bool:
+        return self.pipeline in self.family.image_pipelines or self.defaults.get("takes_image", False)
 
     def frames_ok(self, frames: int) -> bool:
         return frames >= 1 and (frames - 1) % self.temporal_factor == 0
@@ -85,13 +135,17 @@ def _read_json(path: Path) -> dict:
         raise ModelError(f"{path} cannot be read as JSON ({err}); re-download or re-export the model") from None
 
 
+def supported() -> str:
+    return ", ".join(f"{f.name} ({'/'.join(f.pipeline_classes)})" for f in FAMILIES.values())
+
+
 def family_of(model_index: dict, path: Path) -> Family:
     cls = model_index.get("_class_name", "")
     for fam in FAMILIES.values():
         if cls in fam.pipeline_classes:
             return fam
-    supported = ", ".join(f"{f.name} ({'/'.join(f.pipeline_classes)})" for f in FAMILIES.values())
-    raise ModelError(f"{path}/model_index.json names pipeline {cls!r}, which reel does not support; supported: {supported}")
+    raise ModelError(f"{path}/model_index.json names pipeline {cls!r}, which reel does not support; supported: "
+                     f"{supported()}")
 
 
 def resolve_model(ref: str, base_dir: Path | None = None) -> ModelInfo:
@@ -111,7 +165,10 @@ def resolve_model(ref: str, base_dir: Path | None = None) -> ModelInfo:
         if not path.exists():
             known = ", ".join(sorted(BUILTIN_MODELS))
             raise ModelError(f"{ref!r} is neither a built-in model ({known}) nor an existing path ({path} does not exist)")
-        if not path.is_dir() or not (path / "model_index.json").is_file():
+        if path.is_file():
+            raise ModelError(f"{path} is a single file: reel loads single-file checkpoints through a model folder "
+                             f"— run `reel models import {path} --family NAME --out DIR` (see `reel models`)")
+        if not (path / "model_index.json").is_file():
             raise ModelError(
                 f"{path} is not a diffusers folder (no model_index.json inside); point `model` at the folder "
                 "saved by save_pretrained / downloaded from the hub"
@@ -120,31 +177,18 @@ def resolve_model(ref: str, base_dir: Path | None = None) -> ModelInfo:
     fam = family_of(index, path)
     vae_cfg = _read_json(path / "vae" / "config.json")
     tr_cfg = _read_json(path / "transformer" / "config.json")
-    temporal = int(vae_cfg.get("scale_factor_temporal") or 4)
-    spatial = int(vae_cfg.get("scale_factor_spatial") or 8)
-    patch = tr_cfg.get("patch_size") or [1, 2, 2]
-    size_multiple = spatial * int(max(patch[1], patch[2]))
+    temporal, size_multiple = fam.factors(vae_cfg, tr_cfg)
+    experts = 2 if (index.get("transformer_2") or [None])[0] else 1
     defaults = {
-        "width": fam.default_width,
-        "height": fam.default_height,
-        "frames": fam.default_frames,
-        "fps": fam.default_fps,
-        "steps": fam.default_steps,
-        "guidance": fam.default_guidance,
-        "shift": fam.default_shift,
-        "max_sequence_length": fam.default_max_sequence_length,
-        "negative_prompt": "",
-        "scheduler": "unipc",
+        "width": fam.default_width, "height": fam.default_height, "frames": fam.default_frames,
+        "fps": fam.default_fps, "steps": fam.default_steps, "guidance": fam.default_guidance,
+        "shift": fam.default_shift, "max_sequence_length": fam.default_max_sequence_length,
+        "negative_prompt": "", "scheduler": fam.default_scheduler,
     }
+    if index.get("expand_timesteps"):  # Wan 2.2 TI2V: text or text+image in one model
+        defaults["takes_image"] = True
     reel_json = path / "reel.json"
     if reel_json.is_file():
         defaults.update(_read_json(reel_json))
-    return ModelInfo(
-        name=ref,
-        path=path.resolve(),
-        family=fam,
-        temporal_factor=temporal,
-        size_multiple=size_multiple,
-        defaults=defaults,
-        builtin=builtin,
-    )
+    return ModelInfo(name=ref, path=path.resolve(), family=fam, temporal_factor=temporal, size_multiple=size_multiple,
+                     defaults=defaults, builtin=builtin, pipeline=index.get("_class_name", ""), experts=experts)

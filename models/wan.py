@@ -61,11 +61,14 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> WanCompo
     return WanComponents(path, tokenizer, text_encoder, transformer, vae, scheduler_config, device, dtype)
 
 
-def make_scheduler(components: WanComponents, name: str, shift: float):
-    """A fresh flow-matching scheduler: "unipc" (Wan's default) or "euler", with the given shift."""
+def make_scheduler(components: WanComponents, name: str, shift: float, shape=None):
+    """A fresh flow-matching scheduler: "unipc" (Wan's default), "euler", or "default" (the folder's own
+    scheduler class), with the given shift."""
     from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
     cfg = dict(components.scheduler_config)
+    if name == "default":
+        name = "euler" if cfg.get("_class_name") == "FlowMatchEulerDiscreteScheduler" else "unipc"
     if name == "unipc":
         if cfg.get("_class_name") == "UniPCMultistepScheduler":
             return UniPCMultistepScheduler.from_config(cfg, flow_shift=shift)
