@@ -42,6 +42,7 @@ class BatchKey:
     scheduler: str
     step_cache: float | None = None
     cfg_skip_last: float = 0.0
+    image: bool = False  # image-conditioned shots run apart from text-only ones
 
 
 @dataclass(frozen=True)
@@ -73,21 +74,26 @@ class ShotJob:
     preview: bool = False  # a fast preview of the shot (few steps, preview adapter)
     step_cache: float | None = None  # First-Block-Cache threshold (changes pixels slightly)
     cfg_skip_last: float = 0.0  # fraction of final steps without the unconditional pass
+    image: str | None = None  # image-to-video: first-frame image file
+    continue_from: str | None = None  # image-to-video: the shot whose last frame starts this one
+    depth: int = 0  # length of the continue_from chain before this shot (renders after its sources)
 
     @property
     def batch_key(self) -> BatchKey:
         return BatchKey(self.model_path, tuple((a[0], a[2]) for a in self.adapters), self.width, self.height,
                         self.frames, self.steps, self.guidance, self.shift, self.scheduler, self.step_cache,
-                        self.cfg_skip_last)
+                        self.cfg_skip_last, bool(self.image or self.continue_from))
 
-    def fingerprint(self, weights_hash: str, lora_hashes: dict | None = None) -> str:
+    def fingerprint(self, weights_hash: str, lora_hashes: dict | None = None, inputs: dict | None = None) -> str:
         """Hash of every input that decides the shot's pixels (the render store skips on a match).
 
-        `lora_hashes` maps each adapter's LoRA file path to its content hash."""
+        `lora_hashes` maps each adapter's LoRA file path to its content hash; `inputs` holds the hashes of
+        other inputs (the first-frame image's content, or the fingerprint of the shot continued from)."""
         fields = asdict(self)
-        for volatile in ("index", "model_path", "seed_source", "adapters"):
+        for volatile in ("index", "model_path", "seed_source", "adapters", "depth", "image"):
             fields.pop(volatile)
         fields["weights_hash"] = weights_hash
+        fields["inputs"] = inputs or {}
         fields["adapters"] = [[name, (lora_hashes or {}).get(path, path), weight]
                               for name, path, weight in self.adapters]
         blob = json.dumps(fields, sort_keys=True, default=str).encode()
@@ -159,7 +165,18 @@ def resolve_job(film: Film, index: int) -> ShotJob:
         watermark=film.watermark,
         step_cache=film.speed.step_cache,
         cfg_skip_last=film.speed.cfg_skip_last,
+        image=shot.image,
+        continue_from=shot.continue_from,
+        depth=_depth(film, index),
     )
+
+
+def _depth(film: Film, index: int) -> int:
+    ids = {s.id: i for i, s in enumerate(film.shots)}
+    depth, shot = 0, film.shots[index]
+    while shot.continue_from is not None and depth <= len(film.shots):
+        depth, shot = depth + 1, film.shots[ids[shot.continue_from]]
+    return depth
 
 
 def build_plan(film: Film, only: list[str] | None = None, batch_size: int = 1, preview: bool = False) -> RenderPlan:
@@ -173,13 +190,22 @@ def build_plan(film: Film, only: list[str] | None = None, batch_size: int = 1, p
         if unknown:
             raise PlanError(f"--shots names {', '.join(map(repr, unknown))}, not in {film.source}; "
                             f"its shots are: {', '.join(ids)}")
+    if only:  # a shot that continues another needs it: render the sources too
+        ids = {s.id: s for s in film.shots}
+        wanted, stack = set(only), list(only)
+        while stack:
+            src = ids[stack.pop()].continue_from
+            if src is not None and src not in wanted:
+                wanted.add(src)
+                stack.append(src)
+        only = [s.id for s in film.shots if s.id in wanted]
     jobs = tuple(resolve_job(film, i) for i, s in enumerate(film.shots) if not only or s.id in only)
     if preview:
         jobs = tuple(preview_job(film, j) for j in jobs)
     # 1. shots with equal BatchKeys share batches (first-appearance order of each key)
-    groups: dict[BatchKey, list[ShotJob]] = {}
-    for job in jobs:
-        groups.setdefault(job.batch_key, []).append(job)
+    groups: dict[tuple, list[ShotJob]] = {}
+    for job in jobs:  # a batch never mixes chain depths: a continued shot runs after its source
+        groups.setdefault((job.depth, job.batch_key), []).append(job)
     batches = []
     for group in groups.values():
         for start in range(0, len(group), batch_size):
@@ -188,7 +214,7 @@ def build_plan(film: Film, only: list[str] | None = None, batch_size: int = 1, p
     first_seen: dict[tuple, int] = {}
     for b in batches:
         first_seen.setdefault(b[0].batch_key.adapters, len(first_seen))
-    batches.sort(key=lambda b: (first_seen[b[0].batch_key.adapters], b[0].index))
+    batches.sort(key=lambda b: (b[0].depth, first_seen[b[0].batch_key.adapters], b[0].index))
     return RenderPlan(film=film, jobs=jobs, batches=tuple(batches), preview=preview)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from engine.accel import SpeedConfig, apply_load_time, apply_threads, step_cache_session
@@ -47,6 +48,10 @@ def _batched(cached, comps):
         return v.to(comps.dtype) if v.is_floating_point() else v  # masks and ids keep their integer dtype
 
     return {k: one(v) for k, v in cached.items()} if isinstance(cached, dict) else one(cached)
+
+
+def _as_dict(cond) -> dict:
+    return cond if isinstance(cond, dict) else {"embeds": cond}
 
 
 def _unbatched(e):
@@ -235,7 +240,7 @@ class Engine:
         for batch in plan.batches:
             todo = []
             for job in batch:
-                done = None if force else store.finished_shot(job.shot_id, job.fingerprint(whash, lhash))
+                done = None if force else store.finished_shot(job.shot_id, self.fingerprint(job))
                 if done is not None:
                     results[job.shot_id] = ShotResult(job.shot_id, store.shot_video(job.shot_id),
                                                       store.shot_manifest(job.shot_id), "reused")
@@ -268,6 +273,12 @@ class Engine:
         if getattr(family, "GUIDANCE", "cfg") == "embedded":  # guidance is an input of the model, not 2 passes
             cond = family.with_guidance(cond, first.guidance, len(jobs))
             uncond = None
+        image_cond = None
+        if first.image or first.continue_from:  # image-to-video: the first frame joins the conditioning
+            image_cond = cat_cond([family.image_condition(comps, self.shot_image(j, store), j.frames, j.height,
+                                                          j.width) for j in jobs])
+            cond = {**_as_dict(cond), **image_cond}
+            uncond = {**_as_dict(uncond), **image_cond} if uncond is not None else None
         # 3. denoise, with this batch's adapters (every adapter off for shots without characters)
         self.progress.batch(ids, first.steps)
         bank = self.bank(model)
@@ -276,7 +287,8 @@ class Engine:
         if first.scheduler == "lcm":
             scheduler = ConsistencyScheduler(first.shift, [j.seed for j in jobs])
         else:
-            scheduler = family.make_scheduler(comps, first.scheduler, first.shift, shape=shape)
+            scheduler = family.make_scheduler(comps, first.scheduler, first.shift, shape=shape,
+                                              **({"image": image_cond} if image_cond is not None else {}))
         cfg_steps = first.steps - int(round(first.steps * first.cfg_skip_last)) if first.cfg_skip_last else None
         with step_cache_session(comps.transformer, SpeedConfig(step_cache=first.step_cache)) as context:
             latents = denoise(lambda x, t, e: family.velocity(comps, x, t, e), noise, scheduler, first.steps,
@@ -323,20 +335,44 @@ class Engine:
                 f"{store.shot_video(job.shot_id)}")
         return results
 
+    def fingerprint(self, job: ShotJob) -> str:
+        """The job's fingerprint with every input hashed: weights, LoRA files, first-frame image, and for a
+        continued shot the fingerprint of its source (so editing the source re-renders the continuation)."""
+        film = self._film
+        lhash = {p: self.file_hash(p) for _, p, _ in job.adapters}
+        inputs = {}
+        if job.image:
+            inputs["image"] = self.file_hash(job.image)
+        if job.continue_from:
+            source = resolve_job(film, next(i for i, s in enumerate(film.shots) if s.id == job.continue_from))
+            source = preview_job(film, source) if job.preview else source
+            inputs["continue_from"] = self.fingerprint(source)
+        return job.fingerprint(self.weights_hash(film.model), lhash, inputs)
+
+    def shot_image(self, job: ShotJob, store: RenderStore) -> np.ndarray:
+        """The first frame a shot starts from: its image file, or the last frame of the shot it continues."""
+        from PIL import Image
+
+        if job.image:
+            with Image.open(job.image) as img:
+                return np.asarray(img.convert("RGB"))  # (H, W, 3) uint8
+        from engine.post.contact import read_video
+
+        frames, _ = read_video(store.shot_video(job.continue_from))
+        return frames[-1]
+
     def _counterpart(self, job: ShotJob, whash: str) -> dict | None:
         """Link a preview to its final render and back: same shot, same seed."""
         film = self._film
         final = resolve_job(film, job.index)
         if job.preview:
-            lhash = {p: self.file_hash(p) for _, p, _ in final.adapters}
             return {"kind": "final", "manifest": f"../../shots/{job.shot_id}.json", "seed": final.seed,
-                    "fingerprint": final.fingerprint(whash, lhash)}
+                    "fingerprint": self.fingerprint(final)}
         if film.preview is None:
             return None
         prev = preview_job(film, final)
-        lhash = {p: self.file_hash(p) for _, p, _ in prev.adapters}
         return {"kind": "preview", "manifest": f"../preview/shots/{job.shot_id}.json", "seed": prev.seed,
-                "fingerprint": prev.fingerprint(whash, lhash)}
+                "fingerprint": self.fingerprint(prev)}
 
     def _shot_manifest(self, job: ShotJob, model: ModelInfo, whash: str, lhash: dict, timings: dict,
                        store: RenderStore) -> dict:
@@ -364,7 +400,7 @@ class Engine:
                       **self.applied.get(str(model.path), {})},
             "counterpart": self._counterpart(job, whash),
             "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
-            "versions": package_versions(), "timings": timings, "fingerprint": job.fingerprint(whash, lhash),
+            "versions": package_versions(), "timings": timings, "fingerprint": self.fingerprint(job),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
@@ -374,8 +410,7 @@ class Engine:
         the timeline for editors."""
         film = plan.film
         all_jobs = film_jobs(plan)
-        lhash = {p: self.file_hash(p) for j in all_jobs for _, p, _ in j.adapters}
-        prints = [j.fingerprint(whash, lhash) for j in all_jobs]
+        prints = [self.fingerprint(j) for j in all_jobs]
         missing = [j.shot_id for j, fp in zip(all_jobs, prints) if store.finished_shot(j.shot_id, fp) is None]
         if missing:
             status = f"skipped: shots {', '.join(missing)} not rendered yet"

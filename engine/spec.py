@@ -88,6 +88,8 @@ class ShotSection(_Strict):
     characters: list[str] | None = None
     transition: TransitionName = "cut"
     transition_seconds: float | None = Field(None, gt=0.0, le=60.0)
+    image: str | None = None  # image-to-video: the first frame (a file, relative to the spec)
+    continue_from: str | None = None  # image-to-video: start from the last frame of this shot
 
 
 class SpecFile(_Strict):
@@ -118,6 +120,8 @@ class Shot:
     transition: str = "cut"  # how the shot starts: "cut" or "crossfade" from the previous shot
     transition_seconds: float | None = None
     transition_frames: int = 0  # crossfade frames into this shot (0 = cut)
+    image: str | None = None  # absolute path of the first-frame image
+    continue_from: str | None = None  # id of the shot whose last frame starts this one
 
 
 @dataclass(frozen=True)
@@ -285,6 +289,7 @@ def film_from_dict(data: dict, source: Path, model_override: str | None = None,
             problems.append((f"{where}.prompt (shot {s.id!r})", "is empty — describe what the shot shows"))
         if s.frames is not None:
             _check_frames(model, s.frames, f"{where}.frames (shot {s.id!r})", problems)
+    images = _check_images(spec.shots, model, source, problems)
 
     # 4. characters: the spec's own, then the libraries; only those a shot casts are loaded
     characters, casts = _resolve_cast(spec, source, library, problems)
@@ -314,8 +319,8 @@ def film_from_dict(data: dict, source: Path, model_override: str | None = None,
         negative_prompt=f.negative_prompt if f.negative_prompt is not None else str(d.get("negative_prompt", "")),
         scheduler=f.scheduler or str(d.get("scheduler", "unipc")),
         max_sequence_length=int(d.get("max_sequence_length", 512)),
-        shots=tuple(Shot(**{**s.model_dump(), "characters": cast, "transition_frames": fade})
-                    for s, cast, fade in zip(spec.shots, casts, fades)),
+        shots=tuple(Shot(**{**s.model_dump(), "characters": cast, "transition_frames": fade, "image": image})
+                    for s, cast, fade, image in zip(spec.shots, casts, fades, images)),
         characters=characters,
         codec=f.codec,
         upscale=upscale,
@@ -405,3 +410,51 @@ def _preview_settings(f: FilmSection, model: ModelInfo, source: Path, problems: 
         shift=f.preview_shift if f.preview_shift is not None else float(base.get("shift", model.defaults["shift"])),
         guidance=f.preview_guidance if f.preview_guidance is not None else float(base.get("guidance", 1.0)),
     )
+
+
+def _check_images(shots: list[ShotSection], model: ModelInfo, source: Path, problems: list) -> list[str | None]:
+    """Image-to-video inputs: readable images, shots that exist and come without cycles, a model that takes
+    images; an image-only model needs one for every shot."""
+    ids = {s.id: i for i, s in enumerate(shots)}
+    out: list[str | None] = []
+    image_only = model.takes_image and model.pipeline in model.family.image_pipelines
+    for i, s in enumerate(shots):
+        where = f"shots[{i}]"
+        path = None
+        if s.image is not None and s.continue_from is not None:
+            problems.append((f"{where} (shot {s.id!r})", "gives both image and continue_from — keep one"))
+        elif s.image is not None or s.continue_from is not None:
+            if not model.takes_image:
+                problems.append((f"{where}.{'image' if s.image else 'continue_from'} (shot {s.id!r})",
+                                 f"model {model.name!r} ({model.pipeline}) is text-to-video only — use an image-to-video "
+                                 "model (Wan I2V, Wan 2.2 TI2V, LTX-Video, CogVideoX I2V)"))
+        elif image_only:
+            problems.append((f"{where} (shot {s.id!r})", f"model {model.name!r} ({model.pipeline}) needs an input "
+                                                         "image — add image = \"first.png\" or continue_from = \"shot\""))
+        if s.image is not None:
+            p = Path(s.image).expanduser()
+            p = p if p.is_absolute() else source.parent / p
+            try:
+                from PIL import Image
+
+                with Image.open(p) as img:
+                    img.verify()
+                path = str(p.resolve())
+            except FileNotFoundError:
+                problems.append((f"{where}.image (shot {s.id!r})", f"{p} does not exist"))
+            except Exception as err:  # PIL raises many types for non-images
+                problems.append((f"{where}.image (shot {s.id!r})", f"{p} is not a readable image ({err})"))
+        if s.continue_from is not None and s.continue_from not in ids:
+            problems.append((f"{where}.continue_from (shot {s.id!r})",
+                             f"{s.continue_from!r} is not a shot of this film; shots: {', '.join(ids)}"))
+        out.append(path)
+    # cycles: follow continue_from links
+    for i, s in enumerate(shots):
+        seen, cur = set(), s
+        while cur.continue_from is not None and cur.continue_from in ids:
+            if cur.id in seen:
+                problems.append((f"shots[{i}].continue_from (shot {s.id!r})", "forms a cycle of continue_from links"))
+                break
+            seen.add(cur.id)
+            cur = shots[ids[cur.continue_from]]
+    return out

@@ -148,7 +148,7 @@ def decode_stream(components: WanComponents, latents: torch.Tensor) -> Iterator[
         vae.clear_cache()
 
 
-def to_uint8_frames(chunk: torch.Tensor) -> "numpy.ndarray":  # noqa: F821
+def to_uint8_frames(chunk: torch.Tensor):
     """(B, 3, f, H, W) in [0, 1] -> (B, f, H, W, 3) uint8, rounded like diffusers' numpy_to_pil."""
     return (chunk.permute(0, 2, 3, 4, 1) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
 

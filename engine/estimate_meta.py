@@ -1,0 +1,215 @@
+"""Measure a diffusers model's cost on the meta device: FLOPs and peak live activation bytes, no weights.
+
+    cost = measure_transformer(entry, "wan", latent=(16, 21, 60, 104), batch=2, text_len=512)
+    cost.flops, cost.peak_bytes, cost.params
+
+The model is built from its config under `torch.device("meta")` (shapes only, no memory, no data), then
+one forward runs under torch's FlopCounterMode (matmuls, convolutions, attention) and `LiveBytes`, a
+dispatch mode that adds each new tensor storage's bytes and subtracts them when the storage dies
+(weakref.finalize). Attention is routed to the fused SDPA kernels (flash / memory-efficient) as on a
+GPU, so the N x N score matrix of the math fallback is neither stored nor counted. Used by engine.estimate.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import FlopCounterMode
+
+FAMILIES = ("wan", "ltx", "cogvideox", "hunyuanvideo")
+
+
+@dataclass(frozen=True)
+class MetaCost:
+    """What one meta-device run cost: FLOPs, peak bytes of live tensors, parameters of the module."""
+
+    flops: float  # floating point operations (a multiply-add counts 2)
+    peak_bytes: int  # peak bytes of live activations (weights not included)
+    params: int  # parameters of the module
+
+
+class LiveBytes(TorchDispatchMode):
+    """Track live tensor bytes: +nbytes when an op creates a storage, -nbytes when that storage dies.
+
+    Storages of `ignore` (the weights) and views of them are never counted."""
+
+    def __init__(self, ignore=()):
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._seen: set[int] = set()
+        self._keep = [t.untyped_storage() for t in ignore]  # held, so their ids stay theirs
+        self._ignore = {id(s) for s in self._keep}
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self._seen.discard(key)
+        self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor) or t._is_view():
+                continue
+            storage = t.untyped_storage()  # in-place results and aliases share their base's storage
+            key = id(storage)
+            if key in self._seen or key in self._ignore:
+                continue
+            nbytes = storage.nbytes()
+            self._seen.add(key)
+            self.live += nbytes
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(storage, self._free, key, nbytes)
+        return out
+
+
+class FusedAttention(TorchFunctionMode):
+    """Run F.scaled_dot_product_attention as the fused kernels a GPU uses (O(N) memory, same FLOPs)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not F.scaled_dot_product_attention:
+            return func(*args, **kwargs)
+        names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+        opts = dict(zip(names, args)) | kwargs
+        q, k, v = opts["query"], opts["key"], opts["value"]  # (B, H, Lq, D), (B, Hk, Lk, D), (B, Hk, Lk, Dv)
+        if k.shape[-3] != q.shape[-3]:  # grouped-query attention: repeat the key/value heads
+            rep = q.shape[-3] // k.shape[-3]
+            k, v = k.repeat_interleave(rep, dim=-3), v.repeat_interleave(rep, dim=-3)
+        mask, causal, scale = opts.get("attn_mask"), bool(opts.get("is_causal", False)), opts.get("scale")
+        if mask is None and q.dtype in (torch.float16, torch.bfloat16):
+            return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)[0]
+        if mask is not None and mask.dtype == torch.bool:
+            mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
+        if mask is not None:
+            mask = mask.expand(*q.shape[:-1], k.shape[-2])  # (B, H, Lq, Lk) view
+        return torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, mask, False, 0.0, causal,
+                                                                      scale=scale)[0]
+
+
+def run_on_meta(fn, module: torch.nn.Module) -> tuple[float, int]:
+    """(flops, peak live bytes) of `fn()` with fused attention, under no_grad; the module's weights are not
+    counted as activations. Make the inputs inside fn so that they are counted."""
+    weights = [*module.parameters(), *module.buffers()]
+    flops, live = FlopCounterMode(display=False), LiveBytes(ignore=weights)
+    with torch.no_grad(), flops, live, FusedAttention():
+        result = fn()
+        del result
+    return float(flops.get_total_flops()), int(live.peak)
+
+
+def build(class_name: str, config: dict, dtype: torch.dtype) -> torch.nn.Module:
+    """A diffusers model from its config on the meta device (no memory, no weights)."""
+    import diffusers
+
+    cls = getattr(diffusers, class_name, None)
+    if cls is None:
+        raise ValueError(f"diffusers {diffusers.__version__} has no class {class_name!r}; update diffusers or fix "
+                         "the config's _class_name")
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    with torch.device("meta"):
+        model = cls.from_config(config)
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())  # as from_pretrained(torch_dtype=...) does
+    for name, module in model.named_modules():
+        fp32 = bool(keep & set(name.split(".")))
+        for p in module.parameters(recurse=False):
+            p.data = p.data.to(torch.float32 if fp32 else dtype)
+    return model.eval()
+
+
+def param_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def vae_factors(class_name: str, config: dict) -> tuple[int, int, int]:
+    """(temporal factor, spatial factor, latent channels) of a video VAE config."""
+    if class_name == "AutoencoderKLWan":
+        return int(config.get("scale_factor_temporal", 4)), int(config.get("scale_factor_spatial", 8)), int(config.get("z_dim", 16))
+    if class_name == "AutoencoderKLLTXVideo":
+        ups = sum(bool(s) for s in config.get("spatio_temporal_scaling", (True, True, True, False)))
+        return (int(config.get("patch_size_t", 1)) * 2**ups, int(config.get("patch_size", 4)) * 2**ups,
+                int(config.get("latent_channels", 128)))
+    if class_name == "AutoencoderKLCogVideoX":
+        return (int(config.get("temporal_compression_ratio", 4)), 2 ** (len(config.get("block_out_channels", [0] * 4)) - 1),
+                int(config.get("latent_channels", 16)))
+    if class_name == "AutoencoderKLHunyuanVideo":
+        return (int(config.get("temporal_compression_ratio", 4)), int(config.get("spatial_compression_ratio", 8)),
+                int(config.get("latent_channels", 16)))
+    raise ValueError(f"unknown video VAE class {class_name!r}; known: AutoencoderKLWan, AutoencoderKLLTXVideo, "
+                     "AutoencoderKLCogVideoX, AutoencoderKLHunyuanVideo")
+
+
+def _meta(*shape: int, dtype=torch.bfloat16) -> torch.Tensor:
+    return torch.empty(shape, device="meta", dtype=dtype)
+
+
+def transformer_inputs(family: str, cfg: dict, batch: int, latent: tuple[int, int, int], text_len: int,
+                       expand_timesteps: bool = False) -> dict:
+    """Forward kwargs of the family's transformer for `batch` sequences of latent (F', H', W'), on meta."""
+    f, h, w = latent
+    b = batch
+    if family == "wan":
+        tokens = f * (h // cfg["patch_size"][1]) * (w // cfg["patch_size"][2])
+        kw = {"hidden_states": _meta(b, cfg["in_channels"], f, h, w),  # (B, C_in, F', H', W')
+              "timestep": _meta(b, tokens, dtype=torch.float32) if expand_timesteps else _meta(b, dtype=torch.float32),
+              "encoder_hidden_states": _meta(b, text_len, cfg["text_dim"])}  # (B, L, D_text)
+        if cfg.get("image_dim"):
+            kw["encoder_hidden_states_image"] = _meta(b, 257, cfg["image_dim"])  # (B, 257, D_clip)
+        return kw
+    if family == "ltx":
+        return {"hidden_states": _meta(b, f * h * w, cfg["in_channels"]),  # (B, F'*H'*W', C) packed, patch 1
+                "encoder_hidden_states": _meta(b, text_len, cfg["caption_channels"]),  # (B, L, 4096)
+                "timestep": _meta(b, dtype=torch.float32), "encoder_attention_mask": _meta(b, text_len),
+                "num_frames": f, "height": h, "width": w, "rope_interpolation_scale": (8 / 25, 32.0, 32.0)}
+    if family == "cogvideox":
+        p = cfg["patch_size"]
+        kw = {"hidden_states": _meta(b, f, cfg["in_channels"], h, w),  # (B, F', C, H', W')
+              "encoder_hidden_states": _meta(b, text_len, cfg["text_embed_dim"]),  # (B, 226, 4096)
+              "timestep": _meta(b, dtype=torch.float32)}
+        if cfg.get("use_rotary_positional_embeddings"):
+            n = f * (h // p) * (w // p)
+            kw["image_rotary_emb"] = (_meta(n, cfg["attention_head_dim"], dtype=torch.float32),
+                                      _meta(n, cfg["attention_head_dim"], dtype=torch.float32))  # (N, D) cos, sin
+        return kw
+    if family == "hunyuanvideo":
+        return {"hidden_states": _meta(b, cfg["in_channels"], f, h, w),  # (B, C, F', H', W')
+                "timestep": _meta(b, dtype=torch.float32),
+                "encoder_hidden_states": _meta(b, text_len, cfg["text_embed_dim"]),  # (B, L, 4096)
+                "encoder_attention_mask": _meta(b, text_len), "pooled_projections": _meta(b, cfg["pooled_projection_dim"]),
+                "guidance": _meta(b, dtype=torch.float32)}
+    raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+
+
+def measure_transformer(entry: dict, family: str, latent: tuple[int, int, int], batch: int, text_len: int,
+                        expand_timesteps: bool = False, dtype: torch.dtype = torch.bfloat16) -> MetaCost:
+    """One forward of the transformer described by entry {"_class_name", "config"} at `batch` x latent (F', H', W')."""
+    model = build(entry["_class_name"], entry["config"], dtype)
+    cfg = dict(model.config)
+
+    def forward():
+        kw = transformer_inputs(family, cfg, batch, latent, text_len, expand_timesteps)
+        return model(**kw, return_dict=False)[0]
+
+    flops, peak = run_on_meta(forward, model)
+    return MetaCost(flops, peak, param_count(model))
+
+
+def measure_vae_decode(entry: dict, latent: tuple[int, int, int], batch: int = 1, tiled: bool = False,
+                       dtype: torch.dtype = torch.float32) -> MetaCost:
+    """One `vae.decode` of latents (batch, C, F', H', W') as diffusers runs it (frame-wise / tiled where it does)."""
+    model = build(entry["_class_name"], entry["config"], dtype)
+    _, _, channels = vae_factors(entry["_class_name"], entry["config"])
+    if tiled:
+        model.enable_tiling()
+
+    def decode():
+        z = _meta(batch, channels, *latent, dtype=dtype)  # (B, C, F', H', W')
+        return model.decode(z, return_dict=False)[0]  # (B, 3, F, H, W)
+
+    flops, peak = run_on_meta(decode, model)
+    return MetaCost(flops, peak, param_count(model))
