@@ -201,15 +201,24 @@ def measure_transformer(entry: dict, family: str, latent: tuple[int, int, int], 
 
 def measure_vae_decode(entry: dict, latent: tuple[int, int, int], batch: int = 1, tiled: bool = False,
                        dtype: torch.dtype = torch.float32) -> MetaCost:
-    """One `vae.decode` of latents (batch, C, F', H', W') as diffusers runs it (frame-wise / tiled where it does)."""
+    """One `vae.decode` of latents (batch, C, F', H', W') as diffusers runs it (frame-wise / tiled where it does).
+
+    Tiled decodes are measured on a few latent frames (their peak is one tile's, repeated), plus the bytes of
+    the frames left out of the output and its blended copy; their FLOPs are scaled by the frame ratio."""
     model = build(entry["_class_name"], entry["config"], dtype)
-    _, _, channels = vae_factors(entry["_class_name"], entry["config"])
+    t, s, channels = vae_factors(entry["_class_name"], entry["config"])
+    f, h, w = latent
+    f_run = min(f, 2 if entry["_class_name"] == "AutoencoderKLWan" else 5) if tiled else f
     if tiled:
         model.enable_tiling()
 
     def decode():
-        z = _meta(batch, channels, *latent, dtype=dtype)  # (B, C, F', H', W')
+        z = _meta(batch, channels, f_run, h, w, dtype=dtype)  # (B, C, F', H', W')
         return model.decode(z, return_dict=False)[0]  # (B, 3, F, H, W)
 
     flops, peak = run_on_meta(decode, model)
+    if f_run < f:
+        frames_left = (f - f_run) * t
+        peak += 2 * batch * 3 * frames_left * h * s * w * s * torch.finfo(dtype).bits // 8
+        flops *= (f - 1) / max(f_run - 1, 1)
     return MetaCost(flops, peak, param_count(model))

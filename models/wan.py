@@ -27,6 +27,11 @@ class WanComponents:
     scheduler_config: dict
     device: torch.device
     dtype: torch.dtype  # transformer and text encoder dtype; the VAE stays fp32
+    transformer_2: torch.nn.Module | None = None  # Wan 2.2 A14B: the low-noise expert
+    boundary_ratio: float | None = None  # below boundary_ratio * 1000 the low-noise expert runs
+    expand_timesteps: bool = False  # Wan 2.2 TI2V: per-token timesteps, first frame from the image
+    image_encoder: torch.nn.Module | None = None  # Wan 2.1 I2V: CLIP vision tower
+    image_processor: object = None
 
     @property
     def temporal_factor(self) -> int:
@@ -55,15 +60,59 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> WanCompo
     text_encoder = UMT5EncoderModel.from_pretrained(path / "text_encoder", local_files_only=True, dtype=dtype)
     transformer = WanTransformer3DModel.from_pretrained(path / "transformer", local_files_only=True, dtype=dtype)
     vae = AutoencoderKLWan.from_pretrained(path / "vae", local_files_only=True, dtype=torch.float32)
-    for module in (text_encoder, transformer, vae):
-        module.to(device).eval().requires_grad_(False)
+    index = json.loads((path / "model_index.json").read_text())
+    transformer_2 = image_encoder = image_processor = None
+    if (index.get("transformer_2") or [None])[0]:
+        transformer_2 = WanTransformer3DModel.from_pretrained(path / "transformer_2", local_files_only=True, dtype=dtype)
+    if (index.get("image_encoder") or [None])[0]:
+        from transformers import AutoImageProcessor, CLIPVisionModel
+
+        image_encoder = CLIPVisionModel.from_pretrained(path / "image_encoder", local_files_only=True, dtype=dtype)
+        image_processor = AutoImageProcessor.from_pretrained(path / "image_processor", local_files_only=True)
+    for module in (text_encoder, transformer, vae, transformer_2, image_encoder):
+        if module is not None:
+            module.to(device).eval().requires_grad_(False)
     scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
-    return WanComponents(path, tokenizer, text_encoder, transformer, vae, scheduler_config, device, dtype)
+    return WanComponents(path, tokenizer, text_encoder, transformer, vae, scheduler_config, device, dtype,
+                         transformer_2=transformer_2, boundary_ratio=index.get("boundary_ratio"),
+                         expand_timesteps=bool(index.get("expand_timesteps")), image_encoder=image_encoder,
+                         image_processor=image_processor)
 
 
-def make_scheduler(components: WanComponents, name: str, shift: float, shape=None):
+def make_scheduler(components: WanComponents, name: str, shift: float, shape=None, image: dict | None = None):
     """A fresh flow-matching scheduler: "unipc" (Wan's default), "euler", or "default" (the folder's own
-    scheduler class), with the given shift."""
+    scheduler class), with the given shift. For Wan 2.2 TI2V with an image, the last step puts the
+    image's latent frame back in front, as WanImageToVideoPipeline does."""
+    scheduler = _scheduler(components, name, shift)
+    if image is not None and components.expand_timesteps:
+        return FirstFrameScheduler(scheduler, image["condition"], image["first_frame_mask"])
+    return scheduler
+
+
+class FirstFrameScheduler:
+    """Wraps a diffusers scheduler; after its final step the first latent frame is the image's."""
+
+    def __init__(self, scheduler, condition: torch.Tensor, first_frame_mask: torch.Tensor):
+        self.scheduler, self.condition, self.mask = scheduler, condition, first_frame_mask
+        self._steps_left = 0
+
+    def __getattr__(self, name):
+        return getattr(self.scheduler, name)
+
+    def set_timesteps(self, steps: int, device=None) -> None:
+        self.scheduler.set_timesteps(steps, device=device)
+        self._steps_left = len(self.scheduler.timesteps)
+
+    def step(self, model_output, t, latents, return_dict: bool = False):
+        out = self.scheduler.step(model_output, t, latents, return_dict=False)[0]
+        self._steps_left -= 1
+        if self._steps_left == 0:
+            mask = self.mask.to(out.device, out.dtype)
+            out = (1 - mask) * self.condition.to(out.device, out.dtype) + mask * out
+        return (out,)
+
+
+def _scheduler(components: WanComponents, name: str, shift: float):
     from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
     cfg = dict(components.scheduler_config)
@@ -97,7 +146,7 @@ def encode_prompts(components: WanComponents, prompts: list[str], max_sequence_l
 def latent_shape(components: WanComponents, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
     """(C, F', H', W') of one shot's latents."""
     t, s = components.temporal_factor, components.spatial_factor
-    channels = int(components.transformer.config.in_channels)
+    channels = int(components.vae.config.z_dim)  # the I2V transformer takes more channels: noise + condition
     return (channels, (frames - 1) // t + 1, height // s, width // s)
 
 
@@ -107,12 +156,67 @@ def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device) -> to
     return torch.randn((1, *shape), generator=generator, dtype=torch.float32).to(device)  # (1, C, F', H', W')
 
 
-def velocity(components: WanComponents, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-    """The denoiser contract: flow velocity for latents (B, C, F', H', W') at timestep t, text (B, L, D)."""
+def velocity(components: WanComponents, latents: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
+    """The denoiser contract: flow velocity for latents (B, C, F', H', W') at timestep t.
+
+    `cond` is the text embedding (B, L, D), or a dict with "embeds" and the image conditioning
+    ("condition", "image_embeds", "first_frame_mask") of image-to-video shots."""
+    c = cond if isinstance(cond, dict) else {"embeds": cond}
+    model = components.transformer
+    if components.transformer_2 is not None and float(t) < components.boundary_ratio * 1000:
+        model = components.transformer_2  # Wan 2.2 A14B: the low-noise expert
+    x = latents
     timestep = t.expand(latents.shape[0]).to(components.device)  # (B,)
-    out = components.transformer(hidden_states=latents.to(components.dtype), timestep=timestep,
-                                 encoder_hidden_states=embeds, return_dict=False)[0]
+    if components.expand_timesteps:  # Wan 2.2 TI2V: a timestep per token; 0 on the image's frame
+        mask = c.get("first_frame_mask", torch.ones_like(latents[:1, :1]))  # (1, 1, F', H', W')
+        if "condition" in c:
+            x = (1 - mask) * c["condition"] + mask * latents
+        p = model.config.patch_size
+        per_token = (mask[0][0][:, ::p[1], ::p[2]] * t).flatten()  # (F' * H'/2 * W'/2,)
+        timestep = per_token.unsqueeze(0).expand(latents.shape[0], -1).to(components.device)
+    elif "condition" in c:  # Wan 2.1 I2V: mask and image latents as extra channels
+        x = torch.cat([latents, c["condition"].to(latents.dtype)], dim=1)  # (B, C + 4 + C, F', H', W')
+    out = model(hidden_states=x.to(components.dtype), timestep=timestep, encoder_hidden_states=c["embeds"],
+                encoder_hidden_states_image=c.get("image_embeds"), return_dict=False)[0]
     return out.float()  # (B, C, F', H', W')
+
+
+@torch.no_grad()
+def image_condition(components: WanComponents, image, frames: int, height: int, width: int) -> dict:
+    """What an image-to-video shot adds to its conditioning, as WanImageToVideoPipeline computes it:
+    the image's VAE latents (+ the frame mask) and, for Wan 2.1 I2V, its CLIP embedding. Batch of one."""
+    from diffusers.video_processor import VideoProcessor
+    from PIL import Image
+
+    pil = Image.fromarray(image)
+    proc = VideoProcessor(vae_scale_factor=components.spatial_factor)
+    pixels = proc.preprocess(pil, height=height, width=width).to(components.device, torch.float32)  # (1, 3, H, W)
+    vae, t = components.vae, components.temporal_factor
+    lat_f, lat_h, lat_w = (frames - 1) // t + 1, height // components.spatial_factor, width // components.spatial_factor
+    out = {}
+    if components.image_encoder is not None:
+        clip_in = components.image_processor(images=pil, return_tensors="pt").to(components.device)
+        hidden = components.image_encoder(**clip_in, output_hidden_states=True).hidden_states[-2]  # (1, N, D)
+        out["image_embeds"] = hidden.to(components.dtype)
+    video = pixels.unsqueeze(2)  # (1, 3, 1, H, W)
+    if not components.expand_timesteps:
+        video = torch.cat([video, video.new_zeros(1, 3, frames - 1, height, width)], dim=2)  # (1, 3, F, H, W)
+    z = vae.encode(video.to(vae.dtype)).latent_dist.mode()  # (1, C, F' or 1, H', W')
+    zc = vae.config.z_dim
+    mean = torch.tensor(vae.config.latents_mean, device=z.device).view(1, zc, 1, 1, 1)
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std, device=z.device).view(1, zc, 1, 1, 1)
+    z = ((z.float() - mean) * inv_std).float()
+    if components.expand_timesteps:
+        mask = torch.ones(1, 1, lat_f, lat_h, lat_w, device=z.device)
+        mask[:, :, 0] = 0
+        out.update(condition=z, first_frame_mask=mask)
+        return out
+    mask = torch.ones(1, 1, frames, lat_h, lat_w, device=z.device)
+    mask[:, :, 1:] = 0
+    first = torch.repeat_interleave(mask[:, :, 0:1], dim=2, repeats=t)
+    mask = torch.cat([first, mask[:, :, 1:]], dim=2).view(1, -1, t, lat_h, lat_w).transpose(1, 2)  # (1, t, F', H', W')
+    out["condition"] = torch.cat([mask, z], dim=1)  # (1, t + C, F', H', W')
+    return out
 
 
 def _denormalise(vae, latents: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,368 @@
+"""CogVideoX (1.0 and 1.5, text- and image-to-video): load a local diffusers folder, encode, denoise, decode.
+
+The pieces reel's own denoising loop needs, with CogVideoXPipeline's and CogVideoXImageToVideoPipeline's
+exact numerics: unmasked T5 embeddings, latents in CogVideoX's (B, F', C, H', W') layout, the 1.5 front
+padding of an odd latent-frame count (patch_size_t = 2), 3D RoPE / ofs embeddings, the folder's v-prediction
+DDIM or DPM scheduler (the DPM one keeps its extra state and draws its noise from each shot's generator),
+and a frame-batch by frame-batch VAE decode.
+
+Randomness follows the pipeline called with generator=torch.Generator("cpu").manual_seed(seed): for
+image-to-video the generator first draws the VAE posterior sample of the image, then the starting noise,
+then (DPM only) two noise tensors per step. Pass the shot's seed to `image_condition`, `initial_noise`
+(image=True) and `make_scheduler` (seeds=[...]) to get the pipeline's frames for the same seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+GUIDANCE = "cfg"
+SCHEDULERS = ("default", "ddim", "dpm")  # "default": the folder's own (CogVideoXDDIMScheduler or ...DPMScheduler)
+OFS = 2.0  # CogVideoX 1.5 I2V's ofs embedding input, as the pipeline sets it
+
+
+@dataclass
+class CogVideoXComponents:
+    """The loaded parts of a CogVideoX folder, placed on one device."""
+
+    path: Path
+    pipeline: str  # model_index.json `_class_name`
+    tokenizer: object
+    text_encoder: torch.nn.Module
+    transformer: torch.nn.Module
+    vae: torch.nn.Module
+    scheduler_config: dict
+    device: torch.device
+    dtype: torch.dtype  # transformer and text encoder dtype; the VAE stays fp32
+    pads: dict = field(default_factory=dict)  # padded latent frames N -> front padding (last latent_shape call)
+    _rope: dict = field(default_factory=dict)  # (F', H', W') -> (cos, sin)
+
+    @property
+    def takes_image(self) -> bool:
+        return self.pipeline == "CogVideoXImageToVideoPipeline"
+
+    @property
+    def temporal_factor(self) -> int:
+        return int(self.vae.config.temporal_compression_ratio)
+
+    @property
+    def spatial_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the denoised latents (the I2V transformer takes twice that: noise + image latents)."""
+        c = int(self.transformer.config.in_channels)
+        return c // 2 if self.takes_image else c
+
+
+def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> CogVideoXComponents:
+    """Load tokenizer, T5 encoder, transformer, VAE and scheduler config from a local folder.
+
+    Never contacts a hub (local_files_only). The tokenizer class is the one model_index.json names (as the
+    pipeline loads it). Transformer and text encoder in `dtype` (bf16 on CUDA), the VAE in fp32 everywhere.
+    """
+    import diffusers
+    import transformers
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
+    from transformers import T5EncoderModel
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    path = Path(path)
+    index = json.loads((path / "model_index.json").read_text())
+    tok_cls = getattr(transformers, (index.get("tokenizer") or [None, "AutoTokenizer"])[1], transformers.AutoTokenizer)
+    tokenizer = tok_cls.from_pretrained(path / "tokenizer", local_files_only=True)
+    text_encoder = T5EncoderModel.from_pretrained(path / "text_encoder", local_files_only=True, dtype=dtype)
+    transformer = CogVideoXTransformer3DModel.from_pretrained(path / "transformer", local_files_only=True, dtype=dtype)
+    vae = AutoencoderKLCogVideoX.from_pretrained(path / "vae", local_files_only=True, dtype=torch.float32)
+    for module in (text_encoder, transformer, vae):
+        module.to(device).eval().requires_grad_(False)
+    scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    return CogVideoXComponents(path, index.get("_class_name", ""), tokenizer, text_encoder, transformer, vae,
+                               scheduler_config, device, dtype)
+
+
+# -- scheduling --------------------------------------------------------------------------------------
+class CogScheduler:
+    """CogVideoXDDIMScheduler / CogVideoXDPMScheduler behind reel's scheduler surface.
+
+    `step(v, t, latents)` returns `(latents,)`; for DPM it keeps the pipeline's extra state (the previous
+    x0 prediction and the previous timestep) and draws the step noise from one CPU generator per shot.
+    """
+
+    order = 1
+
+    def __init__(self, inner, generators: list[torch.Generator] | None = None, image: bool = False):
+        from diffusers import CogVideoXDPMScheduler
+
+        self.inner = inner
+        self.dpm = isinstance(inner, CogVideoXDPMScheduler)
+        self.init_noise_sigma = float(inner.init_noise_sigma)
+        self._seeded = generators  # advanced past the starting noise at the first step
+        self._image = image
+        self.generators: list[torch.Generator] | None = None
+        self.timesteps = torch.zeros(0, dtype=torch.long)
+        self._index = 0
+        self._old_x0: torch.Tensor | None = None
+
+    def set_timesteps(self, steps: int, device=None) -> None:
+        self.inner.set_timesteps(steps, device=device)
+        self.timesteps = self.inner.timesteps  # (steps,) int64, descending
+        self._index, self._old_x0, self.generators = 0, None, None
+
+    def set_begin_index(self, index: int = 0) -> None:
+        self._index = index
+
+    def _generators(self, latents: torch.Tensor) -> list[torch.Generator]:
+        """Per-shot generators in the state the pipeline's generator has when its loop begins."""
+        if self._seeded is not None:
+            if len(self._seeded) != latents.shape[0]:
+                raise ValueError(f"{len(self._seeded)} seeds for a batch of {latents.shape[0]} shots")
+            for g in self._seeded:
+                if self._image:  # the I2V pipeline draws the image's VAE posterior sample first
+                    torch.randn(_image_sample_shape(latents.shape[1:]), generator=g)
+                torch.randn((1, *latents.shape[1:]), generator=g)  # then the starting noise
+            return self._seeded
+        # No seeds given: a generator per shot keyed by its own starting noise (deterministic, batch-independent,
+        # but not the pipeline's noise stream).
+        out = []
+        for x in latents:
+            digest = hashlib.sha256(x.detach().float().cpu().numpy().tobytes()).digest()
+            out.append(torch.Generator("cpu").manual_seed(int.from_bytes(digest[:8], "little") % (2**63)))
+        return out
+
+    def step(self, model_output: torch.Tensor, t, latents: torch.Tensor, return_dict: bool = False):
+        if not self.dpm:
+            prev = self.inner.step(model_output, t, latents, eta=0.0, return_dict=False)[0]
+        else:
+            if self.generators is None:
+                self.generators = self._generators(latents)
+            back = self.timesteps[self._index - 1] if self._index > 0 else None
+            prev, self._old_x0 = self.inner.step(model_output, self._old_x0, t, back, latents, eta=0.0,
+                                                 generator=self.generators, return_dict=False)
+        self._index += 1
+        return (prev,)
+
+
+def make_scheduler(components: CogVideoXComponents, name: str, shift: float, shape=None, image=None,
+                   seeds: list[int] | None = None) -> CogScheduler:
+    """A fresh scheduler: "default" (the folder's own class), "ddim" or "dpm" (CogVideoX's DDIM / DPM
+    schedulers built from the folder's config). `shift` is unused (CogVideoX is not a flow model; the
+    folder's snr_shift_scale applies). `seeds`: one per shot, for the DPM scheduler's step noise to equal
+    the pipeline's; `image`: truthy for image-to-video shots (their generators drew the image sample first)."""
+    from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
+
+    if name not in SCHEDULERS:
+        raise ValueError(f"scheduler {name!r} is not available for CogVideoX (a v-prediction DDPM model, not flow "
+                         f"matching); use one of {', '.join(SCHEDULERS)} — \"default\" is the folder's own")
+    cfg = dict(components.scheduler_config)
+    if name == "default":
+        name = "dpm" if cfg.get("_class_name") == "CogVideoXDPMScheduler" else "ddim"
+    cls = CogVideoXDPMScheduler if name == "dpm" else CogVideoXDDIMScheduler
+    inner = cls.from_config(cfg)
+    if float(inner.init_noise_sigma) != 1.0:  # initial_noise relies on it (the pipeline multiplies by it)
+        raise ValueError(f"{cls.__name__} with init_noise_sigma={inner.init_noise_sigma} is not supported")
+    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds] if seeds is not None else None
+    return CogScheduler(inner, gens, image=bool(image is not None and image is not False))
+
+
+# -- text ----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def encode_prompts(components: CogVideoXComponents, prompts: list[str], max_sequence_length: int) -> torch.Tensor:
+    """T5 embeddings exactly as CogVideoXPipeline computes them: (N, L, D), no attention mask, padding kept."""
+    patch_embed = components.transformer.patch_embed
+    fixed = int(components.transformer.config.max_text_seq_length)
+    if (patch_embed.use_positional_embeddings or patch_embed.use_learned_positional_embeddings) \
+            and max_sequence_length != fixed:
+        raise ValueError(f"max_sequence_length={max_sequence_length}: this CogVideoX transformer adds positional "
+                         f"embeddings for exactly {fixed} text tokens — set max_sequence_length = {fixed}")
+    tok = components.tokenizer(prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
+                               add_special_tokens=True, return_tensors="pt")
+    hidden = components.text_encoder(tok.input_ids.to(components.device))[0]  # (N, L, D)
+    return hidden.to(components.dtype)
+
+
+# -- latents -------------------------------------------------------------------------------------------
+def _latent_frames(components: CogVideoXComponents, frames: int) -> tuple[int, int]:
+    """(latent frames F', front padding) — CogVideoX 1.5 (patch_size_t) pads F' to a multiple of patch_size_t."""
+    f = (frames - 1) // components.temporal_factor + 1
+    p_t = components.transformer.config.patch_size_t
+    return f, ((p_t - f % p_t) % p_t if p_t else 0)
+
+
+def latent_shape(components: CogVideoXComponents, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """(F' + pad, C, H', W') of one shot's latents (CogVideoX's frames-first layout)."""
+    t, s = components.temporal_factor, components.spatial_factor
+    cfg = components.transformer.config
+    multiple = s * int(cfg.patch_size)
+    if frames < 1 or (frames - 1) % t or height % multiple or width % multiple:
+        raise ValueError(f"{frames} frames at {width}x{height}: CogVideoX needs {t}k+1 frames and sizes that are "
+                         f"multiples of {multiple}")
+    if cfg.use_learned_positional_embeddings:
+        h, w, f = int(cfg.sample_height) * s, int(cfg.sample_width) * s, int(cfg.sample_frames)
+        if (height, width, frames) != (h, w, f):
+            raise ValueError(f"{frames} frames at {width}x{height}: this model's learned positional embeddings "
+                             f"cover {f} frames at {w}x{h} only (CogVideoX-5b-I2V) — use width = {w}, "
+                             f"height = {h}, frames = {f}")
+    f, pad = _latent_frames(components, frames)
+    components.pads[f + pad] = pad
+    return (f + pad, components.latent_channels, height // s, width // s)
+
+
+def _image_sample_shape(shape) -> tuple[int, ...]:
+    """The I2V pipeline's VAE posterior sample of the input image: (1, C, 1, H', W')."""
+    return (1, shape[1], 1, shape[2], shape[3])
+
+
+def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device, image: bool = False) -> torch.Tensor:
+    """Starting noise (1, F', C, H', W') drawn on the CPU from the shot's own generator, then moved.
+
+    Equals the pipeline's latents for generator=torch.Generator("cpu").manual_seed(seed) (both CogVideoX
+    schedulers have init_noise_sigma = 1). `image=True` for image-to-video: the pipeline's generator draws
+    the image's posterior sample first, so the same draw is skipped here.
+    """
+    generator = torch.Generator("cpu").manual_seed(seed)
+    if image:
+        torch.randn(_image_sample_shape(shape), generator=generator)
+    return torch.randn((1, *shape), generator=generator, dtype=torch.float32).to(device)  # (1, F', C, H', W')
+
+
+@torch.no_grad()
+def image_condition(components: CogVideoXComponents, image, frames: int, height: int, width: int,
+                    seed: int | None = None) -> dict:
+    """The I2V pipeline's image latents for a first frame `image` (H, W, 3) uint8: {"image_latents":
+    (1, F' + pad, C, H', W')}, the scaled image latent in frame 0 (1.5: the padding frame), zeros after.
+
+    Resized like the pipeline (VideoProcessor, Lanczos) when its size differs. `seed`: the VAE posterior is
+    sampled from the shot's generator as the pipeline does (pair with initial_noise(..., image=True));
+    None: the posterior mean (deterministic, not the pipeline's draw).
+    """
+    import numpy as np
+    from diffusers.video_processor import VideoProcessor
+    from PIL import Image
+
+    if not components.takes_image:
+        raise ValueError(f"{components.path} is a {components.pipeline} folder: it takes no input image")
+    vae = components.vae
+    shape = latent_shape(components, frames, height, width)  # (N, C, H', W')
+    processor = VideoProcessor(vae_scale_factor=components.spatial_factor)
+    pixels = processor.preprocess(Image.fromarray(np.asarray(image, dtype=np.uint8)), height=height, width=width)
+    pixels = pixels.to(components.device, torch.float32)[:, :, None]  # (1, 3, 1, H, W) in [-1, 1]
+    posterior = vae.encode(pixels).latent_dist
+    if seed is None:
+        z = posterior.mode()
+    else:
+        z = posterior.sample(torch.Generator("cpu").manual_seed(seed))  # (1, C, 1, H', W')
+    z = z.permute(0, 2, 1, 3, 4)  # (1, 1, C, H', W')
+    sf = vae.config.scaling_factor
+    z = (1 / sf) * z if vae.config.invert_scale_latents else sf * z
+    p_t = components.transformer.config.patch_size_t
+    z = torch.cat([z, z.new_zeros((1, shape[0] - 1, *z.shape[2:]))], dim=1)  # (1, N, C, H', W')
+    if p_t is not None:  # the pipeline's "first frame" duplication (empty whenever N is a multiple of p_t)
+        z = torch.cat([z[:, : z.shape[1] % p_t], z], dim=1)
+    return {"image_latents": z}
+
+
+# -- denoiser ------------------------------------------------------------------------------------------
+def _rotary(components: CogVideoXComponents, frames: int, h: int, w: int):
+    """The pipeline's 3D RoPE (cos, sin) for latents of F' frames and H' x W' (cached per size)."""
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed
+    from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
+
+    key = (frames, h, w)
+    if key not in components._rope:
+        cfg = components.transformer.config
+        p, p_t = int(cfg.patch_size), cfg.patch_size_t
+        gh, gw = h // p, w // p
+        base_w, base_h = int(cfg.sample_width) // p, int(cfg.sample_height) // p
+        if p_t is None:  # CogVideoX 1.0
+            crops = get_resize_crop_region_for_grid((gh, gw), base_w, base_h)
+            rope = get_3d_rotary_pos_embed(embed_dim=cfg.attention_head_dim, crops_coords=crops, grid_size=(gh, gw),
+                                           temporal_size=frames, device=components.device)
+        else:  # CogVideoX 1.5
+            rope = get_3d_rotary_pos_embed(embed_dim=cfg.attention_head_dim, crops_coords=None, grid_size=(gh, gw),
+                                           temporal_size=(frames + p_t - 1) // p_t, grid_type="slice",
+                                           max_size=(base_h, base_w), device=components.device)
+        components._rope[key] = rope
+    return components._rope[key]
+
+
+def velocity(components: CogVideoXComponents, latents: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
+    """The denoiser: the transformer's v-prediction for latents (B, F', C, H', W') at DDPM timestep t.
+
+    `cond`: text embeddings (B, L, D), or a dict {"prompt_embeds": (B, L, D), "image_latents": (B, F', C, H', W')}
+    for image-to-video (the image latents are concatenated channel-wise, as the I2V pipeline does)."""
+    tr = components.transformer
+    if isinstance(cond, dict):
+        embeds, image = cond["prompt_embeds"], cond.get("image_latents")
+    else:
+        embeds, image = cond, None
+    x = latents.to(components.device, components.dtype)  # (B, F', C, H', W')
+    if components.takes_image:
+        if image is None:
+            raise ValueError(f"{components.path} is an image-to-video model: velocity needs cond['image_latents']")
+        x = torch.cat([x, image.to(x.device, x.dtype)], dim=2)  # (B, F', 2C, H', W')
+    b, f, _, h, w = x.shape
+    rope = _rotary(components, f, h, w) if tr.config.use_rotary_positional_embeddings else None
+    ofs = x.new_full((1,), OFS) if tr.config.ofs_embed_dim is not None else None
+    timestep = t.expand(b).to(components.device)  # (B,)
+    out = tr(hidden_states=x, encoder_hidden_states=embeds.to(x.device, components.dtype), timestep=timestep, ofs=ofs,
+             image_rotary_emb=rope, return_dict=False)[0]
+    return out.float()  # (B, F', C, H', W')
+
+
+# -- decode --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def decode_stream(components: CogVideoXComponents, latents: torch.Tensor, frames: int | None = None
+                  ) -> Iterator[torch.Tensor]:
+    """Decode latents (B, N, C, H', W') frame batch by frame batch, yielding (B, 3, f, H, W) in [0, 1].
+
+    Follows AutoencoderKLCogVideoX._decode (its conv cache carries across batches of
+    `num_latent_frames_batch_size` latent frames), yielding each batch's pixels as they come; a tiled VAE
+    (`vae_tiling`) decodes the whole clip at once and yields it as one chunk. CogVideoX 1.5's front padding
+    frame is dropped first: its size comes from `frames` (the shot's frame count) when given, else from the
+    last `latent_shape` call that produced N latent frames.
+    """
+    vae = components.vae
+    n = latents.shape[1]
+    if frames is not None:
+        f, pad = _latent_frames(components, frames)
+        if f + pad != n:
+            raise ValueError(f"latents hold {n} frames but {frames} frames need {f + pad}")
+    else:
+        pad = components.pads.get(n, 0)
+    z = latents[:, pad:].to(components.device, torch.float32).permute(0, 2, 1, 3, 4)  # (B, C, F', H', W')
+    z = 1 / vae.config.scaling_factor * z
+    b, _, nf, h, w = z.shape
+    if vae.use_tiling and (w > vae.tile_latent_min_width or h > vae.tile_latent_min_height):
+        yield (vae.decode(z).sample * 0.5 + 0.5).clamp(0, 1)
+        return
+    size = vae.num_latent_frames_batch_size
+    cache = None
+    for i in range(max(nf // size, 1)):
+        rest = nf % size
+        start, end = size * i + (0 if i == 0 else rest), size * (i + 1) + rest
+        x = z[:, :, start:end]
+        if vae.post_quant_conv is not None:
+            x = vae.post_quant_conv(x)
+        out, cache = vae.decoder(x, conv_cache=cache)  # (B, 3, f, H, W) in about [-1, 1]
+        yield (out * 0.5 + 0.5).clamp(0, 1)
+
+
+def to_uint8_frames(chunk: torch.Tensor) -> "numpy.ndarray":  # noqa: F821
+    """(B, 3, f, H, W) in [0, 1] -> (B, f, H, W, 3) uint8, rounded like diffusers' numpy_to_pil."""
+    return (chunk.permute(0, 2, 3, 4, 1) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+def lora_to_diffusers(state: dict) -> dict:
+    """A CogVideoX LoRA state dict (diffusers/peft `transformer.` keys, as CogVideoX trainers save them)."""
+    from diffusers.loaders.lora_pipeline import CogVideoXLoraLoaderMixin
+
+    return CogVideoXLoraLoaderMixin.lora_state_dict(state)
