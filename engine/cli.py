@@ -301,6 +301,22 @@ def train_lora_cmd(
 
 
 @app.command()
+def models(search: list[Path] = typer.Option(None, "--search", help="More folders to look for models in.")) -> None:
+    """Model families reel runs, the folder layout each expects, and the model folders found locally."""
+    from engine.doctor import models_report
+
+    typer.echo(models_report(search or []))
+
+
+@app.command()
+def doctor() -> None:
+    """Check this machine: torch and CUDA, VRAM, ffmpeg encoders, attention backends, packages, disk."""
+    from engine.doctor import doctor_report
+
+    typer.echo(doctor_report())
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("reel-out/demo"), "--out", "-o", help="Output folder."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),

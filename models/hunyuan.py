@@ -220,7 +220,8 @@ def velocity(components: HunyuanComponents, latents: torch.Tensor, t: torch.Tens
 def _decode_tile(vae, z: torch.Tensor) -> torch.Tensor:
     """One temporal tile of latents -> pixels, exactly as the VAE's own temporal tiling does it."""
     s = vae.spatial_compression_ratio
-    if vae.use_tiling and (z.shape[-1] > vae.tile_sample_min_width // s or z.shape[-2] > vae.tile_sample_min_height // s):
+    too_big = z.shape[-1] > vae.tile_sample_min_width // s or z.shape[-2] > vae.tile_sample_min_height // s
+    if vae.use_tiling and too_big:
         return vae.tiled_decode(z, return_dict=True).sample
     return vae.decoder(vae.post_quant_conv(z))
 

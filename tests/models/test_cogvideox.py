@@ -146,7 +146,7 @@ def test_streamed_decode_equals_whole_clip_decode(folders):
     chunks = list(cog.decode_stream(comps, latents, frames=17))  # latent frame batches [0:3], [3:5]
     assert [c.shape[2] for c in chunks] == [9, 8] and all(c.shape[:2] == (2, 3) for c in chunks)
     streamed = torch.cat(chunks, dim=2)  # (B, 3, 17, 32, 32)
-    whole = comps.vae.decode(latents.permute(0, 2, 1, 3, 4) / 0.7).sample
+    whole = comps.vae.decode(1 / 0.7 * latents.permute(0, 2, 1, 3, 4)).sample
     assert streamed.shape == whole.shape == (2, 3, 17, SIZE, SIZE)
     assert torch.equal(streamed, (whole * 0.5 + 0.5).clamp(0, 1))
 

@@ -1,0 +1,364 @@
+"""LTX-Video 0.9.x text-to-video and image-to-video: load a local diffusers folder, encode prompts, run the
+transformer, decode — with LTXPipeline's and LTXImageToVideoPipeline's exact numerics inside reel's loop.
+
+Layout: during the loop a shot's latents stay unpacked, (C, F', H', W') like Wan's, so the starting noise for
+seed s is exactly what LTXPipeline draws (`randn_tensor((B, C, F', H', W'))` from manual_seed(s)) and every
+scheduler steps them elementwise. `velocity` packs them into the transformer's tokens (B, S, C) and unpacks
+its output; packing is a pure permutation, so nothing changes numerically.
+
+What the pipelines do that this module reproduces (numbers in brackets: reel's defaults for LTX):
+- T5 embeddings of the padded prompt, computed WITHOUT the attention mask, plus a bool mask that the
+  transformer turns into an attention bias (`encode_prompts` returns {"embeds", "mask"}).
+- "default" scheduler: the folder's FlowMatchEulerDiscreteScheduler with sigmas linspace(1, 1/steps, steps)
+  and the dynamic shift `mu` computed from the latent grid size (calculate_shift), so `shift` is unused.
+- rope_interpolation_scale = (temporal ratio / frame rate, spatial ratio, spatial ratio). The frame rate is
+  `components.frame_rate`: the folder's default fps (reel.json "fps", else the family's 24) — LTXPipeline's
+  own default is 25. reel's runtime does not pass a shot's fps to the family yet; set `comps.frame_rate`
+  before a batch to condition on another rate.
+- Decode: denormalise (latents_mean/std, scaling_factor); a timestep-conditioned VAE (0.9.1+) gets
+  reel.json "decode_timestep" [0.0] and "decode_noise_scale" [= decode_timestep], noise mixed in as the
+  pipeline does. The LTX VAE decoder is not causal, so the whole clip is decoded at once and then yielded
+  in chunks (1 frame, then temporal-ratio frames), the same chunking as Wan's stream.
+- Image-to-video: the first latent frame is the VAE-encoded image (a posterior sample drawn from the shot's
+  generator before the noise, as the pipeline draws it); its tokens get timestep 0 and are never stepped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+GUIDANCE = "cfg"  # LTXPipeline: uncond + g * (cond - uncond), guidance_rescale 0.0 by default
+
+
+@dataclass
+class LTXComponents:
+    """The loaded parts of an LTX folder, placed on one device."""
+
+    path: Path
+    tokenizer: object
+    text_encoder: torch.nn.Module
+    transformer: torch.nn.Module
+    vae: torch.nn.Module
+    scheduler_config: dict
+    device: torch.device
+    dtype: torch.dtype  # transformer and text encoder dtype; the VAE stays fp32
+    frame_rate: float = 24.0  # frames per second the rope positions are scaled for
+    decode_timestep: float = 0.0  # timestep-conditioned VAEs only
+    decode_noise_scale: float | None = None  # None: equal to decode_timestep (the pipeline's rule)
+    pipeline: str = "LTXPipeline"  # model_index.json `_class_name`
+
+    @property
+    def temporal_factor(self) -> int:
+        return int(self.vae.temporal_compression_ratio)
+
+    @property
+    def spatial_factor(self) -> int:
+        return int(self.vae.spatial_compression_ratio)
+
+    @property
+    def patch(self) -> tuple[int, int]:
+        """(temporal, spatial) patch size of the transformer."""
+        return int(self.transformer.config.patch_size_t), int(self.transformer.config.patch_size)
+
+
+def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> LTXComponents:
+    """Load tokenizer, T5 encoder, transformer, VAE (fp32) and scheduler config from a local folder.
+
+    Never contacts a hub (local_files_only). The frame rate for the rope scale and the decode timestep
+    come from the folder's reel.json when it has them.
+    """
+    import diffusers
+    import transformers
+    from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    from models.registry import resolve_model
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    path = Path(path)
+    info = resolve_model(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
+    text_encoder = T5EncoderModel.from_pretrained(path / "text_encoder", local_files_only=True, dtype=dtype)
+    transformer = LTXVideoTransformer3DModel.from_pretrained(path / "transformer", local_files_only=True, dtype=dtype)
+    vae = AutoencoderKLLTXVideo.from_pretrained(path / "vae", local_files_only=True, dtype=torch.float32)
+    for module in (text_encoder, transformer, vae):
+        module.to(device).eval().requires_grad_(False)
+    scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    d = info.defaults
+    noise_scale = d.get("decode_noise_scale")
+    return LTXComponents(path, tokenizer, text_encoder, transformer, vae, scheduler_config, device, dtype,
+                         frame_rate=float(d.get("fps", 24)), decode_timestep=float(d.get("decode_timestep", 0.0)),
+                         decode_noise_scale=None if noise_scale is None else float(noise_scale),
+                         pipeline=info.pipeline)
+
+
+def _pack(latents: torch.Tensor, comps: LTXComponents) -> torch.Tensor:
+    from diffusers.pipelines.ltx.pipeline_ltx import LTXPipeline
+
+    pt, p = comps.patch
+    return LTXPipeline._pack_latents(latents, p, pt)  # (B, C, F', H', W') -> (B, S, C*pt*p*p)
+
+
+def _unpack(tokens: torch.Tensor, comps: LTXComponents, grid: tuple[int, int, int]) -> torch.Tensor:
+    from diffusers.pipelines.ltx.pipeline_ltx import LTXPipeline
+
+    pt, p = comps.patch
+    f, h, w = grid
+    return LTXPipeline._unpack_latents(tokens, f // pt, h // p, w // p, p, pt)  # (B, S, D) -> (B, C, F', H', W')
+
+
+class LTXScheduler:
+    """A diffusers flow-matching scheduler driven the way LTX's pipelines drive it.
+
+    `set_timesteps(steps, device)` passes the pipeline's sigmas and dynamic-shift `mu` ("default");
+    `step(v, t, latents, return_dict=False)` returns a tuple like diffusers. With `keep_first` (image-to-video)
+    only latent frames 1.. are stepped; frame 0, the encoded image, is returned unchanged.
+    """
+
+    def __init__(self, inner, mu: float | None = None, pipeline_sigmas: bool = False, keep_first: bool = False):
+        self.inner = inner
+        self.mu = mu
+        self.pipeline_sigmas = pipeline_sigmas
+        self.keep_first = keep_first
+
+    def __getattr__(self, name):  # timesteps, sigmas, order, config, ... of the wrapped scheduler
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def set_timesteps(self, steps: int, device=None) -> None:
+        import numpy as np
+
+        if self.pipeline_sigmas:
+            sigmas = np.linspace(1.0, 1 / steps, steps)
+            self.inner.set_timesteps(sigmas=sigmas, device=device, mu=self.mu)
+        else:
+            self.inner.set_timesteps(steps, device=device)
+
+    def set_begin_index(self, index: int = 0) -> None:
+        self.inner.set_begin_index(index)
+
+    def step(self, model_output: torch.Tensor, t, latents: torch.Tensor, return_dict: bool = False):
+        if not self.keep_first:
+            return self.inner.step(model_output, t, latents, return_dict=False)
+        rest = self.inner.step(model_output[:, :, 1:], t, latents[:, :, 1:], return_dict=False)[0]  # (B, C, F'-1, ..)
+        return (torch.cat([latents[:, :, :1], rest], dim=2),)  # (B, C, F', H', W')
+
+
+def make_scheduler(components: LTXComponents, name: str, shift: float, shape=None, image=None) -> LTXScheduler:
+    """A fresh scheduler: "default" (the folder's FlowMatchEulerDiscreteScheduler with LTX's resolution-
+    dependent shift; needs `shape`, the latent shape; `shift` is unused), "euler" or "unipc" (fixed `shift`).
+    `image`: the `image_condition` dict of an image-to-video batch (keeps the first latent frame fixed)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+    from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
+
+    keep = image is not None
+    if name == "default":
+        if shape is None:
+            raise ValueError("LTX's default scheduler needs the latent shape (C, F', H', W') for its shift: "
+                             "pass shape=latent_shape(...)")
+        cfg = {k: v for k, v in components.scheduler_config.items() if not k.startswith("_")}
+        inner = FlowMatchEulerDiscreteScheduler.from_config(cfg)
+        _, f, h, w = shape
+        mu = calculate_shift(f * h * w, inner.config.get("base_image_seq_len", 256),
+                             inner.config.get("max_image_seq_len", 4096), inner.config.get("base_shift", 0.5),
+                             inner.config.get("max_shift", 1.15))
+        return LTXScheduler(inner, mu=mu, pipeline_sigmas=True, keep_first=keep)
+    if name == "euler":
+        return LTXScheduler(FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift), keep_first=keep)
+    if name == "unipc":
+        inner = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                        num_train_timesteps=1000, flow_shift=shift)
+        return LTXScheduler(inner, keep_first=keep)
+    raise ValueError(f"unknown scheduler {name!r}; use 'default', 'euler' or 'unipc'")
+
+
+@torch.no_grad()
+def encode_prompts(components: LTXComponents, prompts: list[str], max_sequence_length: int) -> dict[str, torch.Tensor]:
+    """T5 embeddings exactly as LTXPipeline._get_t5_prompt_embeds: {"embeds": (N, L, D), "mask": (N, L) bool}."""
+    tok = components.tokenizer(prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
+                               add_special_tokens=True, return_tensors="pt")
+    ids = tok.input_ids.to(components.device)  # (N, L)
+    embeds = components.text_encoder(ids)[0].to(components.dtype)  # (N, L, D): the encoder sees no mask
+    return {"embeds": embeds, "mask": tok.attention_mask.bool().to(components.device)}
+
+
+def latent_shape(components: LTXComponents, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """(C, F', H', W') of one shot's latents (unpacked; the transformer sees them as F'*H'*W' tokens)."""
+    t, s = components.temporal_factor, components.spatial_factor
+    pt, p = components.patch
+    if frames < 1 or (frames - 1) % t:
+        k = (frames - 1) // t
+        raise ValueError(f"frames={frames}: LTX needs {t}k+1 frames — try {max(1, k * t + 1)} or {(k + 1) * t + 1}")
+    if height % (s * p) or width % (s * p):
+        raise ValueError(f"{width}x{height}: LTX needs width and height that are multiples of {s * p}")
+    f = (frames - 1) // t + 1
+    if f % pt:
+        raise ValueError(f"frames={frames}: {f} latent frames do not divide into temporal patches of {pt}")
+    return (int(components.transformer.config.in_channels), f, height // s, width // s)
+
+
+def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device, image: dict | None = None) -> torch.Tensor:
+    """Starting latents (1, C, F', H', W') drawn on the CPU from the shot's own generator, then moved.
+
+    Text-to-video: LTXPipeline's noise for generator=manual_seed(seed). Image-to-video (`image`: this shot's
+    `image_condition` dict): LTXImageToVideoPipeline's draws — first the image's posterior sample, then the
+    noise — with latent frame 0 replaced by the normalised image latents.
+    """
+    generator = torch.Generator("cpu").manual_seed(seed)
+    if image is None:
+        return torch.randn((1, *shape), generator=generator, dtype=torch.float32).to(device)
+    c, _, h, w = shape
+    eps = torch.randn((1, c, 1, h, w), generator=generator, dtype=torch.float32)  # the posterior sample's noise
+    noise = torch.randn((1, *shape), generator=generator, dtype=torch.float32)  # (1, C, F', H', W')
+    first = image["image_mean"][:1].cpu().float() + image["image_std"][:1].cpu().float() * eps  # (1, C, 1, H', W')
+    return torch.cat([first, noise[:, :, 1:]], dim=2).to(device)
+
+
+def velocity(components: LTXComponents, latents: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
+    """The denoiser contract: the transformer's flow prediction for latents (B, C, F', H', W') at timestep t,
+    text cond {"embeds": (B, L, D), "mask": (B, L)} (+ "cond_mask" (B, S) for image-to-video)."""
+    b, _, f, h, w = latents.shape
+    x = _pack(latents.to(components.device, components.dtype), components)  # (B, S, C)
+    timestep = t.to(components.device).expand(b)  # (B,)
+    if "cond_mask" in cond:  # conditioned (image) tokens are clean: timestep 0 there
+        mask = cond["cond_mask"].to(components.device, torch.float32)  # (B, S)
+        timestep = timestep.unsqueeze(-1) * (1 - mask)  # (B, S)
+    rope_scale = (components.temporal_factor / components.frame_rate, components.spatial_factor,
+                  components.spatial_factor)
+    out = components.transformer(hidden_states=x, encoder_hidden_states=cond["embeds"].to(components.dtype),
+                                 timestep=timestep, encoder_attention_mask=cond["mask"].to(components.device),
+                                 num_frames=f, height=h, width=w, rope_interpolation_scale=rope_scale,
+                                 return_dict=False)[0]  # (B, S, C)
+    return _unpack(out.float(), components, (f, h, w))  # (B, C, F', H', W')
+
+
+def _stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = vae.latents_mean.view(1, -1, 1, 1, 1).to(like.device, like.dtype)
+    std = vae.latents_std.view(1, -1, 1, 1, 1).to(like.device, like.dtype)
+    return mean, std
+
+
+def _decode_noise(shape: tuple[int, ...], seeds: list[int] | None) -> torch.Tensor:
+    """Noise for a timestep-conditioned decode, (B, C, F', H', W'): with `seeds`, the draw that follows the
+    shot's starting noise in its generator (LTXPipeline's order); without, a generator seeded with 0."""
+    out = []
+    for i in range(shape[0]):
+        g = torch.Generator("cpu").manual_seed(seeds[i] if seeds else 0)
+        if seeds:
+            torch.randn((1, *shape[1:]), generator=g)  # skip the starting noise
+        out.append(torch.randn((1, *shape[1:]), generator=g))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def decode_stream(components: LTXComponents, latents: torch.Tensor, seeds: list[int] | None = None
+                  ) -> Iterator[torch.Tensor]:
+    """Decode latents (B, C, F', H', W') into pixels, yielding (B, 3, f, H, W) float32 chunks in [0, 1].
+
+    The LTX decoder is not causal: the whole clip is decoded in one call (VAE tiling, if enabled, applies),
+    then yielded as 1 frame followed by `temporal_factor`-frame chunks. `seeds` (one per shot) make the
+    decode noise of a timestep-conditioned VAE equal LTXPipeline's; decoders that inject noise draw it from
+    the global RNG, which is forked and seeded here so decoding is deterministic.
+    """
+    vae = components.vae
+    z = latents.to(components.device, torch.float32)
+    mean, std = _stats(vae, z)
+    z = z * std / vae.config.scaling_factor + mean  # (B, C, F', H', W') denormalised
+    z = z.to(components.dtype).to(torch.float32)  # the pipeline's round trip through the transformer dtype
+    timestep = None
+    if vae.config.timestep_conditioning:
+        b = z.shape[0]
+        scale = components.decode_timestep if components.decode_noise_scale is None else components.decode_noise_scale
+        timestep = torch.full((b,), components.decode_timestep, device=z.device, dtype=z.dtype)  # (B,)
+        if scale:
+            noise = _decode_noise(tuple(z.shape), seeds).to(z.device)
+            z = (1 - scale) * z + scale * noise
+    devices = [z.device.index or 0] if z.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, enabled=any(vae.config.decoder_inject_noise)):
+        if any(vae.config.decoder_inject_noise):
+            torch.manual_seed(seeds[0] if seeds else 0)
+        video = vae.decode(z.to(vae.dtype), timestep, return_dict=False)[0]  # (B, 3, F, H, W) in ~[-1, 1]
+    video = (video.float() * 0.5 + 0.5).clamp(0.0, 1.0)
+    step = components.temporal_factor
+    yield video[:, :, :1]
+    for i in range(1, video.shape[2], step):
+        yield video[:, :, i:i + step]
+
+
+def to_uint8_frames(chunk: torch.Tensor) -> "numpy.ndarray":  # noqa: F821
+    """(B, 3, f, H, W) in [0, 1] -> (B, f, H, W, 3) uint8, rounded like diffusers' numpy_to_pil."""
+    return (chunk.permute(0, 2, 3, 4, 1) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+# original LTX-Video module names -> diffusers names (top level of the transformer)
+_ORIGINAL_NAMES = {".patchify_proj.": ".proj_in.", ".adaln_single.": ".time_embed."}
+
+
+def lora_to_diffusers(state: dict) -> dict:
+    """An LTX LoRA state dict -> diffusers keys (`transformer.` + lora_A/lora_B).
+
+    Reads diffusers/peft files and ComfyUI / LTX-Video-Trainer files (`diffusion_model.` keys) through
+    diffusers' LTXVideoLoraLoaderMixin; kohya-style `lora_down`/`lora_up` pairs with an `.alpha` are
+    renamed first (alpha / rank folded into lora_B), and the original model's top-level names
+    (patchify_proj, adaln_single) are mapped to diffusers'. kohya `lora_unet_` files are not supported.
+    """
+    from diffusers.loaders.lora_pipeline import LTXVideoLoraLoaderMixin
+
+    state = dict(state)
+    if any(k.startswith("lora_unet_") for k in state):
+        raise ValueError("kohya `lora_unet_` keys are not supported for LTX-Video; export the LoRA in diffusers "
+                         "or ComfyUI format")
+    if any(".lora_down." in k for k in state):
+        renamed = {}
+        for key, value in state.items():
+            if key.endswith(".alpha"):
+                continue
+            if ".lora_up." in key:
+                base = key.split(".lora_up.")[0]
+                alpha = state.get(f"{base}.alpha")
+                rank = state[key.replace(".lora_up.", ".lora_down.")].shape[0]
+                value = value * (float(alpha) / rank) if alpha is not None else value
+                renamed[key.replace(".lora_up.", ".lora_B.")] = value
+            else:
+                renamed[key.replace(".lora_down.", ".lora_A.")] = value
+        state = renamed
+    state = LTXVideoLoraLoaderMixin.lora_state_dict(state)
+    out = {}
+    for key, value in state.items():
+        for old, new in _ORIGINAL_NAMES.items():
+            key = key.replace(old, new)
+        out[key] = value
+    return out
+
+
+@torch.no_grad()
+def image_condition(components: LTXComponents, image, frames: int, height: int, width: int) -> dict:
+    """The first frame of an image-to-video shot, encoded as LTXImageToVideoPipeline does.
+
+    `image`: (H, W, 3) uint8, resized to height x width by diffusers' VideoProcessor when it differs.
+    Returns batch-first tensors: "image_mean"/"image_std" (1, C, 1, H', W'), the VAE posterior in normalised
+    latent units (give the dict to `initial_noise`, which draws the posterior sample from the shot's seed),
+    and "cond_mask" (1, S), 1 on the first latent frame's tokens (merge the dict into the cond and uncond
+    that `velocity` gets, and pass it to `make_scheduler(image=...)`).
+    """
+    import PIL.Image
+    from diffusers.video_processor import VideoProcessor
+
+    vae = components.vae
+    processor = VideoProcessor(vae_scale_factor=components.spatial_factor)
+    x = processor.preprocess(PIL.Image.fromarray(image), height=height, width=width)  # (1, 3, H, W) in [-1, 1]
+    x = x.to(components.device, components.dtype).to(vae.dtype)  # the pipeline casts to the text dtype first
+    posterior = vae.encode(x.unsqueeze(2)).latent_dist  # over (1, C, 1, H', W')
+    mean, std = _stats(vae, posterior.mean)
+    c, f, h, w = latent_shape(components, frames, height, width)
+    mask = torch.zeros((1, 1, f, h, w), device=components.device, dtype=torch.float32)
+    mask[:, :, 0] = 1.0
+    return {"image_mean": (posterior.mean - mean) / std, "image_std": posterior.std / std,  # (1, C, 1, H', W')
+            "cond_mask": _pack(mask, components).squeeze(-1)}  # (1, S)
