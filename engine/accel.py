@@ -87,7 +87,9 @@ def apply_load_time(components, speed: SpeedConfig) -> dict:
         from kernels.wan_fused import apply_fused_kernels, fused_reasons
 
         reasons = fused_reasons(components.device)
-        if not reasons and hasattr(tr, "blocks"):
+        if type(tr).__name__ != "WanTransformer3DModel":
+            reasons.append(f"the fused kernels cover Wan transformers, not {type(tr).__name__}")
+        if not reasons:
             applied["fused_kernels"] = apply_fused_kernels(tr)
         elif speed.fused_kernels == "on":
             raise BackendError("fused_kernels = on cannot run here: " + "; ".join(reasons))

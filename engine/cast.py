@@ -9,6 +9,8 @@ A character is defined in the spec (`[characters.NAME]`) or in a library folder
                 spread evenly from the first step to the last, linearly interpolated
                 (`[1.0, 0.4]` = 1.0 at the first step falling to 0.4 at the last)
     description optional words appended to every prompt the character appears in (", <description>")
+    expert      Wan 2.2 A14B only: "both" (default), "high" or "low" — which expert `lora` applies to
+    lora_low    Wan 2.2 A14B only: file(s) for the low-noise expert; `lora` then goes to the high-noise one
     seed        optional. Seed precedence for a shot: the shot's own `seed`, else the `seed` of the
                 first character listed in the shot that has one (so every shot of that character
                 starts from the same noise), else stable_seed(film seed, shot id).
@@ -23,6 +25,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -36,6 +39,8 @@ class CharacterSection(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
     lora: str | list[str]
+    lora_low: str | list[str] | None = None
+    expert: Literal["both", "high", "low"] = "both"
     trigger: str
     weight: float | list[float] = 1.0
     description: str | None = None
@@ -53,12 +58,19 @@ class Character:
     description: str | None
     seed: int | None
     source: Path  # the file that defined it (spec or character.toml)
+    expert: str = "both"  # which Wan 2.2 expert `loras` apply to
+    loras_low: tuple[Path, ...] = ()  # low-noise expert files (then `loras` go to the high-noise expert)
 
-    def adapter_names(self) -> tuple[str, ...]:
-        """One peft adapter per LoRA file: `NAME` or `NAME__i`."""
-        if len(self.loras) == 1:
-            return (self.name,)
-        return tuple(f"{self.name}__{i}" for i in range(len(self.loras)))
+    def adapters(self) -> tuple[tuple[str, Path], ...]:
+        """(adapter name, file) per LoRA file: `NAME`, `NAME__i` for several files; `@high` / `@low` mark the
+        Wan 2.2 expert an adapter belongs to (no mark: every transformer)."""
+        high = "high" if self.loras_low else ("" if self.expert == "both" else self.expert)
+        out = []
+        for files, mark in ((self.loras, high), (self.loras_low, "low")):
+            for i, f in enumerate(files):
+                name = self.name if len(files) == 1 else f"{self.name}__{i}"
+                out.append((f"{name}@{mark}" if mark else name, f))
+        return tuple(out)
 
 
 def weight_at(weight: float | tuple[float, ...], step: int, total: int) -> float:
@@ -115,7 +127,18 @@ def parse_character(name: str, data: object, source: Path, where: str, problems:
     weight = sec.weight if isinstance(sec.weight, float) else tuple(sec.weight)
     if isinstance(weight, tuple) and not weight:
         problems.append((f"{where}.weight", "an empty schedule — give a number or a list of keyframes"))
-    return Character(name, tuple(loras), sec.trigger.strip(), weight, sec.description, sec.seed, source)
+    low = []
+    low_files = [] if sec.lora_low is None else ([sec.lora_low] if isinstance(sec.lora_low, str) else list(sec.lora_low))
+    for f in low_files:
+        path = Path(f).expanduser()
+        path = path if path.is_absolute() else (source.parent / path)
+        if not path.is_file():
+            problems.append((f"{where}.lora_low", f"LoRA file {path} does not exist — check the path"))
+        low.append(path.resolve())
+    if low and sec.expert != "both":
+        problems.append((f"{where}.expert", "with lora_low, `lora` is the high-noise expert's — remove expert"))
+    return Character(name, tuple(loras), sec.trigger.strip(), weight, sec.description, sec.seed, source,
+                     expert=sec.expert, loras_low=tuple(low))
 
 
 def load_library(folder: Path, problems: list) -> dict[str, Path]:

@@ -33,6 +33,8 @@ def lora_format(keys: list[str]) -> str:
         return "kohya"
     if any(k.startswith("transformer.") for k in keys):
         return "diffusers"
+    if any(k.startswith(("double_blocks.", "single_blocks.", "blocks.")) for k in keys):
+        return "original"  # the model's own layout without a prefix (e.g. HunyuanVideo's)
     return "unknown"
 
 

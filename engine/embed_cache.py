@@ -18,13 +18,16 @@ from engine.settings import cache_dir
 from engine.store import atomic_path
 
 
-def encoder_hash(model_path: Path) -> str:
-    """Content hash of what decides embeddings: the text encoder weights and the tokenizer files."""
-    digest = hashlib.sha256(weights_hash(model_path / "text_encoder").encode())
-    tok = model_path / "tokenizer"
-    for f in sorted(p for p in tok.rglob("*") if p.is_file()):
-        digest.update(f.name.encode())
-        digest.update(hashlib.sha256(f.read_bytes()).digest())
+def encoder_hash(model_path: Path, extra: str = "") -> str:
+    """Content hash of what decides embeddings: every text encoder's weights and every tokenizer's files
+    (text_encoder*/, tokenizer*/), plus `extra` (a family's own settings, e.g. its prompt template)."""
+    digest = hashlib.sha256(extra.encode())
+    for enc in sorted(model_path.glob("text_encoder*")):
+        digest.update(weights_hash(enc).encode())
+    for tok in sorted(model_path.glob("tokenizer*")):
+        for f in sorted(p for p in tok.rglob("*") if p.is_file()):
+            digest.update(f"{tok.name}/{f.name}".encode())
+            digest.update(hashlib.sha256(f.read_bytes()).digest())
     return digest.hexdigest()
 
 

@@ -264,19 +264,24 @@ def recommendations(mem: dict, gpu: GPU) -> list[str]:
         if mem[key] <= cap:
             break
     else:
-        return [f"does not fit in {gpu.memory_gb:g} GB (peak {peak / GB:.1f} GB) even with group offload and VAE "
-                f"tiling ({mem['peak, offload group, tiled VAE'] / GB:.1f} GB): use fewer frames, a lower resolution, "
-                "or a GPU with more memory"]
+        return [f"does not fit in {gpu.memory_gb:g} GB (peak {_gb(peak)}) even with group offload and VAE tiling "
+                f"({_gb(mem['peak, offload group, tiled VAE'])}): use fewer frames, a lower resolution, or a GPU "
+                "with more memory"]
     parts = []
     if offload == "model":
-        parts.append(f"use --offload model (peak {mem[key] / GB:.1f} GB)")
+        parts.append(f"use --offload model (peak {_gb(mem[key])})")
     elif offload == "group":
-        parts.append(f"use --offload model does not suffice ({mem['peak, offload model' + (', tiled VAE' if tiled else '')] / GB:.1f} GB); "
-                     f"use --offload group (block-level, peak {mem[key] / GB:.1f} GB; weights cross PCIe every step)")
+        model_peak = mem["peak, offload model" + (", tiled VAE" if tiled else "")]
+        parts.append(f"--offload model is not enough ({_gb(model_peak)}); use --offload group (block-level, peak "
+                     f"{_gb(mem[key])}; the weights cross PCIe every step)")
     if tiled:
-        parts.append(f"enable VAE tiling for the decode (--vae-tiling: {mem['VAE decode, tiled'] / GB:.1f} GB "
-                     f"instead of {mem['VAE decode'] / GB:.1f} GB)")
-    return [f"does not fit in {gpu.memory_gb:g} GB (peak {peak / GB:.1f} GB): " + "; ".join(parts)]
+        parts.append(f"enable VAE tiling for the decode (--vae-tiling: {_gb(mem['VAE decode, tiled'])} instead of "
+                     f"{_gb(mem['VAE decode'])})")
+    return [f"does not fit in {gpu.memory_gb:g} GB (peak {_gb(peak)}): " + "; ".join(parts)]
+
+
+def _gb(nbytes: float) -> str:
+    return f"{nbytes / GB:.1f} GB" if nbytes >= 0.1 * GB else f"{nbytes / 1e6:.1f} MB"
 
 
 # ---- the film --------------------------------------------------------------------------------------------
@@ -299,16 +304,14 @@ def estimate_film(film, gpu: str, *, model_config: str | None = None) -> FilmEst
     for job in build_plan(film).jobs:
         cfg = job.guidance > 1.0 and not embedded_guidance
         cfg_steps = (job.steps - int(round(job.steps * job.cfg_skip_last))) if cfg else 0
-        # 1. one step with and without the unconditional rows
+        # 1. one step (cond + uncond rows when CFG); a step without CFG costs half (FLOPs are linear in rows)
         step = estimate_step(model["transformer"], family, job.width, job.height, job.frames, 1, cfg,
                              vae_config=model["vae"], text_len=text_len,
                              expand_timesteps=bool(pipe.get("expand_timesteps")))
-        plain = step if not cfg else estimate_step(model["transformer"], family, job.width, job.height, job.frames,
-                                                   1, False, vae_config=model["vae"], text_len=text_len,
-                                                   expand_timesteps=bool(pipe.get("expand_timesteps")))
         w_tr = step.params * BF16
+        plain_flops = step.flops / 2 if cfg else step.flops
         denoise = (cfg_steps * _seconds(step.flops, spec.bf16_tflops, w_tr, spec)
-                   + (job.steps - cfg_steps) * _seconds(plain.flops, spec.bf16_tflops, w_tr, spec))
+                   + (job.steps - cfg_steps) * _seconds(plain_flops, spec.bf16_tflops, w_tr, spec))
         # 2. prompts (cond + negative) and, for image-to-video, the image encoder
         prompts = 2 if cfg else 1
         text_flops = sum(_encoder_flops(model[k], prompts) for k in ("text_encoder", "text_encoder_2") if k in model)
@@ -353,11 +356,11 @@ def format_estimate(est: FilmEstimate) -> str:
     for s in est.shots:
         per_step = s.seconds_denoise / max(s.steps, 1)
         lines.append(f"{s.shot_id[:15]:<16}{f'{s.width}x{s.height}':>11}{s.frames:>7}{s.steps:>6}"
-                     f"{'yes' if s.cfg_steps else 'no':>5}{s.step.tokens:>8}{s.step.flops / 1e12:>11.1f}"
-                     f"{per_step:>8.2f}{s.seconds_denoise:>9.1f}s{s.seconds_decode:>7.1f}s{_duration(s.seconds):>10}")
+                     f"{'yes' if s.cfg_steps else 'no':>5}{s.step.tokens:>8}{s.step.flops / 1e12:>11.4g}"
+                     f"{per_step:>8.3g}{s.seconds_denoise:>9.1f}s{s.seconds_decode:>7.1f}s{_duration(s.seconds):>10}")
     lines += [f"{'film':<16}{len(est.shots):>11} shot(s){'':>48}{_duration(est.seconds):>10}", "",
               "VRAM (the shot with the highest peak)"]
-    lines += [f"  {k:<36}{v / GB:>8.1f} GB" for k, v in est.memory.items()]
+    lines += [f"  {k:<36}{_gb(v):>12}" for k, v in est.memory.items()]
     lines += ["", "recommendations:"] + ([f"  - {r}" for r in est.recommendations] or
                                          [f"  - fits in {g.memory_gb:g} GB as is"])
     lines += ["", "assumptions:"] + [f"  - {a}" for a in est.assumptions]

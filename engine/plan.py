@@ -138,8 +138,7 @@ def resolve_job(film: Film, index: int) -> ShotJob:
     shot = film.shots[index]
     seed, seed_source = shot_seed(film, index)
     cast = {name: film.characters[name] for name in shot.characters}
-    adapters = tuple((adapter, str(path), c.weight)
-                     for c in cast.values() for adapter, path in zip(c.adapter_names(), c.loras))
+    adapters = tuple((adapter, str(path), c.weight) for c in cast.values() for adapter, path in c.adapters())
     return ShotJob(
         shot_id=shot.id,
         index=index,

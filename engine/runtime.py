@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from engine.accel import SpeedConfig, apply_load_time, apply_threads, step_cache_session
-from engine.characters import AdapterBank
+from engine.characters import AdapterBank, LoraError
 from engine.embed_cache import EmbedCache, encoder_hash
 from engine.hashing import weights_hash
 from engine.plan import RenderPlan, ShotJob, preview_job, resolve_job
@@ -169,16 +169,28 @@ class Engine:
     def lora_hashes(self, plan: RenderPlan) -> dict[str, str]:
         return {path: self.file_hash(path) for job in plan.jobs for _, path, _ in job.adapters}
 
-    def bank(self, model: ModelInfo) -> AdapterBank:
-        key = str(model.path)
+    def bank(self, model: ModelInfo, expert: str = "high") -> AdapterBank:
+        """The LoRA adapters of the model's transformer ("high"), or of Wan 2.2's low-noise expert ("low")."""
+        key = f"{model.path}|{expert}"
         if key not in self._banks:
             family, comps = self.load(model)
-            self._banks[key] = AdapterBank(comps.transformer, family.lora_to_diffusers)
+            module = comps.transformer if expert == "high" else getattr(comps, "transformer_2", None)
+            self._banks[key] = AdapterBank(module, family.lora_to_diffusers)
         return self._banks[key]
+
+    def experts(self, model: ModelInfo) -> tuple[str, ...]:
+        _, comps = self.load(model)
+        return ("high", "low") if getattr(comps, "transformer_2", None) is not None else ("high",)
+
+    @staticmethod
+    def targets(adapter: str, expert: str) -> bool:
+        """Whether an adapter name (`NAME`, `NAME@high`, `NAME@low`) applies to this expert."""
+        mark = adapter.split("@")[1] if "@" in adapter else "both"
+        return mark in ("both", expert)
 
     def peft_name(self, adapter: str, path: str) -> str:
         """The adapter's name inside peft: its character name plus its file hash (unique per file)."""
-        return f"{adapter}_{self.file_hash(path).split(':')[1][:8]}"
+        return f"{adapter.replace('@', '_')}_{self.file_hash(path).split(':')[1][:8]}"
 
     def prepare(self, plan: RenderPlan) -> None:
         """Load and check everything the plan needs (model, LoRAs, upscaler, audio) before any output
@@ -200,17 +212,24 @@ class Engine:
             self._upscalers[film.upscale] = load_upscaler(film.upscale, self.device)
         self.load(plan.film.model)
         self.weights_hash(plan.film.model)
-        bank = self.bank(plan.film.model)
+        experts = self.experts(plan.film.model)
         for job in plan.jobs:
             for adapter, path, _ in job.adapters:
-                bank.load(self.peft_name(adapter, path), Path(path))
+                if "@" in adapter and len(experts) == 1:
+                    raise LoraError(f"{path}: character {adapter.split('@')[0]!r} targets a Wan 2.2 expert "
+                                    f"({adapter.split('@')[1]}), but {plan.film.model.name} has one transformer — "
+                                    "remove `expert`/`lora_low` or use a Wan 2.2 A14B model")
+                for expert in experts:
+                    if self.targets(adapter, expert):
+                        self.bank(plan.film.model, expert).load(self.peft_name(adapter, path), Path(path))
 
     def embed(self, family, comps, model_key: str, prompts: list[str], length: int) -> torch.Tensor:
         """Text embeddings (N, L, D): from memory, else the disk cache, else the text encoder (once per prompt)."""
         missing = sorted({p for p in prompts if (model_key, p, length) not in self._embeds})
         if missing:
             if model_key not in self._encoder_hashes:
-                self._encoder_hashes[model_key] = encoder_hash(Path(model_key))
+                extra = family.embed_key(comps) if hasattr(family, "embed_key") else ""
+                self._encoder_hashes[model_key] = encoder_hash(Path(model_key), extra)
             keys = {p: self.embed_cache.key(self._encoder_hashes[model_key], p, length, comps.dtype) for p in missing}
             for p in missing:
                 cached = self.embed_cache.get(keys[p])
@@ -263,7 +282,7 @@ class Engine:
         # 1. text embeddings (cached per unique prompt)
         cond = self.embed(family, comps, str(model.path), [j.prompt for j in jobs], first.max_sequence_length)
         uncond = None
-        if first.guidance > 1.0:
+        if first.guidance > 1.0 and getattr(family, "GUIDANCE", "cfg") == "cfg":
             uncond = self.embed(family, comps, str(model.path), [j.negative_prompt for j in jobs],
                                 first.max_sequence_length)
         t1 = time.perf_counter()
@@ -281,9 +300,13 @@ class Engine:
             uncond = {**_as_dict(uncond), **image_cond} if uncond is not None else None
         # 3. denoise, with this batch's adapters (every adapter off for shots without characters)
         self.progress.batch(ids, first.steps)
-        bank = self.bank(model)
-        adapters = tuple((self.peft_name(a, p), w) for a, p, w in first.adapters)
-        before_step = bank.schedule(adapters, first.steps)
+        hooks = []
+        for expert in self.experts(model):  # each transformer gets the adapters that target it
+            chosen = tuple((self.peft_name(a, p), w) for a, p, w in first.adapters if self.targets(a, expert))
+            hook = self.bank(model, expert).schedule(chosen, first.steps)
+            if hook is not None:
+                hooks.append(hook)
+        before_step = (lambda i: [h(i) for h in hooks]) if hooks else None
         if first.scheduler == "lcm":
             scheduler = ConsistencyScheduler(first.shift, [j.seed for j in jobs])
         else:
@@ -379,11 +402,11 @@ class Engine:
         film_chars = self._film_characters
         scale = self._upscalers[job.upscale].scale if job.upscale else 1
         out_w, out_h = job.width * scale, job.height * scale
-        bank = self.bank(model)
-        adapters = [{"adapter": a, "character": a.split("__")[0], "file": p, "sha256": lhash[p],
-                     "format": bank.formats.get(self.peft_name(a, p)),
+        formats = {k: v for e in self.experts(model) for k, v in self.bank(model, e).formats.items()}
+        adapters = [{"adapter": a, "character": a.split("__")[0].split("@")[0], "file": p, "sha256": lhash[p],
+                     "expert": a.split("@")[1] if "@" in a else "all", "format": formats.get(self.peft_name(a, p)),
                      "weight": list(w) if isinstance(w, tuple) else w,
-                     "trigger": film_chars[a.split("__")[0]].trigger if a.split("__")[0] in film_chars else None}
+                     "trigger": film_chars[c].trigger if (c := a.split("__")[0].split("@")[0]) in film_chars else None}
                     for a, p, w in job.adapters]
         return {
             "reel_manifest": MANIFEST_VERSION, "kind": "shot", "shot_id": job.shot_id, "index": job.index,
