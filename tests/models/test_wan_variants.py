@@ -142,3 +142,50 @@ def test_image_shots_need_an_image_model(write_spec, tmp_path):
     body = body.replace("p.png", "bad.png")
     result = runner.invoke(app, ["validate", str(write_spec(body, "b.toml"))])
     assert result.exit_code == 2 and "not a readable image" in result.output
+
+
+def test_loras_target_one_wan22_expert_or_both(folders, tmp_path, tiny_model):
+    from engine.plan import build_plan
+    from engine.runtime import Engine
+    from engine.spec import load_film
+    from tests.lora_files import random_lora, write_lora
+
+    comps = wan.load(folders["a14b"], torch.device("cpu"), torch.float32)
+    hi = write_lora(random_lora(comps.transformer, seed=1), tmp_path / "hi.safetensors", "diffusers")
+    lo = write_lora(random_lora(comps.transformer_2, seed=2), tmp_path / "lo.safetensors", "diffusers")
+    body = f"""
+[film]
+model = "{folders['a14b']}"
+steps = 2
+
+[characters.pair]
+lora = "{hi}"
+lora_low = "{lo}"
+trigger = "sks"
+
+[characters.early]
+lora = "{hi}"
+expert = "high"
+trigger = "ohwx"
+
+[[shots]]
+id = "a"
+prompt = "a {{pair}} and a {{early}}"
+"""
+    spec = tmp_path / "film.toml"
+    spec.write_text(body)
+    plan = build_plan(load_film(spec))
+    assert [a for a, _, _ in plan.jobs[0].adapters] == ["pair@high", "pair@low", "early@high"]
+    engine = Engine("cpu")
+    engine.prepare(plan)
+    model = plan.film.model
+    assert len(engine.bank(model, "high").loaded) == 2 and len(engine.bank(model, "low").loaded) == 1
+    result = runner.invoke(app, ["render", str(spec), "--out", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 0, result.output
+    experts = [a["expert"] for a in json.loads((tmp_path / "out" / "shots" / "a.json").read_text())["adapters"]]
+    assert experts == ["high", "low", "high"]
+    t2v = tmp_path / "t2v.toml"
+    t2v.write_text(body.replace(str(folders["a14b"]), str(tiny_model)).replace('prompt = "a {pair} and a {early}"',
+                                                                                'prompt = "a {early}"'))
+    result = runner.invoke(app, ["render", str(t2v), "--out", str(tmp_path / "o2")])
+    assert result.exit_code == 2 and "targets a Wan 2.2 expert" in result.output and not (tmp_path / "o2").exists()
