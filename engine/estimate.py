@@ -210,7 +210,8 @@ def estimate_step(transformer_config: dict, family: str, width: int, height: int
                           text_len or DEFAULT_TEXT_LEN[family], expand_timesteps)
     except (RuntimeError, ValueError, TypeError, KeyError) as err:
         raise ValueError(f"{entry['_class_name']} cannot run at {width}x{height}, {frames} frames (latent {latent}): "
-                         f"{err} — check the size against the model (e.g. its rope_max_seq_len) or the config") from err
+                         f"{err} — check the size against the model (e.g. its rope_max_seq_len) or the config"
+                         ) from err
     return StepEstimate(family, latent, _tokens(family, entry["config"], latent), batch, cfg, cost.flops,
                         cost.params, cost.peak_bytes)
 
@@ -242,7 +243,8 @@ def memory_plan(model: dict, step: StepEstimate, decode: MetaCost, decode_tiled:
     latents = step.batch * c * step.latent[0] * step.latent[1] * step.latent[2] * FP32 * 4  # noise, x, v, history
     act = step.activation_bytes + latents
     mem = {"transformer weights": w_tr * len(experts), "text/image encoder weights": w_text, "VAE weights": w_vae,
-           "transformer activations": act, "VAE decode": decode.peak_bytes, "VAE decode, tiled": decode_tiled.peak_bytes}
+           "transformer activations": act, "VAE decode": decode.peak_bytes,
+           "VAE decode, tiled": decode_tiled.peak_bytes}
     for tiled in (False, True):
         dec = decode_tiled.peak_bytes if tiled else decode.peak_bytes
         suffix = ", tiled VAE" if tiled else ""
@@ -285,6 +287,45 @@ def _gb(nbytes: float) -> str:
 
 
 # ---- the film --------------------------------------------------------------------------------------------
+def estimate_shot(model: dict, gpu: str | GPU, width: int, height: int, frames: int, steps: int, guidance: float,
+                  *, shot_id: str = "shot", cfg_skip_last: float = 0.0) -> ShotEstimate:
+    """Time and memory of one shot of `model` (a shipped or folder config dict) on `gpu`."""
+    spec = gpu if isinstance(gpu, GPU) else gpu_spec(gpu)
+    family, pipe = model["family"], model["pipeline"]
+    cfg = guidance > 1.0 and pipe.get("cfg") is not False  # cfg False: guidance-distilled, one pass per step
+    cfg_steps = (steps - int(round(steps * cfg_skip_last))) if cfg else 0
+    # 1. one step (cond + uncond rows when CFG); a step without CFG costs half (FLOPs are linear in rows)
+    step = estimate_step(model["transformer"], family, width, height, frames, 1, cfg, vae_config=model["vae"],
+                         text_len=pipe.get("max_sequence_length") or DEFAULT_TEXT_LEN[family],
+                         expand_timesteps=bool(pipe.get("expand_timesteps")))
+    w_tr = step.params * BF16
+    plain_flops = step.flops / 2 if cfg else step.flops
+    denoise = (cfg_steps * _seconds(step.flops, spec.bf16_tflops, w_tr, spec)
+               + (steps - cfg_steps) * _seconds(plain_flops, spec.bf16_tflops, w_tr, spec))
+    # 2. prompts (cond + negative) and, for image-to-video, the image encoder
+    prompts = 2 if cfg else 1
+    text_flops = sum(_encoder_flops(model[k], prompts) for k in ("text_encoder", "text_encoder_2") if k in model)
+    if "image_encoder" in model:
+        text_flops += _encoder_flops(model["image_encoder"], 1)
+    # 3. the decode, as diffusers runs it and tiled
+    vae_json = json.dumps(model["vae"], sort_keys=True)
+    decode, tiled = _decode_cost(vae_json, step.latent, False), _decode_cost(vae_json, step.latent, True)
+    return ShotEstimate(shot_id, width, height, frames, steps, cfg_steps, step, _seconds(text_flops, spec.bf16_tflops),
+                        denoise, _seconds(decode.flops, spec.tf32_tflops), decode.flops,
+                        memory_plan(model, step, decode, tiled))
+
+
+ASSUMPTIONS = [
+    f"MFU {MFU:.2f} of dense peak for every component, chosen a priori (bf16 DiT inference with fused attention "
+    "commonly reaches 35-50 %); not fitted to measurements",
+    "transformer and text encoders in bf16; VAE in fp32 with TF32 (reel's runtime); attention as fused SDPA "
+    "kernels (O(N) memory)",
+    "cond and uncond rows in one forward (reel's loop); diffusers runs them one after another: same FLOPs, half "
+    "the transformer activations",
+    f"fits = peak <= {HEADROOM:.0%} of the card; the VAE encode of an image-to-video condition is not counted",
+]
+
+
 def estimate_film(film, gpu: str, *, model_config: str | None = None) -> FilmEstimate:
     """Time per shot and per film, and peak VRAM with recommendations, for `film` (engine.spec.Film) on `gpu`.
 
@@ -296,48 +337,18 @@ def estimate_film(film, gpu: str, *, model_config: str | None = None) -> FilmEst
         model = load_model_config(model_config)
     else:
         model = folder_model_config(film.model.path, film.model.family.name, film.max_sequence_length)
-    family, pipe = model["family"], model["pipeline"]
-    embedded_guidance = pipe.get("cfg") is False  # guidance-distilled: one pass per step
-    text_len = pipe.get("max_sequence_length") or DEFAULT_TEXT_LEN[family]
-    vae_json = json.dumps(model["vae"], sort_keys=True)
-    shots = []
-    for job in build_plan(film).jobs:
-        cfg = job.guidance > 1.0 and not embedded_guidance
-        cfg_steps = (job.steps - int(round(job.steps * job.cfg_skip_last))) if cfg else 0
-        # 1. one step (cond + uncond rows when CFG); a step without CFG costs half (FLOPs are linear in rows)
-        step = estimate_step(model["transformer"], family, job.width, job.height, job.frames, 1, cfg,
-                             vae_config=model["vae"], text_len=text_len,
-                             expand_timesteps=bool(pipe.get("expand_timesteps")))
-        w_tr = step.params * BF16
-        plain_flops = step.flops / 2 if cfg else step.flops
-        denoise = (cfg_steps * _seconds(step.flops, spec.bf16_tflops, w_tr, spec)
-                   + (job.steps - cfg_steps) * _seconds(plain_flops, spec.bf16_tflops, w_tr, spec))
-        # 2. prompts (cond + negative) and, for image-to-video, the image encoder
-        prompts = 2 if cfg else 1
-        text_flops = sum(_encoder_flops(model[k], prompts) for k in ("text_encoder", "text_encoder_2") if k in model)
-        if "image_encoder" in model:
-            text_flops += _encoder_flops(model["image_encoder"], 1)
-        # 3. the decode, as diffusers runs it and tiled
-        decode = _decode_cost(vae_json, step.latent, False)
-        tiled = _decode_cost(vae_json, step.latent, True)
-        shots.append(ShotEstimate(job.shot_id, job.width, job.height, job.frames, job.steps, cfg_steps, step,
-                                  _seconds(text_flops, spec.bf16_tflops), denoise,
-                                  _seconds(decode.flops, spec.tf32_tflops), decode.flops,
-                                  memory_plan(model, step, decode, tiled)))
+    shots = tuple(estimate_shot(model, spec, job.width, job.height, job.frames, job.steps, job.guidance,
+                                shot_id=job.shot_id, cfg_skip_last=job.cfg_skip_last) for job in build_plan(film).jobs)
     worst = max(shots, key=lambda s: s.memory["peak"]).memory
-    assumptions = [
-        f"MFU {MFU:.2f} of dense peak for every component, chosen a priori (bf16 DiT inference with fused "
-        "attention commonly reaches 35-50 %); not fitted to measurements",
-        "transformer and text encoders in bf16; VAE in fp32 with TF32 (reel's runtime); attention as fused "
-        "SDPA kernels (O(N) memory)",
-        "cond and uncond rows in one forward (reel's loop); diffusers runs them one after another: same FLOPs, "
-        "half the transformer activations",
-        f"fits = peak <= {HEADROOM:.0%} of the card; the VAE encode of an image-to-video condition is not counted",
-    ]
+    assumptions = list(ASSUMPTIONS)
     if film.speed.step_cache:
         assumptions.append("the step cache skips a data-dependent share of steps: its saving is not modelled")
-    return FilmEstimate(model.get("name", str(film.model.path)), spec, tuple(shots), worst,
-                        recommendations(worst, spec), assumptions)
+    return FilmEstimate(model.get("name", str(film.model.path)), spec, shots, worst, recommendations(worst, spec),
+                        assumptions)
+
+
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
 def _duration(seconds: float) -> str:
@@ -352,13 +363,14 @@ def format_estimate(est: FilmEstimate) -> str:
     lines = [f"reel estimate: {est.model} on {g.name} ({g.bf16_tflops:g} bf16 TFLOPS dense, {g.memory_gb:g} GB, "
              f"{g.bandwidth_gbs:g} GB/s)", "",
              f"{'shot':<16}{'size':>11}{'frames':>7}{'steps':>6}{'cfg':>5}{'tokens':>8}{'TFLOP/step':>11}"
-             f"{'s/step':>8}{'denoise':>10}{'decode':>8}{'total':>10}"]
+             f"{'s/step':>8}{'denoise':>10}{'decode':>8}{'total':>12}"]
     for s in est.shots:
         per_step = s.seconds_denoise / max(s.steps, 1)
         lines.append(f"{s.shot_id[:15]:<16}{f'{s.width}x{s.height}':>11}{s.frames:>7}{s.steps:>6}"
-                     f"{'yes' if s.cfg_steps else 'no':>5}{s.step.tokens:>8}{s.step.flops / 1e12:>11.4g}"
-                     f"{per_step:>8.3g}{s.seconds_denoise:>9.1f}s{s.seconds_decode:>7.1f}s{_duration(s.seconds):>10}")
-    lines += [f"{'film':<16}{len(est.shots):>11} shot(s){'':>48}{_duration(est.seconds):>10}", "",
+                     f"{'yes' if s.cfg_steps else 'no':>5}{s.step.tokens:>8}{_num(s.step.flops / 1e12):>11}"
+                     f"{_num(per_step):>8}{s.seconds_denoise:>9.1f}s{s.seconds_decode:>7.1f}s"
+                     f"{_duration(s.seconds):>12}")
+    lines += [f"{'film':<16}{len(est.shots):>11} shot(s){'':>48}{_duration(est.seconds):>12}", "",
               "VRAM (the shot with the highest peak)"]
     lines += [f"  {k:<36}{_gb(v):>12}" for k, v in est.memory.items()]
     lines += ["", "recommendations:"] + ([f"  - {r}" for r in est.recommendations] or

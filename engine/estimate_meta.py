@@ -129,14 +129,15 @@ def param_count(module: torch.nn.Module) -> int:
 def vae_factors(class_name: str, config: dict) -> tuple[int, int, int]:
     """(temporal factor, spatial factor, latent channels) of a video VAE config."""
     if class_name == "AutoencoderKLWan":
-        return int(config.get("scale_factor_temporal", 4)), int(config.get("scale_factor_spatial", 8)), int(config.get("z_dim", 16))
+        return (int(config.get("scale_factor_temporal", 4)), int(config.get("scale_factor_spatial", 8)),
+                int(config.get("z_dim", 16)))
     if class_name == "AutoencoderKLLTXVideo":
         ups = sum(bool(s) for s in config.get("spatio_temporal_scaling", (True, True, True, False)))
         return (int(config.get("patch_size_t", 1)) * 2**ups, int(config.get("patch_size", 4)) * 2**ups,
                 int(config.get("latent_channels", 128)))
     if class_name == "AutoencoderKLCogVideoX":
-        return (int(config.get("temporal_compression_ratio", 4)), 2 ** (len(config.get("block_out_channels", [0] * 4)) - 1),
-                int(config.get("latent_channels", 16)))
+        levels = len(config.get("block_out_channels", [0] * 4)) - 1  # one 2x upsampling per level
+        return int(config.get("temporal_compression_ratio", 4)), 2**levels, int(config.get("latent_channels", 16))
     if class_name == "AutoencoderKLHunyuanVideo":
         return (int(config.get("temporal_compression_ratio", 4)), int(config.get("spatial_compression_ratio", 8)),
                 int(config.get("latent_channels", 16)))
@@ -180,7 +181,8 @@ def transformer_inputs(family: str, cfg: dict, batch: int, latent: tuple[int, in
         return {"hidden_states": _meta(b, cfg["in_channels"], f, h, w),  # (B, C, F', H', W')
                 "timestep": _meta(b, dtype=torch.float32),
                 "encoder_hidden_states": _meta(b, text_len, cfg["text_embed_dim"]),  # (B, L, 4096)
-                "encoder_attention_mask": _meta(b, text_len), "pooled_projections": _meta(b, cfg["pooled_projection_dim"]),
+                "encoder_attention_mask": _meta(b, text_len),
+                "pooled_projections": _meta(b, cfg["pooled_projection_dim"]),  # (B, 768) CLIP pooled
                 "guidance": _meta(b, dtype=torch.float32)}
     raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
 
@@ -203,22 +205,25 @@ def measure_vae_decode(entry: dict, latent: tuple[int, int, int], batch: int = 1
                        dtype: torch.dtype = torch.float32) -> MetaCost:
     """One `vae.decode` of latents (batch, C, F', H', W') as diffusers runs it (frame-wise / tiled where it does).
 
-    Tiled decodes are measured on a few latent frames (their peak is one tile's, repeated), plus the bytes of
-    the frames left out of the output and its blended copy; their FLOPs are scaled by the frame ratio."""
+    A tiled decode's peak is one tile's work plus the decoded tiles and their blended copy, so it is measured
+    on a few latent frames and at most 2 x 2 tiles, and the bytes of the output left out (twice) are added;
+    its FLOPs are scaled by the latent volume (overlap makes the real count a little higher)."""
     model = build(entry["_class_name"], entry["config"], dtype)
     t, s, channels = vae_factors(entry["_class_name"], entry["config"])
     f, h, w = latent
-    f_run = min(f, 2 if entry["_class_name"] == "AutoencoderKLWan" else 5) if tiled else f
+    run = latent
     if tiled:
         model.enable_tiling()
+        stride = int(getattr(model, "tile_sample_stride_height", 192)) // s  # latent pixels between tiles
+        run = (min(f, 2 if entry["_class_name"] == "AutoencoderKLWan" else 5), min(h, 2 * stride), min(w, 2 * stride))
 
     def decode():
-        z = _meta(batch, channels, f_run, h, w, dtype=dtype)  # (B, C, F', H', W')
+        z = _meta(batch, channels, *run, dtype=dtype)  # (B, C, F', H', W')
         return model.decode(z, return_dict=False)[0]  # (B, 3, F, H, W)
 
     flops, peak = run_on_meta(decode, model)
-    if f_run < f:
-        frames_left = (f - f_run) * t
-        peak += 2 * batch * 3 * frames_left * h * s * w * s * torch.finfo(dtype).bits // 8
-        flops *= (f - 1) / max(f_run - 1, 1)
+    if run != latent:
+        out_bytes = lambda lf, lh, lw: batch * 3 * ((lf - 1) * t + 1) * lh * s * lw * s * (torch.finfo(dtype).bits // 8)
+        peak += 2 * (out_bytes(*latent) - out_bytes(*run))
+        flops *= (f * h * w) / (run[0] * run[1] * run[2])
     return MetaCost(flops, peak, param_count(model))

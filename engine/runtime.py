@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
 import platform
 import time
@@ -48,6 +49,17 @@ def _batched(cached, comps):
         return v.to(comps.dtype) if v.is_floating_point() else v  # masks and ids keep their integer dtype
 
     return {k: one(v) for k, v in cached.items()} if isinstance(cached, dict) else one(cached)
+
+
+def _kw(fn, **optional) -> dict:
+    """The optional arguments a family function accepts (families differ in what they need)."""
+    params = inspect.signature(fn).parameters
+    return {k: v for k, v in optional.items() if k in params}
+
+
+def _image_kw(fn, image) -> dict:
+    """Pass a shot's image conditioning to a family function that wants it (LTX draws noise after it)."""
+    return {"image": image} if image is not None and "image" in inspect.signature(fn).parameters else {}
 
 
 def _as_dict(cond) -> dict:
@@ -287,15 +299,21 @@ class Engine:
                                 first.max_sequence_length)
         t1 = time.perf_counter()
         # 2. noise from each shot's own CPU generator
+        if hasattr(comps, "frame_rate"):  # LTX's rotary positions depend on the frame rate
+            comps.frame_rate = first.fps
         shape = family.latent_shape(comps, first.frames, first.height, first.width)  # (C, F', H', W') for Wan
-        noise = torch.cat([family.initial_noise(shape, j.seed, comps.device) for j in jobs])  # (B, *shape)
+        images = [None] * len(jobs)
+        if first.image or first.continue_from:  # image-to-video: the first frame joins the conditioning
+            images = [family.image_condition(comps, self.shot_image(j, store), j.frames, j.height, j.width,
+                                             **_kw(family.image_condition, seed=j.seed)) for j in jobs]
+        noise = torch.cat([family.initial_noise(shape, j.seed, comps.device, **_image_kw(family.initial_noise, img))
+                           for j, img in zip(jobs, images)])  # (B, *shape)
         if getattr(family, "GUIDANCE", "cfg") == "embedded":  # guidance is an input of the model, not 2 passes
             cond = family.with_guidance(cond, first.guidance, len(jobs))
             uncond = None
         image_cond = None
-        if first.image or first.continue_from:  # image-to-video: the first frame joins the conditioning
-            image_cond = cat_cond([family.image_condition(comps, self.shot_image(j, store), j.frames, j.height,
-                                                          j.width) for j in jobs])
+        if images[0] is not None:
+            image_cond = cat_cond(images)
             cond = {**_as_dict(cond), **image_cond}
             uncond = {**_as_dict(uncond), **image_cond} if uncond is not None else None
         # 3. denoise, with this batch's adapters (every adapter off for shots without characters)
@@ -311,7 +329,8 @@ class Engine:
             scheduler = ConsistencyScheduler(first.shift, [j.seed for j in jobs])
         else:
             scheduler = family.make_scheduler(comps, first.scheduler, first.shift, shape=shape,
-                                              **({"image": image_cond} if image_cond is not None else {}))
+                                              **({"image": image_cond} if image_cond is not None else {}),
+                                              **_kw(family.make_scheduler, seeds=[j.seed for j in jobs]))
         cfg_steps = first.steps - int(round(first.steps * first.cfg_skip_last)) if first.cfg_skip_last else None
         with step_cache_session(comps.transformer, SpeedConfig(step_cache=first.step_cache)) as context:
             latents = denoise(lambda x, t, e: family.velocity(comps, x, t, e), noise, scheduler, first.steps,
@@ -325,7 +344,8 @@ class Engine:
         writers = [VideoWriter(store.shot_video(j.shot_id), j.width * scale, j.height * scale, j.fps, codec=j.codec,
                                metadata=provenance(j.shot_id, j.model_name, j.seed)) for j in jobs]
         try:
-            for chunk in family.decode_stream(comps, latents):  # (B, 3, f, H, W)
+            extra = _kw(family.decode_stream, seeds=[j.seed for j in jobs], frames=first.frames)  # LTX decode noise,
+            for chunk in family.decode_stream(comps, latents, **extra):  # Cog 1.5 padding; (B, 3, f, H, W)
                 frames = family.to_uint8_frames(chunk)  # (B, f, H, W, 3)
                 for job, writer, shot_frames in zip(jobs, writers, frames):
                     if self.on_frames is not None:

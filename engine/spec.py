@@ -65,7 +65,7 @@ class FilmSection(_Strict):
     shift: float | None = Field(None, gt=0.0, le=100.0)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     negative_prompt: str | None = None
-    scheduler: Literal["default", "unipc", "euler"] | None = None
+    scheduler: Literal["default", "unipc", "euler", "ddim", "dpm"] | None = None
     characters: str | None = None  # a character library folder (LIB/NAME/character.toml)
     codec: Literal["h264", "h265", "prores", "av1"] = "h264"
     upscale: str | None = None
@@ -151,7 +151,7 @@ class Film:
     shift: float  # flow-matching timestep shift
     seed: int  # film seed; shot seeds derive from it and the shot id
     negative_prompt: str
-    scheduler: str  # "default" (the model folder's own) | "unipc" | "euler"
+    scheduler: str  # "default" (the model folder's own) | "unipc" | "euler" (flow models) | "ddim" | "dpm" (CogVideoX)
     max_sequence_length: int  # text tokens per prompt (padded)
     shots: tuple[Shot, ...]
     characters: dict[str, Character] = field(default_factory=dict)  # every character a shot casts
@@ -391,12 +391,19 @@ def _library_path(value: str | None, source: Path) -> Path | None:
 def _preview_settings(f: FilmSection, model: ModelInfo, source: Path, problems: list) -> Preview | None:
     """The spec's preview_* fields over the model's reel.json `preview` block (paths relative to it)."""
     base = dict(model.defaults.get("preview") or {})
+    scheduler = f.preview_scheduler or str(base.get("scheduler", "lcm"))
+    if f.preview_lora is not None and scheduler == "lcm" and not model.family.flow_matching:
+        problems.append(("film.preview_scheduler", f"consistency (lcm) previews need a flow-matching model; "
+                                                   f"{model.family.name} is not — set preview_scheduler = \"default\""))
+        return None
     if f.preview_lora is not None:
         lora = Path(f.preview_lora).expanduser()
         lora = lora if lora.is_absolute() else source.parent / lora
         if not lora.is_file():
             problems.append(("film.preview_lora", f"{lora} does not exist — point it at a few-step LoRA file"))
             return None
+    elif not model.family.flow_matching:
+        return None
     elif "lora" in base:
         lora = model.path / base["lora"]
         if not lora.is_file():

@@ -99,13 +99,13 @@ class CogScheduler:
 
     order = 1
 
-    def __init__(self, inner, generators: list[torch.Generator] | None = None, image: bool = False):
+    def __init__(self, inner, seeds: list[int] | None = None, image: bool = False):
         from diffusers import CogVideoXDPMScheduler
 
         self.inner = inner
         self.dpm = isinstance(inner, CogVideoXDPMScheduler)
         self.init_noise_sigma = float(inner.init_noise_sigma)
-        self._seeded = generators  # advanced past the starting noise at the first step
+        self.seeds = None if seeds is None else [int(s) for s in seeds]
         self._image = image
         self.generators: list[torch.Generator] | None = None
         self.timesteps = torch.zeros(0, dtype=torch.long)
@@ -122,14 +122,15 @@ class CogScheduler:
 
     def _generators(self, latents: torch.Tensor) -> list[torch.Generator]:
         """Per-shot generators in the state the pipeline's generator has when its loop begins."""
-        if self._seeded is not None:
-            if len(self._seeded) != latents.shape[0]:
-                raise ValueError(f"{len(self._seeded)} seeds for a batch of {latents.shape[0]} shots")
-            for g in self._seeded:
+        if self.seeds is not None:
+            if len(self.seeds) != latents.shape[0]:
+                raise ValueError(f"{len(self.seeds)} seeds for a batch of {latents.shape[0]} shots")
+            gens = [torch.Generator("cpu").manual_seed(s) for s in self.seeds]
+            for g in gens:
                 if self._image:  # the I2V pipeline draws the image's VAE posterior sample first
                     torch.randn(_image_sample_shape(latents.shape[1:]), generator=g)
                 torch.randn((1, *latents.shape[1:]), generator=g)  # then the starting noise
-            return self._seeded
+            return gens
         # No seeds given: a generator per shot keyed by its own starting noise (deterministic, batch-independent,
         # but not the pipeline's noise stream).
         out = []
@@ -169,8 +170,7 @@ def make_scheduler(components: CogVideoXComponents, name: str, shift: float, sha
     inner = cls.from_config(cfg)
     if float(inner.init_noise_sigma) != 1.0:  # initial_noise relies on it (the pipeline multiplies by it)
         raise ValueError(f"{cls.__name__} with init_noise_sigma={inner.init_noise_sigma} is not supported")
-    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds] if seeds is not None else None
-    return CogScheduler(inner, gens, image=bool(image is not None and image is not False))
+    return CogScheduler(inner, seeds, image=image is not None and image is not False)
 
 
 # -- text ----------------------------------------------------------------------------------------------
@@ -202,9 +202,13 @@ def latent_shape(components: CogVideoXComponents, frames: int, height: int, widt
     t, s = components.temporal_factor, components.spatial_factor
     cfg = components.transformer.config
     multiple = s * int(cfg.patch_size)
-    if frames < 1 or (frames - 1) % t or height % multiple or width % multiple:
-        raise ValueError(f"{frames} frames at {width}x{height}: CogVideoX needs {t}k+1 frames and sizes that are "
-                         f"multiples of {multiple}")
+    if frames < 1 or (frames - 1) % (2 * t):  # an even latent-frame count decodes to 4F' frames, not 4(F'-1)+1
+        below = max(1, (frames - 1) // (2 * t) * 2 * t + 1)
+        raise ValueError(f"frames={frames}: CogVideoX needs {2 * t}k+1 frames (its VAE turns an even number of latent "
+                         f"frames into {t}k frames, so diffusers would return {t * ((frames - 1) // t + 1)}) — try "
+                         f"{below} or {below + 2 * t}")
+    if height % multiple or width % multiple:
+        raise ValueError(f"{width}x{height}: CogVideoX needs width and height that are multiples of {multiple}")
     if cfg.use_learned_positional_embeddings:
         h, w, f = int(cfg.sample_height) * s, int(cfg.sample_width) * s, int(cfg.sample_frames)
         if (height, width, frames) != (h, w, f):
@@ -297,11 +301,12 @@ def _rotary(components: CogVideoXComponents, frames: int, h: int, w: int):
 def velocity(components: CogVideoXComponents, latents: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
     """The denoiser: the transformer's v-prediction for latents (B, F', C, H', W') at DDPM timestep t.
 
-    `cond`: text embeddings (B, L, D), or a dict {"prompt_embeds": (B, L, D), "image_latents": (B, F', C, H', W')}
-    for image-to-video (the image latents are concatenated channel-wise, as the I2V pipeline does)."""
+    `cond`: text embeddings (B, L, D), or a dict {"embeds": (B, L, D), "image_latents": (B, F', C, H', W')} for
+    image-to-video (the runtime merges `image_condition`'s dict in; the image latents are concatenated
+    channel-wise, as the I2V pipeline does)."""
     tr = components.transformer
     if isinstance(cond, dict):
-        embeds, image = cond["prompt_embeds"], cond.get("image_latents")
+        embeds, image = cond["embeds"], cond.get("image_latents")
     else:
         embeds, image = cond, None
     x = latents.to(components.device, components.dtype)  # (B, F', C, H', W')

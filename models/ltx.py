@@ -21,6 +21,11 @@ What the pipelines do that this module reproduces (numbers in brackets: reel's d
   in chunks (1 frame, then temporal-ratio frames), the same chunking as Wan's stream.
 - Image-to-video: the first latent frame is the VAE-encoded image (a posterior sample drawn from the shot's
   generator before the noise, as the pipeline draws it); its tokens get timestep 0 and are never stepped.
+
+Two optional keywords beyond the registry's contract: `initial_noise(..., image=)` (image-to-video needs it)
+and `decode_stream(..., seeds=)` (without it, the decode noise of a timestep-conditioned VAE with a
+non-zero decode_noise_scale comes from a generator seeded with 0 instead of the shot's). On CUDA the
+pipelines mix that decode noise in bf16; here it is mixed in fp32 (the only known CUDA-side difference).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pathlib import Path
 import torch
 
 GUIDANCE = "cfg"  # LTXPipeline: uncond + g * (cond - uncond), guidance_rescale 0.0 by default
+IMAGE_PIPELINES = ("LTXImageToVideoPipeline",)  # folders whose every shot starts from an image
 
 
 @dataclass
@@ -245,14 +251,17 @@ def _stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
-def _decode_noise(shape: tuple[int, ...], seeds: list[int] | None) -> torch.Tensor:
+def _decode_noise(shape: tuple[int, ...], seeds: list[int] | None, image: bool) -> torch.Tensor:
     """Noise for a timestep-conditioned decode, (B, C, F', H', W'): with `seeds`, the draw that follows the
-    shot's starting noise in its generator (LTXPipeline's order); without, a generator seeded with 0."""
+    shot's starting draws in its generator (the pipelines' order; `image`: an image-to-video folder, whose
+    shots also drew the image's posterior sample); without, a generator seeded with 0."""
     out = []
     for i in range(shape[0]):
         g = torch.Generator("cpu").manual_seed(seeds[i] if seeds else 0)
-        if seeds:
-            torch.randn((1, *shape[1:]), generator=g)  # skip the starting noise
+        if seeds:  # replay the starting draws of initial_noise
+            if image:
+                torch.randn((1, shape[1], 1, *shape[3:]), generator=g)
+            torch.randn((1, *shape[1:]), generator=g)
         out.append(torch.randn((1, *shape[1:]), generator=g))
     return torch.cat(out)
 
@@ -278,7 +287,7 @@ def decode_stream(components: LTXComponents, latents: torch.Tensor, seeds: list[
         scale = components.decode_timestep if components.decode_noise_scale is None else components.decode_noise_scale
         timestep = torch.full((b,), components.decode_timestep, device=z.device, dtype=z.dtype)  # (B,)
         if scale:
-            noise = _decode_noise(tuple(z.shape), seeds).to(z.device)
+            noise = _decode_noise(tuple(z.shape), seeds, components.pipeline in IMAGE_PIPELINES).to(z.device)
             z = (1 - scale) * z + scale * noise
     devices = [z.device.index or 0] if z.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, enabled=any(vae.config.decoder_inject_noise)):

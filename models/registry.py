@@ -42,14 +42,16 @@ def _wan_factors(vae: dict, tr: dict) -> tuple[int, int]:
 
 
 def _ltx_factors(vae: dict, tr: dict) -> tuple[int, int]:
-    spatial = int(vae.get("patch_size", 4)) * 2 ** sum(bool(x) for x in vae.get("spatio_temporal_scaling", [1, 1, 1, 0]))
-    temporal = int(vae.get("patch_size_t", 1)) * 2 ** sum(bool(x) for x in vae.get("spatio_temporal_scaling",
-                                                                                   [1, 1, 1, 0]))
+    """LTX 0.9.5+ state the ratios; 0.9.0/0.9.1 imply them from patch sizes and scaling blocks."""
+    scaling = 2 ** sum(bool(x) for x in vae.get("spatio_temporal_scaling", [1, 1, 1, 0]))
+    spatial = int(vae.get("spatial_compression_ratio") or int(vae.get("patch_size", 4)) * scaling)
+    temporal = int(vae.get("temporal_compression_ratio") or int(vae.get("patch_size_t", 1)) * scaling)
     return temporal, spatial * int(tr.get("patch_size", 1))
 
 
 def _cog_factors(vae: dict, tr: dict) -> tuple[int, int]:
-    temporal = int(vae.get("temporal_compression_ratio", 4))
+    """The Cog VAE turns an even number of latent frames into 4x frames: shots need 8k+1 frames."""
+    temporal = 2 * int(vae.get("temporal_compression_ratio", 4))
     spatial = 2 ** (len(vae.get("block_out_channels", [128, 256, 256, 512])) - 1)
     return temporal, spatial * int(tr.get("patch_size", 2))
 
@@ -78,6 +80,7 @@ class Family:
     default_max_sequence_length: int
     image_pipelines: tuple[str, ...] = ()  # pipelines of this family that take an input image
     default_scheduler: str = "default"  # "default": the folder's own scheduler config
+    flow_matching: bool = True  # False: v-prediction (CogVideoX); no consistency (lcm) previews
     layout: str = "diffusers folder (model_index.json, transformer/, vae/, text_encoder/, tokenizer/, scheduler/)"
     hub_example: str = ""
 
@@ -90,7 +93,7 @@ FAMILIES: dict[str, Family] = {
                   24, 50, 3.0, 1.0, 704, 480, 161, 128, image_pipelines=("LTXImageToVideoPipeline",),
                   hub_example="Lightricks/LTX-Video"),
     "cogvideox": Family("cogvideox", ("CogVideoXPipeline", "CogVideoXImageToVideoPipeline"), "models.cogvideox",
-                        _cog_factors, 8, 50, 6.0, 1.0, 720, 480, 49, 226,
+                        _cog_factors, 8, 50, 6.0, 1.0, 720, 480, 49, 226, flow_matching=False,
                         image_pipelines=("CogVideoXImageToVideoPipeline",), hub_example="THUDM/CogVideoX-5b"),
     "hunyuan": Family("hunyuan", ("HunyuanVideoPipeline",), "models.hunyuan", _hunyuan_factors,
                       24, 50, 6.0, 7.0, 1280, 720, 129, 256, hub_example="hunyuanvideo-community/HunyuanVideo"),

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Triton kernels run in its CPU interpreter in tests; it must be set before anything imports triton
+# (torch.compile's inductor does, in test_speed).
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -92,6 +92,7 @@ class Upscaler:
         return out
 
     def upscale_frame(self, frame: np.ndarray) -> np.ndarray:
+        """One frame: (H, W, 3) uint8 -> (H*scale, W*scale, 3) uint8."""
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -121,6 +122,8 @@ class ModelUpscaler(Upscaler):
                  tile: int = TILE, overlap: int = OVERLAP):
         from spandrel import ModelTiling
 
+        if overlap < 0 or tile < 1:
+            raise ValueError(f"tile={tile}, overlap={overlap}: use a positive tile and an overlap >= 0")
         self.descriptor = descriptor.to(device).to(dtype).eval()
         self.name, self.device, self.dtype = name, device, dtype
         self.scale = int(descriptor.scale)

@@ -86,12 +86,12 @@ def reel_frames(comps, seed, steps, guidance, scheduler_name, image=None):
     shape = cog.latent_shape(comps, FRAMES, SIZE, SIZE)  # (F', C, H', W')
     if image is not None:
         img = cog.image_condition(comps, image, FRAMES, SIZE, SIZE, seed=seed)
-        cond = {"prompt_embeds": cond, **img}
-        uncond = {"prompt_embeds": uncond, **img} if uncond is not None else None
+        cond = {"embeds": cond, **img}
+        uncond = {"embeds": uncond, **img} if uncond is not None else None
     noise = cog.initial_noise(shape, seed, comps.device, image=image is not None)
     scheduler = cog.make_scheduler(comps, scheduler_name, 1.0, shape=shape, image=image is not None, seeds=[seed])
     latents = denoise(lambda x, t, e: cog.velocity(comps, x, t, e), noise, scheduler, steps, cond, uncond, guidance)
-    chunks = list(cog.decode_stream(comps, latents, frames=FRAMES))  # [(1, 3, f, H, W)]
+    chunks = list(cog.decode_stream(comps, latents))  # [(1, 3, f, H, W)]; 1.5's padding from latent_shape
     return torch.cat(chunks, dim=2)[0].permute(1, 2, 3, 0).numpy(), len(chunks)
 
 
@@ -154,16 +154,38 @@ def test_streamed_decode_equals_whole_clip_decode(folders):
 def test_noise_and_rules(folders):
     comps = cog.load(folders["t2v15"], CPU, torch.float32)
     assert cog.latent_shape(comps, 9, 32, 32) == (4, 4, 4, 4)  # 3 latent frames + 1 front pad (patch_size_t 2)
-    assert cog.latent_shape(comps, 13, 32, 32) == (4, 4, 4, 4)  # 4 latent frames, no pad
+    assert cog.latent_shape(comps, 17, 32, 32) == (6, 4, 4, 4)  # 5 latent frames + 1 front pad
     a = cog.initial_noise((4, 4, 4, 4), 42, CPU)
     assert torch.equal(a, torch.randn((1, 4, 4, 4, 4), generator=torch.Generator("cpu").manual_seed(42)))
-    with pytest.raises(ValueError, match="4k\\+1 frames"):
-        cog.latent_shape(comps, 10, 32, 32)
+    for bad in (10, 13):  # 13 = 4k+1, but 4 latent frames decode to 16 frames (diffusers returns 16)
+        with pytest.raises(ValueError, match="8k\\+1 frames .* try 9 or 17"):
+            cog.latent_shape(comps, bad, 32, 32)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        cog.latent_shape(comps, 9, 40, 32)
     with pytest.raises(ValueError, match="ddim, dpm"):
         cog.make_scheduler(comps, "unipc", 1.0)
     i2v = cog.load(folders["i2v"], CPU, torch.float32)  # learned positional embeddings: one size only
     with pytest.raises(ValueError, match="width = 32, height = 32, frames = 9"):
         cog.latent_shape(i2v, 9, 48, 32)
+
+
+def test_dpm_without_seeds_is_deterministic_per_shot(folders):
+    """reel's runtime does not pass seeds yet: the DPM step noise then comes from each shot's own noise."""
+    comps = cog.load(folders["t2v"], CPU, torch.float32)
+    cond = cog.encode_prompts(comps, [PROMPT, NEGATIVE], TEXT_LEN)  # (2, L, D)
+    shape = cog.latent_shape(comps, FRAMES, SIZE, SIZE)
+    noise = torch.cat([cog.initial_noise(shape, s, CPU) for s in (1, 2)])  # (2, F', C, H', W')
+
+    def run(x, c):
+        return denoise(lambda a, t, e: cog.velocity(comps, a, t, e), x, cog.make_scheduler(comps, "dpm", 1.0),
+                       3, c, None, 1.0)
+
+    both = run(noise, cond)
+    assert torch.equal(both, run(noise, cond))
+    assert torch.allclose(both[1:], run(noise[1:], cond[1:]), atol=1e-5)  # a shot's result ignores its batch
+    seeded = denoise(lambda a, t, e: cog.velocity(comps, a, t, e), noise[:1],
+                     cog.make_scheduler(comps, "dpm", 1.0, seeds=[1]), 3, cond[:1], None, 1.0)
+    assert float((seeded - both[:1]).abs().max()) > 1e-3  # the step noise matters: seeds give the pipeline's
 
 
 FILM = """
@@ -179,7 +201,7 @@ prompt = "a red circle moving left on a black background"
 [[shots]]
 id = "b"
 prompt = "a blue square moving up on a gray background"
-frames = 5
+frames = 17
 """
 
 
@@ -193,14 +215,14 @@ def test_reel_render_end_to_end(folders, tmp_path):
     result = CliRunner().invoke(app, ["render", str(spec), "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "2 rendered, 0 reused" in result.output
-    for sid, n in (("a", FRAMES), ("b", 5)):
+    for sid, n in (("a", FRAMES), ("b", 17)):
         clip, fps = read_video(out / "shots" / f"{sid}.mp4")
         assert clip.shape == (n, SIZE, SIZE, 3) and fps == 8
         m = json.loads((out / "shots" / f"{sid}.json").read_text())
         assert m["model"]["family"] == "cogvideox" and m["scheduler"] == "default" and m["steps"] == 3
         assert m["guidance"] == 6.0 and m["frames"] == n
     film, fps = read_video(out / "film.mp4")
-    assert film.shape == (FRAMES + 5, SIZE, SIZE, 3) and fps == 8
+    assert film.shape == (FRAMES + 17, SIZE, SIZE, 3) and fps == 8
 
 
 def test_diffusers_lora_changes_the_output(folders, tmp_path):
@@ -218,6 +240,7 @@ def test_diffusers_lora_changes_the_output(folders, tmp_path):
     cond = cog.encode_prompts(comps, [PROMPT], TEXT_LEN)
     x = cog.initial_noise(cog.latent_shape(comps, FRAMES, SIZE, SIZE), 0, CPU)
     t = torch.tensor(500)
+    torch.set_grad_enabled(False)  # as in reel's loop (the LoRA weights require grad)
     base = cog.velocity(comps, x, t, cond)
     bank = AdapterBank(comps.transformer, cog.lora_to_diffusers)
     bank.load("hero", path)
@@ -226,5 +249,39 @@ def test_diffusers_lora_changes_the_output(folders, tmp_path):
     with_lora = cog.velocity(comps, x, t, cond)
     bank.activate([])
     off = cog.velocity(comps, x, t, cond)
+    torch.set_grad_enabled(True)
     assert float((with_lora - base).abs().max()) > 1e-2
     assert torch.equal(off, base)
+
+
+def test_reel_render_image_to_video(folders, tmp_path):
+    """A CogVideoX 1.5 I2V folder through `reel render`: a first-frame image, then a continuation."""
+    from PIL import Image
+
+    from engine.cli import app
+    from engine.post.contact import read_video
+
+    Image.fromarray(first_frame()).resize((48, 48)).save(tmp_path / "first.png")  # resized like the pipeline does
+    spec = tmp_path / "film.toml"
+    spec.write_text(f"""
+[film]
+model = "{folders['i2v15']}"
+seed = 3
+
+[[shots]]
+id = "a"
+prompt = "a red circle moving left"
+image = "first.png"
+
+[[shots]]
+id = "b"
+prompt = "a blue square moving up"
+continue_from = "a"
+""")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["render", str(spec), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for sid in ("a", "b"):
+        clip, fps = read_video(out / "shots" / f"{sid}.mp4")
+        assert clip.shape == (FRAMES, SIZE, SIZE, 3) and fps == 8
+    assert json.loads((out / "shots" / "a.json").read_text())["model"]["family"] == "cogvideox"

@@ -130,7 +130,8 @@ def test_frames_match_ltxpipeline(t2v, seed):
 
 def test_prompt_embeddings_and_noise_match_the_pipeline(t2v):
     pipe, comps = t2v
-    e, m = pipe._get_t5_prompt_embeds([PROMPT], max_sequence_length=TEXT_LEN, device="cpu")
+    with torch.no_grad():  # the pipeline's __call__ runs without grad too
+        e, m = pipe._get_t5_prompt_embeds([PROMPT], max_sequence_length=TEXT_LEN, device="cpu")
     ours = ltx.encode_prompts(comps, [PROMPT], TEXT_LEN)
     assert torch.equal(ours["embeds"], e) and torch.equal(ours["mask"], m) and ours["mask"].dtype == torch.bool
     packed = pipe.prepare_latents(1, 8, H, W, FRAMES, torch.float32, "cpu", torch.Generator("cpu").manual_seed(5))
@@ -232,3 +233,22 @@ def test_image_to_video_matches_ltx_image2video_pipeline(tmp_path, t2v):
     assert torch.equal(latents[:, :, :1], start[:, :, :1])
     text_only, _ = reel_video(t2v[1], 21)
     assert float(np.abs(text_only - ours).max()) > 1e-2
+
+
+def test_a_batch_of_shots_equals_each_shot_alone(t2v):
+    _, comps = t2v
+    shape = ltx.latent_shape(comps, FRAMES, H, W)
+    cond = ltx.encode_prompts(comps, [PROMPT, NEGATIVE], TEXT_LEN)
+    uncond = ltx.encode_prompts(comps, ["", ""], TEXT_LEN)
+    noise = torch.cat([ltx.initial_noise(shape, s, comps.device) for s in (1, 2)])  # (2, C, F', H', W')
+    latents = denoise(lambda x, t, e: ltx.velocity(comps, x, t, e), noise,
+                      ltx.make_scheduler(comps, "default", 1.0, shape=shape), STEPS, cond, uncond, GUIDANCE)
+    batch = torch.cat(list(ltx.decode_stream(comps, latents, seeds=[1, 2])), dim=2)  # (2, 3, F, H, W)
+    for i, seed in enumerate((1, 2)):
+        one = {k: v[i:i + 1] for k, v in cond.items()}
+        alone = denoise(lambda x, t, e: ltx.velocity(comps, x, t, e), noise[i:i + 1],
+                        ltx.make_scheduler(comps, "default", 1.0, shape=shape), STEPS, one,
+                        {k: v[i:i + 1] for k, v in uncond.items()}, GUIDANCE)
+        video = torch.cat(list(ltx.decode_stream(comps, alone, seeds=[seed])), dim=2)
+        assert float((video[0] - batch[i]).abs().max()) <= 1e-4
+    assert ltx.to_uint8_frames(batch[:, :, :1]).shape == (2, 1, H, W, 3)
