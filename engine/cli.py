@@ -308,6 +308,22 @@ def models(search: list[Path] = typer.Option(None, "--search", help="More folder
     typer.echo(models_report(search or []))
 
 
+@app.command("import-model")
+def import_model(
+    file: Path = typer.Argument(..., help="A single-file transformer: original or ComfyUI .safetensors, or .gguf."),
+    base: Path = typer.Option(..., "--base", help="A diffusers folder of the same family (text encoder, VAE, ...)."),
+    out: Path = typer.Option(..., "--out", help="The model folder to create (links to --base, no copies)."),
+) -> None:
+    """Make a model folder from a single-file transformer and a diffusers folder of the same family."""
+    from models.single_file import SingleFileError, import_single_file
+
+    try:
+        folder = import_single_file(file, base, out)
+    except (SingleFileError, ModelError) as err:
+        _fail(str(err))
+    typer.echo(f"{folder}: use it as a film's model (model = \"{folder}\")")
+
+
 @app.command()
 def doctor() -> None:
     """Check this machine: torch and CUDA, VRAM, ffmpeg encoders, attention backends, packages, disk."""

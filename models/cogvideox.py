@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from models.single_file import load_transformer
+
 GUIDANCE = "cfg"
 SCHEDULERS = ("default", "ddim", "dpm")  # "default": the folder's own (CogVideoXDDIMScheduler or ...DPMScheduler)
 OFS = 2.0  # CogVideoX 1.5 I2V's ofs embedding input, as the pipeline sets it
@@ -80,7 +82,7 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> CogVideo
     tok_cls = getattr(transformers, (index.get("tokenizer") or [None, "AutoTokenizer"])[1], transformers.AutoTokenizer)
     tokenizer = tok_cls.from_pretrained(path / "tokenizer", local_files_only=True)
     text_encoder = T5EncoderModel.from_pretrained(path / "text_encoder", local_files_only=True, dtype=dtype)
-    transformer = CogVideoXTransformer3DModel.from_pretrained(path / "transformer", local_files_only=True, dtype=dtype)
+    transformer = load_transformer(CogVideoXTransformer3DModel, path, dtype)  # folder or single file
     vae = AutoencoderKLCogVideoX.from_pretrained(path / "vae", local_files_only=True, dtype=torch.float32)
     for module in (text_encoder, transformer, vae):
         module.to(device).eval().requires_grad_(False)
@@ -361,7 +363,7 @@ def decode_stream(components: CogVideoXComponents, latents: torch.Tensor, frames
         yield (out * 0.5 + 0.5).clamp(0, 1)
 
 
-def to_uint8_frames(chunk: torch.Tensor) -> "numpy.ndarray":  # noqa: F821
+def to_uint8_frames(chunk: torch.Tensor):
     """(B, 3, f, H, W) in [0, 1] -> (B, f, H, W, 3) uint8, rounded like diffusers' numpy_to_pil."""
     return (chunk.permute(0, 2, 3, 4, 1) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from models.single_file import load_transformer
+
 GUIDANCE = "embedded"  # the guidance scale is a transformer input (guidance-distilled model), one pass per step
 CLIP_LENGTH = 77  # the pipeline always pads CLIP prompts to 77 tokens
 HIDDEN_LAYERS_TO_SKIP = 2  # prompt embeddings are hidden_states[-(2 + 1)] of the Llama encoder
@@ -100,8 +102,7 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> HunyuanC
     tokenizer_2 = tok2_cls.from_pretrained(path / "tokenizer_2", local_files_only=True)
     text_encoder = te_cls.from_pretrained(path / "text_encoder", local_files_only=True, dtype=dtype)
     text_encoder_2 = te2_cls.from_pretrained(path / "text_encoder_2", local_files_only=True, dtype=dtype)
-    transformer = HunyuanVideoTransformer3DModel.from_pretrained(path / "transformer", local_files_only=True,
-                                                                 dtype=dtype)
+    transformer = load_transformer(HunyuanVideoTransformer3DModel, path, dtype)  # folder or single file
     vae = AutoencoderKLHunyuanVideo.from_pretrained(path / "vae", local_files_only=True, dtype=torch.float32)
     for module in (text_encoder, text_encoder_2, transformer, vae):
         module.to(device).eval().requires_grad_(False)
@@ -264,7 +265,7 @@ def decode_stream(components: HunyuanComponents, latents: torch.Tensor) -> Itera
         yield (part / 2 + 0.5).clamp(0.0, 1.0)
 
 
-def to_uint8_frames(chunk: torch.Tensor) -> "numpy.ndarray":  # noqa: F821
+def to_uint8_frames(chunk: torch.Tensor):
     """(B, 3, f, H, W) in [0, 1] -> (B, f, H, W, 3) uint8, rounded like diffusers' numpy_to_pil."""
     return (chunk.permute(0, 2, 3, 4, 1) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
 

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import torch
 
+from models.single_file import load_transformer
+
 GUIDANCE = "cfg"  # LTXPipeline: uncond + g * (cond - uncond), guidance_rescale 0.0 by default
 IMAGE_PIPELINES = ("LTXImageToVideoPipeline",)  # folders whose every shot starts from an image
 
@@ -91,7 +93,7 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> LTXCompo
     info = resolve_model(str(path))
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
     text_encoder = T5EncoderModel.from_pretrained(path / "text_encoder", local_files_only=True, dtype=dtype)
-    transformer = LTXVideoTransformer3DModel.from_pretrained(path / "transformer", local_files_only=True, dtype=dtype)
+    transformer = load_transformer(LTXVideoTransformer3DModel, path, dtype)  # folder or single file
     vae = AutoencoderKLLTXVideo.from_pretrained(path / "vae", local_files_only=True, dtype=torch.float32)
     for module in (text_encoder, transformer, vae):
         module.to(device).eval().requires_grad_(False)
@@ -301,7 +303,7 @@ def decode_stream(components: LTXComponents, latents: torch.Tensor, seeds: list[
         yield video[:, :, i:i + step]
 
 
-def to_uint8_frames(chunk: torch.Tensor) -> "numpy.ndarray":  # noqa: F821
+def to_uint8_frames(chunk: torch.Tensor):
     """(B, 3, f, H, W) in [0, 1] -> (B, f, H, W, 3) uint8, rounded like diffusers' numpy_to_pil."""
     return (chunk.permute(0, 2, 3, 4, 1) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
 

@@ -170,7 +170,7 @@ def resolve_model(ref: str, base_dir: Path | None = None) -> ModelInfo:
             raise ModelError(f"{ref!r} is neither a built-in model ({known}) nor an existing path ({path} does not exist)")
         if path.is_file():
             raise ModelError(f"{path} is a single file: reel loads single-file checkpoints through a model folder "
-                             f"— run `reel models import {path} --family NAME --out DIR` (see `reel models`)")
+                             f"— run `reel import-model {path} --base DIFFUSERS_FOLDER --out DIR`")
         if not (path / "model_index.json").is_file():
             raise ModelError(
                 f"{path} is not a diffusers folder (no model_index.json inside); point `model` at the folder "

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from models.single_file import load_transformer
+
 
 @dataclass
 class WanComponents:
@@ -58,12 +60,12 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> WanCompo
     path = Path(path)
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
     text_encoder = UMT5EncoderModel.from_pretrained(path / "text_encoder", local_files_only=True, dtype=dtype)
-    transformer = WanTransformer3DModel.from_pretrained(path / "transformer", local_files_only=True, dtype=dtype)
+    transformer = load_transformer(WanTransformer3DModel, path, dtype)  # its folder, or a single file (reel.json)
     vae = AutoencoderKLWan.from_pretrained(path / "vae", local_files_only=True, dtype=torch.float32)
     index = json.loads((path / "model_index.json").read_text())
     transformer_2 = image_encoder = image_processor = None
     if (index.get("transformer_2") or [None])[0]:
-        transformer_2 = WanTransformer3DModel.from_pretrained(path / "transformer_2", local_files_only=True, dtype=dtype)
+        transformer_2 = load_transformer(WanTransformer3DModel, path, dtype, "transformer_2")
     if (index.get("image_encoder") or [None])[0]:
         from transformers import AutoImageProcessor, CLIPVisionModel
 
