@@ -12,8 +12,12 @@ From the spec's `[speed]` table or the CLI (flags win):
     attention       auto | sdpa | flash-attn | xformers | sageattention (kernels/attention.py)
     compile         torch.compile the transformer (slow first call; for long renders)
     threads         CPU threads for torch (default: torch's own choice)
-    offload         none | model | group: keep weights on the CPU and move them in per model or per block (CUDA)
-    vae_tiling      decode in spatial tiles (CUDA, large frames): bounded VRAM, whole clip at once
+    offload         auto | none | model | group: keep weights on the CPU and move them in per model or per block
+    vae_tiling      auto | true | false: decode in spatial tiles (bounded VRAM, whole clip at once)
+    weights         auto | bf16 | fp16 | fp8: transformer weight storage on CUDA (fp8: layerwise casting,
+                    computed in bf16). "auto" (CUDA only) asks the estimator (engine/estimate.py) for the
+                    film's peak VRAM and turns on the first of tiling, fp8, model offload, group offload that
+                    fits in the free memory; on the CPU nothing changes.
     fused_kernels   auto | on | off: Triton RMSNorm, rotary and adaLN kernels (CUDA with triton; auto uses
                     them when they can run, on fails with the reasons when they cannot)
 """
@@ -37,8 +41,9 @@ class SpeedSection(BaseModel):
     attention: str = "auto"
     compile: bool = False
     threads: int | None = Field(None, ge=1, le=512)
-    offload: Literal["none", "model", "group"] = "none"
-    vae_tiling: bool = False
+    offload: Literal["auto", "none", "model", "group"] = "auto"
+    vae_tiling: bool | Literal["auto"] = "auto"
+    weights: Literal["auto", "bf16", "fp16", "fp8"] = "auto"
     fused_kernels: Literal["auto", "on", "off"] = "auto"
 
 
@@ -49,8 +54,9 @@ class SpeedConfig:
     attention: str = "auto"
     compile: bool = False
     threads: int | None = None
-    offload: str = "none"
-    vae_tiling: bool = False
+    offload: str = "auto"
+    vae_tiling: bool | str = "auto"
+    weights: str = "auto"
     fused_kernels: str = "auto"  # Triton RMSNorm/rotary/adaLN (kernels/): auto = on CUDA when triton is there
 
     def cfg_steps(self, steps: int) -> int:
@@ -65,7 +71,44 @@ def apply_threads(speed: SpeedConfig) -> None:
         torch.set_num_threads(speed.threads)
 
 
-def apply_load_time(components, speed: SpeedConfig) -> dict:
+def choose_memory(mem: dict, free_bytes: float, weights_fp8_saving: float) -> dict:
+    """The first plan whose estimated peak fits in `free_bytes`: nothing, VAE tiling, fp8 weights (with
+    tiling), model offload, group offload (each with tiling when that is what fits)."""
+    plans = [("none", False, "bf16", mem["peak"]), ("none", True, "bf16", mem["peak, tiled VAE"]),
+             ("none", True, "fp8", mem["peak, tiled VAE"] - weights_fp8_saving),
+             ("model", False, "bf16", mem["peak, offload model"]), ("model", True, "bf16", mem["peak, offload model, tiled VAE"]),
+             ("group", False, "bf16", mem["peak, offload group"]), ("group", True, "bf16", mem["peak, offload group, tiled VAE"])]
+    for offload, tiled, weights, peak in plans:
+        if peak <= free_bytes:
+            return {"offload": offload, "vae_tiling": tiled, "weights": weights,
+                    "why": f"estimated peak {peak / 2**30:.1f} GB fits in {free_bytes / 2**30:.1f} GB free"}
+    offload, tiled, weights, peak = plans[-1]
+    return {"offload": offload, "vae_tiling": tiled, "weights": weights,
+            "why": f"even group offload with tiling needs {peak / 2**30:.1f} GB of {free_bytes / 2**30:.1f} GB free: "
+                   "expect out-of-memory; use fewer frames or a lower resolution"}
+
+
+def plan_memory(components, speed: SpeedConfig, film) -> dict:
+    """Resolve the "auto" memory settings on CUDA from the estimator and the free VRAM; explicit ones win."""
+    import torch
+
+    chosen = {"offload": speed.offload, "vae_tiling": speed.vae_tiling, "weights": speed.weights}
+    if "auto" not in chosen.values() or film is None:
+        return {k: (v if v != "auto" else {"offload": "none", "vae_tiling": False, "weights": "bf16"}[k])
+                for k, v in chosen.items()}
+    from engine.estimate import GPU, estimate_shot, folder_model_config
+    from engine.plan import build_plan
+
+    free, total = torch.cuda.mem_get_info(components.device)
+    gpu = GPU("local", torch.cuda.get_device_name(components.device), 100.0, 50.0, total / 2**30, 1000.0)
+    model = folder_model_config(film.model.path, film.model.family.name, film.max_sequence_length)
+    biggest = max(build_plan(film).jobs, key=lambda j: j.frames * j.width * j.height)
+    shot = estimate_shot(model, gpu, biggest.width, biggest.height, biggest.frames, biggest.steps, biggest.guidance)
+    auto = choose_memory(shot.memory, free * 0.95, shot.memory["transformer weights"] / 2)
+    return {k: (auto[k] if v == "auto" else v) for k, v in chosen.items()} | {"why": auto["why"]}
+
+
+def apply_load_time(components, speed: SpeedConfig, film=None) -> dict:
     """Speed-ups applied once after loading; returns what was applied (for manifests and logs)."""
     from kernels.attention import apply_backend, select_backend
 
@@ -77,9 +120,21 @@ def apply_load_time(components, speed: SpeedConfig) -> dict:
     applied["attention"] = name
     if passed:
         applied["attention_passed_over"] = passed
-    if speed.offload != "none":
-        applied["offload"] = apply_offload(components, speed.offload)
-    if speed.vae_tiling:
+    memory = plan_memory(components, speed, film) if components.device.type == "cuda" else \
+        {"offload": "none" if speed.offload == "auto" else speed.offload, "vae_tiling": speed.vae_tiling is True,
+         "weights": "bf16" if speed.weights == "auto" else speed.weights}
+    if memory.get("why"):
+        applied["memory_plan"] = memory["why"]
+    if components.device.type != "cuda" and speed.weights not in ("auto", "bf16"):
+        applied["weights"] = f"fp32 ({speed.weights} storage applies on CUDA only)"
+    if memory["weights"] == "fp8" and components.device.type == "cuda":
+        import torch
+
+        tr.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+        applied["weights"] = "fp8 (layerwise casting)"
+    if memory["offload"] != "none":
+        applied["offload"] = apply_offload(components, memory["offload"])
+    if memory["vae_tiling"]:
         components.vae.enable_tiling()
         applied["vae_tiling"] = True
     if speed.fused_kernels != "off":

@@ -43,7 +43,7 @@ def _parse_shots(shots: str | None) -> list[str] | None:
 
 def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, quiet: bool,
             batch_size: int, model: str | None = None, characters: Path | None = None, preview: bool = False,
-            speed: dict | None = None):
+            speed: dict | None = None, cluster: str | None = None, workers: int | None = None):
     from engine.characters import LoraError
     from engine.progress import RenderProgress
     from engine.runtime import DeviceError, Engine
@@ -65,6 +65,8 @@ def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, 
             _fail(str(err))
         progress.say(f"{film.title}: {len(plan.jobs)} shot(s), {film.width}x{film.height}, {film.fps} fps, "
                      f"model {film.model.name}, device {engine.device}")
+        if cluster:
+            return film, _render_cluster(plan, out, force, cluster, workers, progress)
         try:  # model, LoRAs, upscaler, audio: every input error surfaces here, before a file is written
             engine.prepare(plan)
         except (LoraError, ValueError) as err:
@@ -76,6 +78,17 @@ def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, 
         except OSError as err:
             _fail(f"could not write to {out}: {err}", code=1)
     return film, result
+
+
+def _render_cluster(plan, out: Path, force: bool, address: str, workers: int | None, progress):
+    from engine.cluster import ClusterError, WorkerInputError, render_on_cluster
+
+    try:
+        return render_on_cluster(plan, out, address=address, workers=workers, force=force, progress=progress)
+    except (WorkerInputError, ValueError) as err:
+        _fail(str(err))
+    except ClusterError as err:
+        _fail(str(err), code=1)
 
 
 def _with_speed(film, flags: dict):
@@ -112,14 +125,20 @@ def render(
     attention: str = typer.Option(None, "--attention", help=ATTENTION_HELP),
     compile_: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the transformer."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
-    offload: str = typer.Option(None, "--offload", help="none, model or group (CUDA memory saver)."),
-    vae_tiling: bool = typer.Option(None, "--vae-tiling/--no-vae-tiling", help="Tiled VAE decode (CUDA)."),
+    offload: str = typer.Option(None, "--offload", help="auto, none, model or group (CUDA memory savers; auto picks "
+                                "from the estimator and the free VRAM)."),
+    vae_tiling: bool = typer.Option(None, "--vae-tiling/--no-vae-tiling", help="Tiled VAE decode (default auto)."),
+    weights: str = typer.Option(None, "--weights", help="auto, bf16, fp16 or fp8 transformer weights on CUDA."),
+    cluster: str = typer.Option(None, "--cluster", help="Render on Ray: local (this machine), auto (a running "
+                                "cluster) or ray://HOST:PORT. Needs pip install 'reel[cluster]'."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Ray workers (default: one per GPU, else per CPU)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
     """Render a film spec: one clip per shot in OUT/shots/, the assembled OUT/film.mp4, and manifests."""
     speed = {"step_cache": step_cache, "cfg_skip_last": cfg_skip_last, "attention": attention, "compile": compile_,
-             "threads": threads, "offload": offload, "vae_tiling": vae_tiling}
-    _film, result = _render(spec, out, force, shots, device, quiet, batch_size, model, characters, preview, speed)
+             "threads": threads, "offload": offload, "vae_tiling": vae_tiling, "weights": weights}
+    _film, result = _render(spec, out, force, shots, device, quiet, batch_size, model, characters, preview, speed,
+                            cluster, workers)
     if not quiet:
         rendered = sum(s.status == "rendered" for s in result.shots)
         typer.echo(f"done: {rendered} rendered, {len(result.shots) - rendered} reused; "
@@ -306,6 +325,24 @@ def models(search: list[Path] = typer.Option(None, "--search", help="More folder
     from engine.doctor import models_report
 
     typer.echo(models_report(search or []))
+
+
+@app.command()
+def estimate(
+    spec: Path = typer.Argument(..., help="The film spec (TOML)."),
+    gpu: str = typer.Option(..., "--gpu", help="h100, h200, a100, l40s or 4090."),
+    model_config: str = typer.Option(None, "--model-config", help="Estimate a shipped model config instead of the "
+                                     "spec's folder (e.g. wan2.1-t2v-14b), before downloading it."),
+) -> None:
+    """Predict time per shot and per film and peak VRAM on a GPU, from FLOPs counted on the meta device."""
+    from engine.estimate import estimate_film, format_estimate
+
+    try:
+        film = load_film(spec)
+        result = estimate_film(film, gpu, model_config=model_config)
+    except (SpecError, ModelError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(format_estimate(result))
 
 
 @app.command("import-model")

@@ -89,8 +89,9 @@ class FilmEstimate:
     gpu: GPU
     shots: tuple[ShotEstimate, ...]
     memory: dict  # of the shot with the highest peak
-    recommendations: list[str]
+    recommendations: list[str]  # what to turn on so that the peak fits; empty when it fits as is
     assumptions: list[str] = field(default_factory=list)
+    mfu: float = MFU  # the efficiency factor the times assume
 
     @property
     def seconds(self) -> float:
@@ -107,7 +108,7 @@ def load_gpus() -> dict[str, GPU]:
 
 def gpu_spec(name: str) -> GPU:
     gpus = load_gpus()
-    key = name.strip().lower().removeprefix("rtx").strip().removeprefix("nvidia").strip()
+    key = "".join(name.lower().replace("nvidia", "").replace("geforce", "").replace("rtx", "").split())
     if key not in gpus:
         raise ValueError(f"unknown GPU {name!r}; known GPUs: {', '.join(gpus)} (add one to {CONFIG_DIR / 'gpus.json'})")
     return gpus[key]
@@ -171,7 +172,7 @@ def latent_dims(vae: dict, width: int, height: int, frames: int) -> tuple[int, i
     return (frames - 1) // t + 1, height // s, width // s
 
 
-def _tokens(family: str, cfg: dict, latent: tuple[int, int, int]) -> int:
+def _tokens(cfg: dict, latent: tuple[int, int, int]) -> int:
     f, h, w = latent
     p = cfg.get("patch_size", 1)
     ps, pt = (p[1], p[0]) if isinstance(p, (list, tuple)) else (p, cfg.get("patch_size_t") or 1)
@@ -212,7 +213,7 @@ def estimate_step(transformer_config: dict, family: str, width: int, height: int
         raise ValueError(f"{entry['_class_name']} cannot run at {width}x{height}, {frames} frames (latent {latent}): "
                          f"{err} — check the size against the model (e.g. its rope_max_seq_len) or the config"
                          ) from err
-    return StepEstimate(family, latent, _tokens(family, entry["config"], latent), batch, cfg, cost.flops,
+    return StepEstimate(family, latent, _tokens(entry["config"], latent), batch, cfg, cost.flops,
                         cost.params, cost.peak_bytes)
 
 
@@ -260,15 +261,15 @@ def recommendations(mem: dict, gpu: GPU) -> list[str]:
     peak = mem["peak"]
     if peak <= cap:
         return []
+    head = f"does not fit in {gpu.memory_gb:g} GB (peak {_gb(peak)}, {_gb(cap)} usable)"
     plans = [("", False), ("", True), ("model", False), ("model", True), ("group", False), ("group", True)]
     for offload, tiled in plans:
         key = "peak" + (f", offload {offload}" if offload else "") + (", tiled VAE" if tiled else "")
         if mem[key] <= cap:
             break
     else:
-        return [f"does not fit in {gpu.memory_gb:g} GB (peak {_gb(peak)}) even with group offload and VAE tiling "
-                f"({_gb(mem['peak, offload group, tiled VAE'])}): use fewer frames, a lower resolution, or a GPU "
-                "with more memory"]
+        return [f"{head} even with group offload and VAE tiling ({_gb(mem['peak, offload group, tiled VAE'])}): "
+                "use fewer frames, a lower resolution, or a GPU with more memory"]
     parts = []
     if offload == "model":
         parts.append(f"use --offload model (peak {_gb(mem[key])})")
@@ -279,7 +280,7 @@ def recommendations(mem: dict, gpu: GPU) -> list[str]:
     if tiled:
         parts.append(f"enable VAE tiling for the decode (--vae-tiling: {_gb(mem['VAE decode, tiled'])} instead of "
                      f"{_gb(mem['VAE decode'])})")
-    return [f"does not fit in {gpu.memory_gb:g} GB (peak {_gb(peak)}): " + "; ".join(parts)]
+    return [f"{head}: " + "; ".join(parts)]
 
 
 def _gb(nbytes: float) -> str:

@@ -1,6 +1,6 @@
 """Measure a diffusers model's cost on the meta device: FLOPs and peak live activation bytes, no weights.
 
-    cost = measure_transformer(entry, "wan", latent=(16, 21, 60, 104), batch=2, text_len=512)
+    cost = measure_transformer(entry, "wan", latent=(21, 60, 104), batch=2, text_len=512)  # (F', H', W')
     cost.flops, cost.peak_bytes, cost.params
 
 The model is built from its config under `torch.device("meta")` (shapes only, no memory, no data), then

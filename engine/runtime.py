@@ -165,7 +165,7 @@ class Engine:
             family = importlib.import_module(model.family.module)
             self.progress.say(f"loading {model.name} ({model.family.name}) on {self.device} ...")
             comps = family.load(model.path, self.device, self.dtype)
-            self.applied[key] = apply_load_time(comps, self.speed)
+            self.applied[key] = apply_load_time(comps, self.speed, getattr(self, "_film", None))
             self._models[key] = (family, comps)
         return self._models[key]
 
@@ -204,13 +204,9 @@ class Engine:
         """The adapter's name inside peft: its character name plus its file hash (unique per file)."""
         return f"{adapter.replace('@', '_')}_{self.file_hash(path).split(':')[1][:8]}"
 
-    def prepare(self, plan: RenderPlan) -> None:
-        """Load and check everything the plan needs (model, LoRAs, upscaler, audio) before any output
-        is written; raises LoraError, UpscaleError, MediaError or TimelineError naming the file."""
+    def check_inputs(self, plan: RenderPlan) -> None:
+        """The checks that need no model: every audio file decodes and its placement fits the film."""
         film = plan.film
-        if not self._models:  # load-time speed-ups follow the first film's [speed] table
-            self.speed = film.speed
-            apply_threads(film.speed)
         for track in film.audio:
             if track.path not in self._audio_durations:
                 self._audio_durations[track.path] = check_audio(track.path)
@@ -218,6 +214,18 @@ class Engine:
             clips = place_clips([(s.id, Path(s.id), resolve_job(film, i).frames, s.transition_frames)
                                  for i, s in enumerate(film.shots)])
             place_audio(film.audio, clips, film.fps, self._audio_durations)
+
+    def prepare(self, plan: RenderPlan) -> None:
+        """Load and check everything the plan needs (model, LoRAs, upscaler, audio) before any output
+        is written; raises LoraError, UpscaleError, MediaError or TimelineError naming the file."""
+        film = plan.film
+        self._film, self._film_characters = film, film.characters
+        if not self._models:  # load-time speed-ups follow the first film's [speed] table
+            self.speed = film.speed
+            apply_threads(film.speed)
+            if self.device.type == "cuda" and film.speed.weights == "fp16":
+                self.dtype = torch.float16
+        self.check_inputs(plan)
         if film.upscale and film.upscale not in self._upscalers:
             from engine.post.upscale import load_upscaler
 

@@ -128,3 +128,34 @@ def test_compiled_transformer_matches_eager(write_spec):
     compiled = trajectory(spec, engine=engine)
     assert engine.applied[str(plan.film.model.path)]["compile"] is True
     assert float((compiled - eager).abs().max()) < 1e-4
+
+
+def test_memory_plan_picks_the_first_that_fits():
+    from engine.accel import choose_memory
+
+    gb = 2**30
+    mem = {"peak": 40 * gb, "peak, tiled VAE": 30 * gb, "peak, offload model": 20 * gb,
+           "peak, offload model, tiled VAE": 18 * gb, "peak, offload group": 6 * gb, "peak, offload group, tiled VAE": 3 * gb,
+           "transformer weights": 16 * gb}
+    fits = choose_memory(mem, 48 * gb, 8 * gb)
+    assert (fits["offload"], fits["vae_tiling"], fits["weights"]) == ("none", False, "bf16")
+    tiled = choose_memory(mem, 32 * gb, 8 * gb)
+    assert (tiled["offload"], tiled["vae_tiling"], tiled["weights"]) == ("none", True, "bf16")
+    fp8 = choose_memory(mem, 24 * gb, 8 * gb)
+    assert (fp8["offload"], fp8["vae_tiling"], fp8["weights"]) == ("none", True, "fp8")
+    model = choose_memory(mem, 19 * gb, 8 * gb)
+    assert (model["offload"], model["vae_tiling"]) == ("model", True)
+    group = choose_memory(mem, 8 * gb, 8 * gb)
+    assert group["offload"] == "group" and "fits" in group["why"]
+    assert "expect out-of-memory" in choose_memory(mem, 1 * gb, 8 * gb)["why"]
+
+
+def test_explicit_memory_settings_on_cpu_are_recorded(write_spec, tmp_path):
+    import json
+
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["render", str(write_spec(FILM.replace("{speed}", "weights = \"fp8\""))),
+                                 "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    speed = json.loads((out / "shots" / "a.json").read_text())["speed"]
+    assert "CUDA only" in speed["weights"]

@@ -1,0 +1,209 @@
+"""The render farm: batches of shots as Ray work, one actor per GPU (or per CPU slot), the film
+assembled by the driver.
+
+    reel render film.toml --cluster local --workers 2          # a Ray instance on this machine
+    reel render film.toml --cluster auto                        # join a running cluster (ray start ...)
+    reel render film.toml --cluster ray://head:10001            # Ray client to a remote head
+
+Each actor loads the model once and renders many batches into its own scratch folder; the clips and
+manifests come back to the driver as bytes and are written into the render store atomically, so no
+shared storage is needed (model folders and LoRA files must exist at the same paths on every node).
+A worker that dies mid-batch is replaced and its batch rendered again; batches with the same adapter set
+go to the worker that last used that set, to spare LoRA switches.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.plan import RenderPlan, ShotJob
+from engine.runtime import Engine, FilmResult, ShotResult
+from engine.store import RenderStore, atomic_path
+
+MAX_TRIES = 3
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot be used or a batch failed on every try; the message says what to do."""
+
+
+class WorkerInputError(ValueError):
+    """A worker rejected an input (a LoRA, an upscaler, ...) before rendering; nothing was written."""
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError("--cluster needs Ray, an optional extra: pip install 'reel[cluster]' (or pip install ray)") \
+            from None
+    return ray
+
+
+def connect(address: str, workers: int | None) -> tuple[object, bool]:
+    """Start or join Ray; returns (ray, whether we started it and must shut it down)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray, False
+    if address == "local":
+        ray.init(num_cpus=max(1, workers or os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+        return ray, True
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except Exception as err:  # connection errors come in many types
+        raise ClusterError(f"--cluster {address}: cannot connect to Ray ({err}); start it with `ray start --head` "
+                           "on the head node and `ray start --address HEAD:6379` on the others") from None
+    return ray, True
+
+
+class ShotWorker:
+    """One Ray actor: an Engine on its GPU (or CPU slot) that renders batches and returns the files."""
+
+    def __init__(self, threads: int | None = None):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.engine = Engine("cuda" if torch.cuda.is_available() else "cpu")
+        self.scratch = Path(tempfile.mkdtemp(prefix="reel-worker-"))
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def render(self, plan: RenderPlan, jobs: tuple[ShotJob, ...]) -> list[dict]:
+        engine = self.engine
+        engine._film, engine._film_characters = plan.film, plan.film.characters
+        engine.prepare(RenderPlan(plan.film, jobs, (jobs,), plan.preview))
+        store = RenderStore(self.scratch / "store", ext=_ext(plan))
+        store.prepare()
+        whash = engine.weights_hash(plan.film.model)
+        lhash = {p: engine.file_hash(p) for j in jobs for _, p, _ in j.adapters}
+        results = engine.render_batch(plan.film.model, jobs, store, whash, lhash)
+        files = []
+        for r in results:
+            files.append({"shot_id": r.shot_id, "video": r.video.read_bytes(), "manifest": r.manifest.read_bytes(),
+                          "timings": r.timings, "device": str(engine.device)})
+            r.video.unlink()
+            r.manifest.unlink()
+        return files
+
+
+def _ext(plan: RenderPlan) -> str:
+    from engine.post.encode import get_codec
+
+    return get_codec(plan.film.codec).ext
+
+
+@dataclass
+class Event:
+    kind: str  # "started" | "finished" | "replaced" | "reused"
+    batch: tuple[str, ...]
+    worker: int  # actor index
+    pid: int | None = None
+    detail: str = ""
+
+
+def render_on_cluster(plan: RenderPlan, out_dir: Path, address: str = "local", workers: int | None = None,
+                      force: bool = False, progress=None, on_event: Callable[[Event], None] | None = None) -> FilmResult:
+    """Render the plan's batches on Ray actors, write results into the store, assemble the film."""
+    ray, started = connect(address, workers)
+    try:
+        return _render(ray, plan, Path(out_dir), workers, force, progress, on_event or (lambda e: None))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _render(ray, plan, out_dir, workers, force, progress, emit) -> FilmResult:
+    from engine.progress import RenderProgress
+
+    progress = progress or RenderProgress(quiet=True)
+    driver = Engine("cpu", progress=progress)  # bookkeeping only: fingerprints, audio checks, assembly
+    film = plan.film
+    driver._film, driver._film_characters = film, film.characters
+    driver.check_inputs(plan)
+    store = RenderStore(out_dir / "preview" if plan.preview else out_dir, ext=_ext(plan))
+    results: dict[str, ShotResult] = {}
+    queue: list[tuple[ShotJob, ...]] = []
+    for batch in plan.batches:
+        todo = [j for j in batch if force or store.finished_shot(j.shot_id, driver.fingerprint(j)) is None]
+        for j in batch:
+            if j not in todo:
+                results[j.shot_id] = ShotResult(j.shot_id, store.shot_video(j.shot_id), store.shot_manifest(j.shot_id),
+                                                "reused")
+                emit(Event("reused", (j.shot_id,), -1))
+        if todo:
+            queue.append(tuple(todo))
+    progress.film(len(plan.jobs))
+    for _ in results:
+        progress.shot_done("")
+    # 1. actors: one per GPU, else one per CPU slot
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    count = workers or max(1, gpus or int(ray.cluster_resources().get("CPU", 1)))
+    count = max(1, min(count, len(queue) or 1))
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // count)
+    actor_cls = ray.remote(num_gpus=1)(ShotWorker) if gpus else ray.remote(num_cpus=cpus)(ShotWorker)
+    actors = [actor_cls.remote(None if gpus else cpus) for _ in range(count)]
+    last_set: dict[int, tuple] = {}
+    tries: dict[tuple[str, ...], int] = {}
+    running: dict[object, tuple[int, tuple[ShotJob, ...]]] = {}
+
+    def dispatch(idx: int) -> None:
+        if not queue:
+            return
+        # adapter affinity: the batch with this worker's last adapter set, else the first in order
+        pick = next((b for b in queue if b[0].batch_key.adapters == last_set.get(idx)), queue[0])
+        queue.remove(pick)
+        last_set[idx] = pick[0].batch_key.adapters
+        ids = tuple(j.shot_id for j in pick)
+        tries[ids] = tries.get(ids, 0) + 1
+        pid = ray.get(actors[idx].pid.remote())
+        running[actors[idx].render.remote(plan, pick)] = (idx, pick)
+        emit(Event("started", ids, idx, pid))
+
+    for idx in range(len(actors)):
+        dispatch(idx)
+    # 2. collect, replace dead workers, keep every worker busy
+    while running:
+        done, _ = ray.wait(list(running), num_returns=1)
+        ref = done[0]
+        idx, batch = running.pop(ref)
+        ids = tuple(j.shot_id for j in batch)
+        try:
+            files = ray.get(ref)
+        except ray.exceptions.RayActorError as err:
+            if tries[ids] >= MAX_TRIES:
+                raise ClusterError(f"shots {', '.join(ids)} failed on {MAX_TRIES} workers; last: {err}") from None
+            actors[idx] = actor_cls.remote(None if gpus else cpus)
+            last_set.pop(idx, None)
+            queue.insert(0, batch)
+            emit(Event("replaced", ids, idx, detail=type(err).__name__))
+            dispatch(idx)
+            continue
+        except ray.exceptions.RayTaskError as err:
+            cause = getattr(err, "cause", None)
+            if isinstance(cause, ValueError):  # an input a worker refused (LoRA, upscaler, ...): exit 2
+                raise WorkerInputError(str(cause)) from None
+            raise ClusterError(f"shots {', '.join(ids)} failed: {cause or err}") from None
+        if not store.shots_dir.is_dir():
+            store.prepare()  # the output folder appears with the first finished shot
+        for f in files:  # clip first, then its manifest: a clip without a manifest is rendered again
+            for name, data in ((store.shot_video(f["shot_id"]), f["video"]),
+                               (store.shot_manifest(f["shot_id"]), f["manifest"])):
+                with atomic_path(name) as tmp:
+                    tmp.write_bytes(data)
+            results[f["shot_id"]] = ShotResult(f["shot_id"], store.shot_video(f["shot_id"]),
+                                               store.shot_manifest(f["shot_id"]), "rendered", f["timings"])
+            progress.shot_done(f"shot {f['shot_id']}: rendered on worker {idx} ({f['device']}), "
+                               f"{f['timings']['total_s']:.2f} s")
+        emit(Event("finished", ids, idx))
+        dispatch(idx)
+    for actor in actors:
+        ray.kill(actor)
+    ordered = tuple(results[j.shot_id] for j in plan.jobs)
+    return driver._assemble(plan, store, driver.weights_hash(film.model), ordered, force)
+
