@@ -10,7 +10,11 @@ Exit codes: 0 done, 2 bad input (spec, flags, model folder; nothing written), 1 
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import typer
@@ -32,6 +36,10 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _parse_shots(shots: str | None) -> list[str] | None:
     if shots is None:
         return None
@@ -45,8 +53,10 @@ def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, 
             batch_size: int, model: str | None = None, characters: Path | None = None, preview: bool = False,
             speed: dict | None = None, cluster: str | None = None, workers: int | None = None):
     from engine.characters import LoraError
+    from engine.post.encode import EncodeError
     from engine.progress import RenderProgress
-    from engine.runtime import DeviceError, Engine
+    from engine.runtime import DeviceError, Engine, OutOfMemory
+    from engine.store import BusyError
 
     # 1. everything that can be checked before a file is written
     try:
@@ -57,7 +67,12 @@ def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, 
         _fail(str(err))
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} exists and is not a folder — choose another output folder")
-    # 2. render
+    parent = next(p for p in (out, *out.resolve().parents) if p.exists())
+    if not os.access(parent, os.W_OK | os.X_OK):
+        _fail(f"--out {out}: {parent} is not writable — choose a folder you can write to")
+    # 2. render (SIGTERM cleans up like Ctrl-C: temporary files removed, finished shots kept)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     with RenderProgress(quiet=quiet) as progress:
         try:
             engine = Engine(device=device, progress=progress)
@@ -75,8 +90,15 @@ def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, 
             result = engine.render(plan, out, force=force)
         except KeyboardInterrupt:
             _fail("interrupted; finished shots are kept and reused by the next run", code=130)
-        except OSError as err:
+        except BusyError as err:
+            _fail(str(err))
+        except (OSError, EncodeError) as err:
+            if "No space left" in str(err) or getattr(err, "errno", None) == errno.ENOSPC:
+                _fail(f"no space left on the device of {out}: free some space and run the same command again — "
+                      "finished shots are kept and reused", code=1)
             _fail(f"could not write to {out}: {err}", code=1)
+        except OutOfMemory as err:
+            _fail(str(err), code=1)
     return film, result
 
 
@@ -367,6 +389,28 @@ def doctor() -> None:
     from engine.doctor import doctor_report
 
     typer.echo(doctor_report())
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; any non-loopback one needs a token."),
+    port: int = typer.Option(8188, "--port", help="TCP port (0: any free port, printed at start)."),
+    token: str = typer.Option(None, "--token", envvar="REEL_TOKEN", help="Bearer token every API call must send."),
+    root: list[Path] = typer.Option(None, "--root", help="A folder specs may name files in (repeatable); relative "
+                                    "paths in a spec start at the first."),
+    data: Path = typer.Option(Path("reel-server"), "--data", help="Queue database and job outputs."),
+    device: list[str] = typer.Option(None, "--device", help="A device to render on, one worker each (repeatable; "
+                                     "default auto)."),
+    max_body: int = typer.Option(1 << 20, "--max-body", help="Largest spec accepted, in bytes."),
+) -> None:
+    """Serve a render queue over HTTP: JSON API, live progress (SSE) and a web page at http://HOST:PORT/."""
+    from engine.serve import ServeConfig, ServeError, serve as run_server
+
+    try:
+        run_server(ServeConfig(host=host, port=port, token=token or None, roots=tuple(root or ()), data=data,
+                               devices=tuple(device or ("auto",)), max_body=max_body))
+    except ServeError as err:
+        _fail(str(err))
 
 
 @app.command()

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.accel import SpeedConfig, apply_load_time, apply_threads, step_cache_session
+from engine.accel import SpeedConfig, apply_load_time, apply_offload, apply_threads, step_cache_session
 from engine.characters import AdapterBank, LoraError
 from engine.embed_cache import EmbedCache, encoder_hash
 from engine.hashing import weights_hash
+from engine.weights_check import WeightsError, check_weight_files
 from engine.plan import RenderPlan, ShotJob, preview_job, resolve_job
 from engine.post.assemble import assemble
 from engine.post.export import export_timeline
@@ -78,6 +79,10 @@ def film_jobs(plan: RenderPlan) -> list[ShotJob]:
 
 class DeviceError(ValueError):
     """A device that cannot be used here."""
+
+
+class OutOfMemory(RuntimeError):
+    """A shot that does not fit in memory after every retry; the message says what to change."""
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -155,6 +160,8 @@ class Engine:
         self._upscalers: dict[str, object] = {}  # spec value -> loaded Upscaler
         self.speed = SpeedConfig()  # load-time speed-ups for models loaded from now on
         self.on_frames = None  # optional callback(shot_id, (f, H, W, 3) uint8) for every decoded chunk
+        self.fault_hook = None  # optional callback(jobs) at the start of every batch (failure injection in tests)
+        self._memory_savers = False
         self.applied: dict[str, dict] = {}  # model path -> speed-ups applied at load
         self.embed_cache = EmbedCache()
 
@@ -164,7 +171,13 @@ class Engine:
         if key not in self._models:
             family = importlib.import_module(model.family.module)
             self.progress.say(f"loading {model.name} ({model.family.name}) on {self.device} ...")
-            comps = family.load(model.path, self.device, self.dtype)
+            single = model.defaults.get("transformer_file")
+            check_weight_files(model.path, [Path(single)] if single else [])
+            try:
+                comps = family.load(model.path, self.device, self.dtype)
+            except (OSError, ValueError, RuntimeError) as err:
+                raise WeightsError(f"{model.path}: the model could not be loaded ({type(err).__name__}: "
+                                   f"{str(err)[:300]}) — check the folder is complete (re-download it)") from None
             self.applied[key] = apply_load_time(comps, self.speed, getattr(self, "_film", None))
             self._models[key] = (family, comps)
         return self._models[key]
@@ -271,6 +284,11 @@ class Engine:
         self.prepare(plan)
         root = Path(out_dir) / "preview" if plan.preview else Path(out_dir)
         store = RenderStore(root, ext=get_codec(film.codec).ext)
+        with store.locked():
+            return self._render_locked(plan, store, force)
+
+    def _render_locked(self, plan: RenderPlan, store: RenderStore, force: bool) -> FilmResult:
+        film = plan.film
         store.prepare()
         whash = self.weights_hash(film.model)
         lhash = self.lora_hashes(plan)
@@ -287,14 +305,46 @@ class Engine:
                 else:
                     todo.append(job)
             if todo:
-                for r in self.render_batch(film.model, tuple(todo), store, whash, lhash):
+                for r in self.render_resilient(film.model, tuple(todo), store, whash, lhash):
                     results[r.shot_id] = r
         ordered = tuple(results[j.shot_id] for j in plan.jobs)
         return self._assemble(plan, store, whash, ordered, force)
 
+    def render_resilient(self, model: ModelInfo, jobs: tuple[ShotJob, ...], store: RenderStore, whash: str,
+                         lhash: dict[str, str]) -> list[ShotResult]:
+        """render_batch, and on out-of-memory: halve the batch; for a single shot turn on group offload and
+        VAE tiling once; then give up with advice."""
+        try:
+            return self.render_batch(model, jobs, store, whash, lhash)
+        except torch.OutOfMemoryError:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(jobs) > 1:
+                half = len(jobs) // 2
+                self.progress.say(f"out of memory with {len(jobs)} shots in a batch: retrying as {half} + "
+                                  f"{len(jobs) - half}")
+                return (self.render_resilient(model, jobs[:half], store, whash, lhash)
+                        + self.render_resilient(model, jobs[half:], store, whash, lhash))
+            if not self._memory_savers:
+                self.progress.say(f"out of memory on shot {jobs[0].shot_id}: retrying with group offload and VAE tiling")
+                self.enable_memory_savers(model)
+                return self.render_resilient(model, jobs, store, whash, lhash)
+            raise OutOfMemory(f"shot {jobs[0].shot_id} ({jobs[0].width}x{jobs[0].height}, {jobs[0].frames} frames) does "
+                              "not fit in memory even alone, with group offload and VAE tiling — lower the resolution "
+                              "or frame count (`reel estimate film.toml --gpu NAME` shows the peak), or use a GPU "
+                              "with more memory; finished shots are kept") from None
+
+    def enable_memory_savers(self, model: ModelInfo) -> None:
+        _, comps = self.load(model)
+        self.applied.setdefault(str(model.path), {})["after_oom"] = apply_offload(comps, "group")
+        comps.vae.enable_tiling()
+        self._memory_savers = True
+
     def render_batch(self, model: ModelInfo, jobs: tuple[ShotJob, ...], store: RenderStore,
                      whash: str, lhash: dict[str, str]) -> list[ShotResult]:
         """Render shots that share a BatchKey in one transformer batch; write clips and manifests."""
+        if self.fault_hook is not None:  # tests inject failures (e.g. out-of-memory) here
+            self.fault_hook(jobs)
         family, comps = self.load(model)
         first = jobs[0]
         ids = tuple(j.shot_id for j in jobs)

@@ -59,8 +59,38 @@ def read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+class BusyError(RuntimeError):
+    """Another reel process is writing to the same output folder."""
+
+
 class RenderStore:
     """Paths and resume decisions for one output folder."""
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold OUT/.reel.lock (an flock, released when the process dies) while writing to the folder."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".reel.lock"
+        fh = open(path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            fh.close()
+            raise BusyError(f"{self.root} is in use by another reel process (pid {holder}) — wait for it to finish "
+                            "or render into another --out folder") from None
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
 
     def __init__(self, root: str | Path, ext: str = ".mp4"):
         self.root = Path(root)

@@ -1,0 +1,187 @@
+"""Who may use the server, and which files a submitted spec may name. Imports no torch.
+
+    check_bind("0.0.0.0", token=None)            # BindError: a token is required off loopback
+    roots = Roots([Path("~/models"), Path("~/films")])
+    problems = spec_path_problems(data, base, roots)   # the parsed TOML/JSON, before reel reads any file
+    problems = film_path_problems(film, roots)         # the validated Film (library characters, symlinks)
+
+Rules:
+- The server binds to loopback by default. Any other address needs a token (--token or REEL_TOKEN); with
+  a token every /api request must carry `Authorization: Bearer TOKEN` (or the cookie POST /api/session sets).
+- Without a token, /api requests must name a loopback host in their Host header (a web page on another
+  site cannot reach the server through DNS rebinding), and state-changing requests whose Origin is another
+  site are refused (no cross-site form posts).
+- Every file or folder a spec names (model folder, LoRA files, images, audio, upscaler model, preview LoRA,
+  character library) must resolve under a root: no absolute paths elsewhere, no `..` escapes, no symlink
+  leading out. Built-in names (model "shapes", upscaler "x2", ...) name no file.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+TOKEN_COOKIE = "reel_token"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+class BindError(ValueError):
+    """The server may not listen where it was asked to (the message says what to add)."""
+
+
+class ApiError(Exception):
+    """An HTTP error with the CLI's messages: `problems` is [(field, message), ...]."""
+
+    def __init__(self, status: int, message: str, problems: list[tuple[str, str]] | None = None,
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+        self.problems = problems if problems is not None else [("", message)]
+
+    def body(self) -> dict:
+        return {"error": self.message, "problems": [{"field": f, "message": m} for f, m in self.problems]}
+
+
+# ---- binding and tokens ------------------------------------------------------------------------------
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another host name: it may resolve anywhere
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to listen on a non-loopback address without a token."""
+    if not is_loopback(host) and not token:
+        raise BindError(f"--host {host} is not a loopback address: anyone who can reach it could render on this "
+                        "machine — set a token with --token TOKEN or REEL_TOKEN=TOKEN (clients then send "
+                        "'Authorization: Bearer TOKEN'), or bind to 127.0.0.1")
+
+
+def request_token(headers, cookies) -> str | None:
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return cookies.get(TOKEN_COOKIE)
+
+
+def token_matches(given: str | None, token: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+def check_request(method: str, headers, cookies, token: str | None, bind_host: str) -> None:
+    """The guard of every /api route: the token, or (without one) a loopback Host and a same-site Origin."""
+    if token:
+        if not token_matches(request_token(headers, cookies), token):
+            raise ApiError(401, "missing or wrong token — send 'Authorization: Bearer TOKEN' with the server's "
+                                "--token / REEL_TOKEN", headers={"WWW-Authenticate": "Bearer"})
+        return
+    host = headers.get("host", "")
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:host.find("]")]
+    if name not in (*LOOPBACK_NAMES, bind_host.strip("[]")):
+        raise ApiError(403, f"Host {host!r} is not this server's loopback address (requests through other names "
+                            "are refused without a token) — use http://127.0.0.1:PORT/ or start with --token")
+    origin = headers.get("origin")
+    if method not in SAFE_METHODS and origin and origin.split("://", 1)[-1] != host:
+        raise ApiError(403, f"cross-site request from {origin} refused — submit from the server's own page or a "
+                            "client that sends no Origin header")
+
+
+# ---- files under roots -------------------------------------------------------------------------------
+class Roots:
+    """The folders a submitted spec may reach (each resolved once, symlinks included)."""
+
+    def __init__(self, folders):
+        self.folders = tuple(Path(os.path.realpath(Path(f).expanduser())) for f in folders)
+
+    def __bool__(self) -> bool:
+        return bool(self.folders)
+
+    def __str__(self) -> str:
+        return ", ".join(map(str, self.folders)) or "none"
+
+    def inside(self, path: Path, extra: tuple[Path, ...] = ()) -> bool:
+        return any(path == r or path.is_relative_to(r) for r in (*self.folders, *extra))
+
+    def problem(self, field: str, value: str | Path, base: Path, extra: tuple[Path, ...] = ()) -> tuple | None:
+        """(field, message) when `value` (relative to `base`) leaves the roots, lexically or by a symlink."""
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else base / path
+        written = Path(os.path.normpath(path))  # `..` folded, symlinks not followed
+        real = Path(os.path.realpath(path))
+        shown = str(value)
+        hint = (f"the server's roots are: {self}" if self else "the server has no roots — start it with --root DIR")
+        if not self.inside(written, extra):
+            return (field, f"{shown!r} is outside the folders this server may read — {hint}; put the file under a "
+                           "root (relative paths start at the first root)")
+        if not self.inside(real, extra):
+            return (field, f"{shown!r} leads outside the folders this server may read through a symbolic link — "
+                           f"{hint}; copy the file under a root instead of linking to it")
+        return None
+
+
+def _names(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def raw_spec_paths(data: dict) -> Iterator[tuple[str, str]]:
+    """(field, value) for every file or folder a spec as written names; wrong types are left to the spec's
+    own validation. Field names follow engine.spec (`shots[1].image (shot 'b')`)."""
+    from engine.spec_post import BUILTIN_UPSCALERS
+    from models.registry import BUILTIN_MODELS
+
+    film = data.get("film") if isinstance(data.get("film"), dict) else {}
+    model = film.get("model")
+    if isinstance(model, str) and model not in BUILTIN_MODELS:
+        yield "film.model", model
+    for key in ("characters", "preview_lora"):
+        if isinstance(film.get(key), str):
+            yield f"film.{key}", film[key]
+    if isinstance(film.get("upscale"), str) and film["upscale"] not in BUILTIN_UPSCALERS:
+        yield "film.upscale", film["upscale"]
+    for i, shot in enumerate(data.get("shots") if isinstance(data.get("shots"), list) else []):
+        if isinstance(shot, dict) and isinstance(shot.get("image"), str):
+            yield f"shots[{i}].image (shot {shot.get('id')!r})", shot["image"]
+    for i, track in enumerate(data.get("audio") if isinstance(data.get("audio"), list) else []):
+        if isinstance(track, dict) and isinstance(track.get("file"), str):
+            yield f"audio[{i}].file", track["file"]
+    characters = data.get("characters") if isinstance(data.get("characters"), dict) else {}
+    for name, c in characters.items():
+        for key in ("lora", "lora_low"):
+            values = _names(c.get(key)) if isinstance(c, dict) else []
+            for j, v in enumerate(values):
+                yield f"characters.{name}.{key}" + (f"[{j}]" if isinstance(c[key], list) else ""), v
+
+
+def spec_path_problems(data: dict, base: Path, roots: Roots) -> list[tuple[str, str]]:
+    """Problems with the paths of a spec as written, checked before reel opens any of them."""
+    return [p for field, value in raw_spec_paths(data) if (p := roots.problem(field, value, base))]
+
+
+def film_path_problems(film, roots: Roots) -> list[tuple[str, str]]:
+    """Problems with the paths of a validated Film: also the LoRAs of library characters, and every path
+    as reel resolved it. Built-in models (and the preview LoRA they ship) are always allowed."""
+    from models.registry import BUILTIN_MODELS
+
+    builtin = tuple(Path(os.path.realpath(p)) for p in BUILTIN_MODELS.values())
+    base = Path(film.source).parent
+    named: list[tuple[str, Path]] = [("film.model", film.model.path)]
+    named += [(f"shots[{i}].image (shot {s.id!r})", Path(s.image)) for i, s in enumerate(film.shots) if s.image]
+    named += [(f"audio[{i}].file", t.path) for i, t in enumerate(film.audio)]
+    for name, c in film.characters.items():
+        named += [(f"characters.{name}.lora", p) for p in c.loras]
+        named += [(f"characters.{name}.lora_low", p) for p in c.loras_low]
+    if film.upscale and Path(film.upscale).is_absolute():
+        named.append(("film.upscale", Path(film.upscale)))
+    if film.preview is not None:
+        named.append(("film.preview_lora", film.preview.lora))
+    return [p for field, path in named if (p := roots.problem(field, path, base, extra=builtin))]
