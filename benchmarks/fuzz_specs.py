@@ -42,9 +42,13 @@ def table(keys, model_path: str):
 
 
 def spec_text(model_path: str):
+    good_id = st.from_regex(r"[a-z][a-z0-9_-]{0,10}", fullmatch=True)
     shot = st.one_of(table(SHOT_KEYS, model_path),
-                     st.fixed_dictionaries({"id": nasty_text, "prompt": nasty_text},
-                                           optional={"frames": numbers, "steps": st.integers(1, 4)}))
+                     st.fixed_dictionaries({"id": st.one_of(good_id, nasty_text), "prompt": nasty_text},
+                                           optional={"frames": numbers, "steps": st.integers(1, 4)}),
+                     st.fixed_dictionaries({"id": good_id, "prompt": st.text(min_size=1, max_size=30)},
+                                           optional={"frames": st.sampled_from([1, 5, 9]), "seed": st.integers(0, 9),
+                                                     "steps": st.integers(1, 3)}))
     film = st.one_of(table(FILM_KEYS, model_path),
                      st.fixed_dictionaries({"model": st.just(model_path)},
                                            optional={"steps": st.integers(1, 3), "frames": st.sampled_from([5, 9, 10]),

@@ -23,13 +23,7 @@ def build_tiny_wan(path: str | Path, seed: int = 0, text_len: int = 16, variant:
     diffusers hard-codes 512 text tokens for it), "ti2v" (Wan 2.2 TI2V: per-token timesteps, text or
     image), "a14b" (Wan 2.2 A14B: two experts split at a boundary timestep)."""
     import torch
-    from diffusers import (
-        AutoencoderKLWan,
-        UniPCMultistepScheduler,
-        WanImageToVideoPipeline,
-        WanPipeline,
-        WanTransformer3DModel,
-    )
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
     from models.wordtok import build_word_tokenizer
@@ -59,6 +53,7 @@ def build_tiny_wan(path: str | Path, seed: int = 0, text_len: int = 16, variant:
                                         num_train_timesteps=1000, flow_shift=3.0)
     parts = dict(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler)
     if variant == "i2v":
+        from diffusers import WanImageToVideoPipeline
         from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
         encoder = CLIPVisionModel(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
