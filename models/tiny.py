@@ -28,6 +28,11 @@ def build_tiny_wan(path: str | Path, seed: int = 0, text_len: int = 16, variant:
 
     from models.wordtok import build_word_tokenizer
 
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
     if variant not in ("t2v", "i2v", "ti2v", "a14b"):
         raise ValueError(f"variant {variant!r}: use t2v, i2v, ti2v or a14b")
     if variant == "i2v":
