@@ -9,13 +9,19 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)
 
-.PHONY: demo test setup clean-venv
+.PHONY: demo test setup clean-venv browser
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/reel demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# The web-page test drives Debian's chromium (Playwright never downloads a browser here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "chromium is not installed and cannot be installed here: the browser test will be skipped"; fi; }
 
 setup: $(STAMP)
 

@@ -147,7 +147,8 @@ class JobQueue:
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
-            row = db.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY priority DESC, id LIMIT 1").fetchone()
+            row = db.execute("SELECT id FROM jobs WHERE status = 'queued' "
+                             "ORDER BY priority DESC, id LIMIT 1").fetchone()
             if row is None:
                 db.execute("COMMIT")
                 return None
@@ -326,7 +327,11 @@ class Worker(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             self.wake.clear()
-            job = None if self.queue.paused() else self.queue.claim(self.device)
+            try:
+                job = None if self.queue.paused() else self.queue.claim(self.device)
+            except sqlite3.Error as err:  # e.g. the database stayed locked past the timeout: try again
+                log.error("worker %s could not read the queue: %s", self.device, err)
+                job = None
             if job is None:
                 self.wake.wait(0.5)
                 continue

@@ -29,7 +29,6 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -39,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -53,6 +52,7 @@ from engine.serve_security import (
     check_bind,
     check_request,
     film_path_problems,
+    read_body,
     spec_path_problems,
     token_matches,
 )
@@ -67,6 +67,8 @@ POLL_SECONDS = 0.25  # how often an event stream looks for changes
 SPEC_BODY = {"requestBody": {"required": True, "description": "The film spec (reel's TOML, or the same as JSON).",
                              "content": {"application/toml": {"schema": {"type": "string"}},
                                          "application/json": {"schema": {"type": "object"}}}}}
+SESSION_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "properties": {"token": {"type": "string"}}, "required": ["token"]}}}}}
 
 
 class ServeError(ValueError):
@@ -177,7 +179,7 @@ class Server:
         source = self.base / f"submitted.{fmt}"
         try:
             data = tomllib.loads(text) if fmt == "toml" else json.loads(text)
-        except ValueError as err:  # TOMLDecodeError and JSONDecodeError are ValueErrors
+        except (ValueError, RecursionError) as err:  # TOMLDecodeError and JSONDecodeError are ValueErrors
             raise spec_error(SpecError(source, [("", f"not valid {fmt.upper()}: {err}")])) from None
         if not isinstance(data, dict):
             raise spec_error(SpecError(source, [("", "a spec is a table: [film] and [[shots]]")]))
@@ -269,21 +271,6 @@ def spec_error(err) -> ApiError:
     return ApiError(400, str(err), list(err.problems))
 
 
-async def read_body(request, limit: int) -> bytes:
-    """The request body, refused with 413 past `limit` bytes (by Content-Length, or while reading)."""
-    too_big = ApiError(413, f"the spec is larger than this server's limit of {limit} bytes (--max-body)")
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise too_big
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def create_app(config: ServeConfig):
     """The FastAPI app: the page, the API, and a lifespan that starts and stops the queue's workers."""
     server = Server(config)
@@ -332,9 +319,14 @@ def create_app(config: ServeConfig):
             raise ApiError(404, f"no static file {name}")
         return FileResponse(WEB / name, media_type=STATIC[name])
 
-    @app.post("/api/session", summary="Exchange the token for a cookie (the web page's login)")
-    def session(token: str = Body(..., embed=True)):
-        if not config.token or not token_matches(token, config.token):
+    @app.post("/api/session", summary="Exchange the token for a cookie (the web page's login)",
+              openapi_extra=SESSION_BODY)
+    async def session(request: Request):
+        try:
+            token = json.loads(await read_body(request, 4096))["token"]
+        except (ValueError, TypeError, KeyError):
+            raise ApiError(400, 'send {"token": "..."} as JSON') from None
+        if not config.token or not isinstance(token, str) or not token_matches(token, config.token):
             raise ApiError(401, "wrong token" if config.token else "this server has no token to log in with")
         response = JSONResponse({"ok": True})
         response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
@@ -465,7 +457,8 @@ def create_app(config: ServeConfig):
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket (port 0: any free port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on such sockets (else ~40 ms per keep-alive reply)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))
@@ -522,7 +515,3 @@ def serving_in_thread(config: ServeConfig) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=60)
         sock.close()
-
-
-if __name__ == "__main__":  # python -m engine.serve: the defaults of `reel serve`
-    serve(ServeConfig(token=os.environ.get("REEL_TOKEN") or None))

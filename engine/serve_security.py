@@ -4,6 +4,7 @@
     roots = Roots([Path("~/models"), Path("~/films")])
     problems = spec_path_problems(data, base, roots)   # the parsed TOML/JSON, before reel reads any file
     problems = film_path_problems(film, roots)         # the validated Film (library characters, symlinks)
+    body = await read_body(request, limit)             # ApiError 413 past the size limit
 
 Rules:
 - The server binds to loopback by default. Any other address needs a token (--token or REEL_TOKEN); with
@@ -94,6 +95,21 @@ def check_request(method: str, headers, cookies, token: str | None, bind_host: s
                             "client that sends no Origin header")
 
 
+async def read_body(request, limit: int) -> bytes:
+    """The request body, refused with 413 past `limit` bytes (by Content-Length, or while reading)."""
+    too_big = ApiError(413, f"the spec is larger than this server's limit of {limit} bytes (--max-body)")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 # ---- files under roots -------------------------------------------------------------------------------
 class Roots:
     """The folders a submitted spec may reach (each resolved once, symlinks included)."""
@@ -114,6 +130,8 @@ class Roots:
         """(field, message) when `value` (relative to `base`) leaves the roots, lexically or by a symlink."""
         path = Path(value).expanduser()
         path = path if path.is_absolute() else base / path
+        if "\0" in str(path):
+            return (field, f"{str(value)!r} is not a valid path (it holds a NUL character)")
         written = Path(os.path.normpath(path))  # `..` folded, symlinks not followed
         real = Path(os.path.realpath(path))
         shown = str(value)
