@@ -21,7 +21,7 @@ from PIL import Image
 
 from benchmarks.results import write_section
 from engine.post.upscale import load_upscaler
-from scripts.train_upscaler import heldout_set, psnr
+from scripts.train_upscaler import FRAMES, heldout_set, psnr
 
 CONDITIONS = {"clean": (0.0, None), "render-like": (0.5, 23)}  # name -> (blur sigma, crf)
 TARGET_DB = 1.5
@@ -58,12 +58,16 @@ def main() -> None:
     rows, data = [], {"model": model.describe(), "conditions": {}}
     for name, (blur, crf) in CONDITIONS.items():
         hr, lr = heldout_set(args.clips, seed=2024, blur=blur, crf=crf)  # (N, 128, 128, 3), (N, 64, 64, 3)
-        scores = {"x2": psnr(model.upscale(lr), hr), "bicubic": psnr(bicubic2(lr), hr),
-                  "lanczos": psnr(lanczos.upscale(lr), hr)}
+        outs = {"x2": model.upscale(lr), "bicubic": bicubic2(lr), "lanczos": lanczos.upscale(lr)}
+        scores = {k: psnr(v, hr) for k, v in outs.items()}
         gain = scores["x2"] - scores["bicubic"]
-        data["conditions"][name] = {"blur": blur, "crf": crf, "frames": len(hr), **scores, "gain_over_bicubic": gain}
+        clip_gains = [psnr(outs["x2"][i:i + FRAMES], hr[i:i + FRAMES]) - psnr(outs["bicubic"][i:i + FRAMES], hr[i:i + FRAMES])
+                      for i in range(0, len(hr), FRAMES)]  # one per clip
+        data["conditions"][name] = {"blur": blur, "crf": crf, "frames": len(hr), **scores, "gain_over_bicubic": gain,
+                                    "clip_gains": clip_gains}
         rows.append(f"| {name} | {len(hr)} | **{scores['x2']:.2f}** | {scores['bicubic']:.2f} | "
-                    f"{scores['lanczos']:.2f} | {gain:+.2f} | {'met' if gain >= TARGET_DB else 'MISSED'} |")
+                    f"{scores['lanczos']:.2f} | {gain:+.2f} | {min(clip_gains):+.2f} | "
+                    f"{'met' if gain >= TARGET_DB else 'MISSED'} |")
         print(rows[-1], flush=True)
     # 2. speed: 64->128 (one tile) and 512->1024 (tiled), one frame at a time
     small = heldout_set(1, seed=99, blur=0.0, crf=None)[1][:8]  # (8, 64, 64, 3)
@@ -85,10 +89,11 @@ def main() -> None:
         f"Model: {d.get('architecture', d['upscaler'])} {' '.join(d.get('tags', []))}, {d.get('dtype', '')}. "
         f"Held-out shapes-world frames (HELD_OUT_PAIRS only, 128x128 HR from 64x64 LR). "
         f"Clean LR = 2x2 area downscale; render-like LR = area + blur sigma 0.5 + H.264 CRF 23. "
-        f"Mean per-frame PSNR in dB; target x2 >= bicubic + {TARGET_DB} dB.",
+        f"Mean per-frame PSNR in dB; target x2 >= bicubic + {TARGET_DB} dB; worst clip = the smallest "
+        f"gain over bicubic of any one {FRAMES}-frame clip.",
         "",
-        "| LR | frames | x2 | bicubic | Lanczos | x2 - bicubic | target |",
-        "|---|---|---|---|---|---|---|",
+        "| LR | frames | x2 | bicubic | Lanczos | x2 - bicubic | worst clip | target |",
+        "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         f"Time per frame on the CPU ({args.threads} thread{'s' if args.threads > 1 else ''}): "

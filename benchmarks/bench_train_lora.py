@@ -1,0 +1,81 @@
+"""Character LoRA acceptance on the built-in model: the orange star learned from 24 clips.
+
+    .venv/bin/python -m benchmarks.bench_train_lora [--steps 400] [--threads 2]
+
+1. 24 clips of the orange star (trigger "sks"), varied backgrounds and directions, from the shapes world.
+2. `reel train-lora` on them (time measured; target <= 15 min on this CPU).
+3. 20 new prompts "a sks moving {direction} on a {background} background", new seeds, rendered with and
+   without the LoRA and read by the judge. Targets: the character's colour and shape in >= 85 % of shots
+   with the LoRA and <= 10 % without; direction right in >= 75 % with it.
+Writes the `train_lora` section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.results import write_section
+from engine.plan import build_plan
+from engine.post.contact import read_video
+from engine.runtime import Engine
+from engine.spec import film_from_dict
+from engine.train.config import build_config
+from engine.train.lora import train_lora
+from models.shapes.judge import judge_clip
+from models.shapes.world import BACKGROUNDS, DIRECTIONS
+from scripts.world_dataset import write_dataset
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="reel-bench-lora-"))
+    write_dataset(work / "data", clips=24, seed=5, character="orange_star", trigger="sks")
+    cfg = build_config({"dataset": str(work / "data"), "base": "shapes", "trigger": "sks",
+                        "out": str(work / "sks.safetensors"), "steps": args.steps, "rank": 16, "lr": 5e-4,
+                        "validate_every": 0, "checkpoint_every": 100})
+    t = time.perf_counter()
+    train_lora(cfg)
+    minutes = (time.perf_counter() - t) / 60
+    rng = np.random.default_rng(77)
+    cases = [(str(rng.choice(list(DIRECTIONS))), str(rng.choice(list(BACKGROUNDS)))) for _ in range(20)]
+    shots = [{"id": f"s{i}", "prompt": f"a {{star}} moving {d} on a {b} background", "seed": 1000 + i}
+             for i, (d, b) in enumerate(cases)]
+    star = {"star": {"lora": str(work / "sks.safetensors"), "trigger": "sks"}}
+    results = {}
+    for label, chars in (("with LoRA", star), ("without", {})):
+        spec = {"film": {"seed": 1}, "characters": chars,
+                "shots": [dict(s, prompt=s["prompt"].replace("{star}", "sks")) if not chars else s for s in shots]}
+        film = film_from_dict(spec, work / f"{label}.toml")
+        Engine("cpu").render(build_plan(film, batch_size=4), work / label)
+        verdicts = [judge_clip(read_video(work / label / "shots" / f"s{i}.mp4")[0]) for i in range(len(shots))]
+        results[label] = {
+            "character": 100 * sum(v.color == "orange" and v.shape == "star" for v in verdicts) / len(verdicts),
+            "direction": 100 * sum(v.direction == d for v, (d, _) in zip(verdicts, cases)) / len(verdicts)}
+    w, wo = results["with LoRA"], results["without"]
+    md = f"""## Character LoRA on the built-in model (orange star, trigger "sks")
+
+`.venv/bin/python -m benchmarks.bench_train_lora --steps {args.steps} --threads {args.threads}`
+
+24 training clips, {args.steps} steps, rank 16: trained in {minutes:.1f} min (target <= 15). 20 new prompts, new seeds:
+
+| | character's colour and shape | direction right |
+|---|---|---|
+| with the LoRA | {w['character']:.0f} % (target >= 85) | {w['direction']:.0f} % (target >= 75) |
+| without | {wo['character']:.0f} % (target <= 10) | {wo['direction']:.0f} % |
+"""
+    write_section("train_lora", md, {"minutes": minutes, "results": results})
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Distil the built-in model's preview LoRA (latent consistency distillation) and ship it with the model.
+
+    python scripts/distill_shapes_preview.py [--steps 600] [--threads 1] [--resume] [--stop-after N]
+
+Writes models/shapes/adapters/preview.safetensors and the `preview` block of models/shapes/weights/reel.json
+(4 consistency steps, no guidance). Checkpoints in models/shapes/adapters/preview.train/ (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    import torch
+
+    from engine.train.config import build_config
+    from engine.train.lora import train_lora
+    from models.registry import BUILTIN_MODELS
+    from scripts.world_dataset import write_dataset
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--stop-after", type=int)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    weights = BUILTIN_MODELS["shapes"]
+    out = ROOT / "models" / "shapes" / "adapters" / "preview.safetensors"
+    data = Path(tempfile.gettempdir()) / "reel-shapes-distill-data"
+    if not (data / "clip0199.txt").is_file():
+        write_dataset(data, clips=200, seed=11)
+    cfg = build_config({"kind": "preview", "dataset": str(data), "base": "shapes", "out": str(out),
+                        "steps": args.steps, "rank": 16, "alpha": 16.0, "lr": 2e-4, "warmup_steps": 20,
+                        "teacher_steps": 32, "skip": 4, "preview_steps": 4, "checkpoint_every": 50,
+                        "validate_every": 200, "validation_prompts": ("a red circle moving right on a black background",
+                                                                     "a blue square moving up on a gray background")})
+    result = train_lora(cfg, say=print, resume=args.resume, stop_after=args.stop_after,
+                        on_step=lambda s, n, loss: print(f"step {s}/{n} loss {loss:.4f}") if s % 25 == 0 else None)
+    if result.steps_done == cfg.steps:
+        reel = json.loads((weights / "reel.json").read_text())
+        reel["preview"] = {"lora": "../adapters/preview.safetensors", "steps": 4, "scheduler": "lcm", "guidance": 1.0}
+        (weights / "reel.json").write_text(json.dumps(reel, indent=2) + "\n")
+        print(f"preview LoRA: {out}")
+
+
+if __name__ == "__main__":
+    main()
