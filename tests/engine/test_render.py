@@ -126,7 +126,7 @@ def test_interrupted_render_leaves_no_partial_files(write_spec, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         Engine("cpu", progress=StopAtStep("b", 2)).render(plan, out)
-    names = sorted(p.name for p in out.rglob("*") if p.is_file())
+    names = sorted(p.name for p in out.rglob("*") if p.is_file() and p.name != ".reel.lock")
     assert names == ["a.json", "a.mp4"]  # shot a finished, b was interrupted, c never started
     result = render(write_spec(FILM), out)
     assert "2 rendered, 1 reused" in result.output
