@@ -240,6 +240,11 @@ def decode_stream(components: WanComponents, latents: torch.Tensor) -> Iterator[
 
     vae = components.vae
     z = _denormalise(vae, latents.to(components.device, torch.float32))  # (B, C, F', H', W')
+    if vae.use_tiling:  # memory saver: spatial tiles over the whole clip, then handed out in chunks
+        video = (vae.decode(z).sample / 2 + 0.5).clamp(0.0, 1.0)  # (B, 3, F, H, W)
+        for start in range(0, video.shape[2], components.temporal_factor):
+            yield video[:, :, start:start + components.temporal_factor]
+        return
     vae.clear_cache()
     try:
         x = vae.post_quant_conv(z)
