@@ -66,6 +66,9 @@ def import_single_file(file: Path, base: Path, out: Path) -> Path:
     if not file.is_file():
         raise SingleFileError(f"{file}: file not found")
     family = detect_family(file)
+    if family == "cogvideox":
+        raise SingleFileError(f"{file}: diffusers has no single-file loader for CogVideoX transformers — use the "
+                              "model's diffusers folder (e.g. THUDM/CogVideoX-5b) instead")
     info = resolve_model(str(base))
     if info.family.name != family:
         raise SingleFileError(f"{file} is a {family} transformer but --base {base} is a {info.family.name} folder — "

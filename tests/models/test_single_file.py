@@ -89,3 +89,23 @@ def test_bad_single_files(tiny_model, tmp_path):
     spec.write_text(SPEC.replace("{m}", str(other)))
     result = runner.invoke(app, ["validate", str(spec)])
     assert result.exit_code == 2 and "reel import-model" in result.output
+
+
+def test_ltx_single_file_renders_like_its_folder(tmp_path):
+    from diffusers import LTXVideoTransformer3DModel
+
+    from tests.models.test_ltx import build_tiny_ltx
+
+    folder = build_tiny_ltx(tmp_path / "ltx")
+    inverse = [("proj_in", "patchify_proj"), ("time_embed", "adaln_single"), ("norm_q", "q_norm"), ("norm_k", "k_norm")]
+    state = {}
+    for k, v in LTXVideoTransformer3DModel.from_pretrained(folder / "transformer").state_dict().items():
+        for a, b in inverse:
+            k = k.replace(a, b)
+        state["model.diffusion_model." + k] = v.contiguous()
+    file = tmp_path / "ltx-video-comfy.safetensors"
+    save_file(state, str(file))
+    assert detect_family(file) == "ltx"
+    result = runner.invoke(app, ["import-model", str(file), "--base", str(folder), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(render(tmp_path, tmp_path / "m", "single"), render(tmp_path, folder, "folder"))
