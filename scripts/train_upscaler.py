@@ -1,12 +1,15 @@
 """Train the built-in x2 upscaler (Real-ESRGAN SRVGGNetCompact) on shapes-world frames.
 
-    .venv/bin/python -m scripts.train_upscaler                       # ~10 min on one CPU thread
+    .venv/bin/python -m scripts.train_upscaler                       # ~8-12 min on one CPU thread
     .venv/bin/python -m scripts.train_upscaler --steps 200 --out /tmp/x2.safetensors   # quick look
 
 HR frames are rendered by models/shapes/world.py at several sizes (held-out combinations excluded);
 LR frames are made from them by `make_lr`: a 2x2 area downscale, then (per clip, at random) the mild
 blur a small VAE leaves and an H.264 round trip through reel's own VideoWriter at a random CRF — the
 kind of input the upscaler meets when it enlarges decoded renders of the 64x64 built-in model.
+
+Loss: MSE (what PSNR measures). With L1 the net stays at its nearest-neighbour skip for thousands of
+steps: most pixels of this world are flat, where L1's median pull favours an exactly-zero residual.
 
 The network is spandrel's own `Compact` class (SRVGGNetCompact, PReLU), so the saved state dict is
 exactly what `spandrel.ModelLoader` auto-detects. Output: models/shapes/upscalers/x2.safetensors
@@ -47,8 +50,8 @@ class Config:
     num_conv: int = 8
     clips: int = 240  # training clips of FRAMES frames
     object_crop_p: float = 0.6  # share of crops centred near the moving object (rest uniform)
-    sharp_p: float = 0.5  # share of clips without blur
-    raw_p: float = 0.5  # share of clips without the H.264 round trip
+    sharp_p: float = 0.4  # share of clips without blur
+    raw_p: float = 0.4  # share of clips without the H.264 round trip
     seed: int = 0
 
 
@@ -75,14 +78,18 @@ def gaussian_blur(frames: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def h264_roundtrip(frames: np.ndarray, crf: int, workdir: Path) -> np.ndarray:
-    """Encode (N, H, W, 3) uint8 frames with reel's VideoWriter at `crf` and decode them again."""
-    from engine.post.contact import read_video
+    """Encode (N, H, W, 3) uint8 frames with reel's VideoWriter at `crf`, decode them as upscale_video does."""
+    import imageio_ffmpeg
+
     from engine.post.encode import VideoWriter
+    from engine.post.upscale import DECODE_PARAMS
 
     path = workdir / f"rt-{crf}.mp4"
     with VideoWriter(path, width=frames.shape[2], height=frames.shape[1], fps=8, crf=crf) as writer:
         writer.write(frames)
-    decoded, _ = read_video(path)
+    reader = imageio_ffmpeg.read_frames(str(path), output_params=DECODE_PARAMS)
+    h, w = next(reader)["size"][::-1]
+    decoded = np.stack([np.frombuffer(f, dtype=np.uint8).reshape(h, w, 3) for f in reader])  # (N, H, W, 3)
     path.unlink()
     return decoded
 
@@ -186,7 +193,16 @@ def build_model(cfg: Config) -> torch.nn.Module:
     import_spandrel()
     from spandrel.architectures.Compact import Compact
 
-    return Compact(num_in_ch=3, num_out_ch=3, num_feat=cfg.num_feat, num_conv=cfg.num_conv, upscale=2, act_type="prelu")
+    model = Compact(num_in_ch=3, num_out_ch=3, num_feat=cfg.num_feat, num_conv=cfg.num_conv, upscale=2, act_type="prelu")
+    # He init for the PReLU stack (torch's default shrinks the signal ~1/sqrt(3) per conv, which leaves the
+    # net stuck at its nearest-neighbour skip for ~1000 steps) and a 10x smaller last conv.
+    convs = [m for m in model.body if isinstance(m, torch.nn.Conv2d)]
+    for conv in convs:
+        torch.nn.init.kaiming_normal_(conv.weight, a=0.25, nonlinearity="leaky_relu")
+        torch.nn.init.zeros_(conv.bias)
+    with torch.no_grad():
+        convs[-1].weight.mul_(0.1)
+    return model
 
 
 def train(cfg: Config, out: Path, log=print) -> dict:
@@ -201,7 +217,8 @@ def train(cfg: Config, out: Path, log=print) -> dict:
     t0 = time.perf_counter()
     # 1. data
     clips = build_dataset(cfg, log)
-    val_hr, val_lr = heldout_set(6, seed=1234, blur=0.5, crf=23)
+    val_hr, val_lr = heldout_set(6, seed=1234, blur=0.5, crf=23)  # render-like
+    clean_hr, clean_lr = heldout_set(6, seed=1234, blur=0.0, crf=None)
     log(f"data ready in {time.perf_counter() - t0:.0f}s")
     # 2. model and optimiser
     model = build_model(cfg)
@@ -211,7 +228,7 @@ def train(cfg: Config, out: Path, log=print) -> dict:
     t1, running = time.perf_counter(), 0.0
     for step in range(1, cfg.steps + 1):
         lr_t, hr_t = sample_batch(clips, cfg, rng)
-        loss = F.l1_loss(model(lr_t), hr_t)  # (B, 3, 2c, 2c) vs (B, 3, 2c, 2c)
+        loss = F.mse_loss(model(lr_t), hr_t)  # (B, 3, 2c, 2c) vs (B, 3, 2c, 2c)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -219,16 +236,17 @@ def train(cfg: Config, out: Path, log=print) -> dict:
         running += loss.item()
         if step % 250 == 0 or step == cfg.steps:
             model.eval()
-            val = psnr(run_model(model, val_lr), val_hr)
+            val, clean = psnr(run_model(model, val_lr), val_hr), psnr(run_model(model, clean_lr), clean_hr)
             model.train()
-            log(f"step {step}/{cfg.steps}  l1 {running / 250:.4f}  held-out PSNR {val:.2f} dB  "
-                f"{time.perf_counter() - t1:.0f}s")
+            log(f"step {step}/{cfg.steps}  mse {running / 250:.6f}  held-out PSNR render-like {val:.2f} dB, "
+                f"clean {clean:.2f} dB  {time.perf_counter() - t1:.0f}s")
             running = 0.0
     train_seconds = time.perf_counter() - t1
     # 4. save and check that spandrel recognises it
     model.eval()
     summary = {"config": asdict(cfg), "train_seconds": round(train_seconds, 1),
-               "data_seconds": round(t1 - t0, 1), "heldout_psnr_render_like": round(psnr(run_model(model, val_lr), val_hr), 3)}
+               "data_seconds": round(t1 - t0, 1), "heldout_psnr_render_like": round(psnr(run_model(model, val_lr), val_hr), 3),
+               "heldout_psnr_clean": round(psnr(run_model(model, clean_lr), clean_hr), 3)}
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     meta = {"reel": "built-in x2 upscaler (shapes world)", "architecture": "SRVGGNetCompact",
             "trained_by": "scripts/train_upscaler.py", "summary": json.dumps(summary)}

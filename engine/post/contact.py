@@ -16,7 +16,9 @@ def read_video(path: Path) -> tuple[np.ndarray, float]:
     """All frames (N, H, W, 3) uint8 and the fps of a video file, through imageio-ffmpeg."""
     import imageio_ffmpeg
 
-    reader = imageio_ffmpeg.read_frames(str(path))
+    from engine.post.encode import DECODE_PARAMS
+
+    reader = imageio_ffmpeg.read_frames(str(path), output_params=list(DECODE_PARAMS))  # accurate YUV->RGB rounding
     meta = next(reader)
     w, h = meta["size"]
     frames = [np.frombuffer(f, dtype=np.uint8).reshape(h, w, 3) for f in reader]

@@ -26,6 +26,7 @@ import numpy as np
 from engine.store import tmp_name
 
 CRF = 18
+DECODE_PARAMS = ["-sws_flags", "accurate_rnd+full_chroma_int"]  # YUV->RGB without ffmpeg's default darkening bias
 
 
 class EncodeError(RuntimeError):

@@ -33,6 +33,8 @@ LANCZOS: dict[str, int] = {"lanczos2": 2, "lanczos4": 4}
 MODEL_SUFFIXES = (".pth", ".safetensors", ".pt", ".ckpt")
 TILE = 256  # LR pixels per tile side, overlap included
 OVERLAP = 16  # LR pixels of context on each side of a tile's core
+# swscale's default YUV -> RGB rounding darkens decoded frames by ~1.2 levels; accurate rounding does not.
+from engine.post.encode import DECODE_PARAMS  # noqa: E402  (re-exported: the decode settings reel uses)
 CHOICES = "'x2' (built-in), 'lanczos2', 'lanczos4' or the path of a .pth/.safetensors model file spandrel loads"
 
 
@@ -49,8 +51,11 @@ def import_spandrel() -> types.ModuleType:
     called and are removed from sys.modules again, so nobody else mistakes them for torchvision.
     """
     if "spandrel" in sys.modules or importlib.util.find_spec("torchvision") is not None:
-        import spandrel
-
+        try:
+            import spandrel
+        except RuntimeError as exc:  # e.g. "operator torchvision::nms does not exist"
+            raise ImportError(f"torchvision does not match torch {torch.__version__} ({exc}) — install the "
+                              f"torchvision build made for this torch, or uninstall torchvision") from exc
         return spandrel
 
     def missing(*args, **kwargs):
@@ -256,7 +261,7 @@ def upscale_video(src: Path, dst: Path, upscaler: Upscaler, chunk_frames: int = 
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames={chunk_frames}: use 1 or more")
     # 1. open the input and learn its size and fps
-    reader = imageio_ffmpeg.read_frames(str(src))
+    reader = imageio_ffmpeg.read_frames(str(src), output_params=DECODE_PARAMS)
     try:
         try:
             meta = next(reader)

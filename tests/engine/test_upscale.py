@@ -10,7 +10,8 @@ from safetensors.torch import save_file
 
 from engine.post.contact import read_video
 from engine.post.encode import VideoWriter
-from engine.post.upscale import BUILTIN_UPSCALERS, UpscaleError, import_spandrel, load_upscaler, upscale_video
+from engine.post.upscale import (BUILTIN_UPSCALERS, LanczosUpscaler, UpscaleError, import_spandrel, load_upscaler,
+                                 upscale_video)
 from models.shapes.world import HELD_OUT_PAIRS, render_clip, sample_spec
 
 
@@ -147,6 +148,25 @@ def test_upscale_video_streams_real_h264(tmp_path):
     assert out == dst and decoded.shape == (9, 128, 128, 3) and fps == 12
     assert seen == [4, 8, 9]
     assert sorted(p.name for p in dst.parent.iterdir()) == ["up.mp4"]
+
+
+def test_failure_mid_stream_leaves_no_file(tmp_path):
+    src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    with VideoWriter(src, width=32, height=32, fps=8) as writer:
+        writer.write(random_frames(9, 32, 32))
+
+    class FailsOnSecondChunk(LanczosUpscaler):
+        calls = 0
+
+        def upscale(self, frames):
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("out of memory")
+            return super().upscale(frames)
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        upscale_video(src, dst, FailsOnSecondChunk(2), chunk_frames=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
 
 
 def test_unreadable_video_writes_nothing(tmp_path):
