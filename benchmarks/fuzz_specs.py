@@ -111,6 +111,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="reel-fuzz-"))
     os.environ.setdefault("REEL_CACHE_DIR", str(work / "cache"))
     model = build_tiny_wan(work / "model")
+    (work / "w").mkdir()
     t = time.perf_counter()
     codes = fuzz(str(model), args.examples, work / "w")
     seconds = time.perf_counter() - t
