@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from benchmarks.results import write_section
+from benchmarks.results import model_under_test, write_section
 from engine.plan import adapter_switches, build_plan
 from engine.runtime import Engine
 from engine.spec import film_from_dict
@@ -42,13 +42,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=60)
     args = parser.parse_args()
 
-    model_ref, note = args.model, ""
-    if model_ref == "shapes":
-        from engine.demo import demo_model_override
-
-        override = demo_model_override(lambda msg: None)
-        if override:
-            model_ref, note = override, " (built-in model untrained: tiny RANDOM Wan model)"
+    model_ref, note = model_under_test(args.model)
     work = Path(tempfile.mkdtemp(prefix="reel-bench-adapters-"))
     engine = Engine("cpu")
     base = film_from_dict({"film": {"model": model_ref, "seed": 1},

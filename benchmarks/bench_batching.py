@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.results import write_section
+from benchmarks.results import model_under_test, write_section
 from engine.plan import build_plan
 from engine.runtime import Engine
 from engine.spec import film_from_dict
@@ -30,13 +30,7 @@ def main() -> None:
     parser.add_argument("--model", default="shapes")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    model, note = args.model, ""
-    if model == "shapes":
-        from engine.demo import demo_model_override
-
-        override = demo_model_override(lambda msg: None)
-        if override:
-            model, note = override, " (built-in model untrained: tiny RANDOM Wan model)"
+    model, note = model_under_test(args.model)
     work = Path(tempfile.mkdtemp(prefix="reel-bench-batch-"))
     prompts = [p for p, _ in sample_prompts(args.shots, seed=5)]
     spec = {"film": {"model": model, "seed": 3},

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.results import write_section
+from benchmarks.results import model_under_test, write_section
 from engine.cluster import render_on_cluster
 from engine.plan import build_plan
 from engine.spec import film_from_dict
@@ -31,13 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    model, note = args.model, ""
-    if model == "shapes":
-        from engine.demo import demo_model_override
-
-        override = demo_model_override(lambda msg: None)
-        if override:
-            model, note = override, " (built-in model untrained: tiny RANDOM Wan model)"
+    model, note = model_under_test(args.model)
     work = Path(tempfile.mkdtemp(prefix="reel-bench-cluster-"))
     spec = {"film": {"model": model, "seed": 5},
             "shots": [{"id": f"s{i}", "prompt": p} for i, (p, _) in enumerate(sample_prompts(args.shots, seed=3))]}

@@ -16,7 +16,7 @@ import time
 import torch
 
 from benchmarks.plots import fit_power, line_plot
-from benchmarks.results import HERE, write_section
+from benchmarks.results import HERE, model_under_test, write_section
 from models import wan
 
 
@@ -43,13 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     from models.registry import resolve_model
 
-    ref, note = args.model, ""
-    if ref == "shapes":
-        from engine.demo import demo_model_override
-
-        override = demo_model_override(lambda msg: None)
-        if override:
-            ref, note = override, " (built-in model untrained: tiny RANDOM Wan model)"
+    ref, note = model_under_test(args.model)
     info = resolve_model(ref)
     comps = wan.load(info.path, torch.device("cpu"), torch.float32)
     d = info.defaults

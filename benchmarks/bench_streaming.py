@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.results import write_section
+from benchmarks.results import model_under_test, write_section
 
 REEL = [sys.executable, "-m", "engine.cli"]
 
@@ -44,10 +44,7 @@ def main() -> None:
     parser.add_argument("--factor", type=int, default=4)
     parser.add_argument("--upscale", default="x2")
     args = parser.parse_args()
-    from engine.demo import demo_model_override
-
-    override = demo_model_override(lambda msg: None)
-    model = override or "shapes"
+    model, note = model_under_test("shapes")
     work = Path(tempfile.mkdtemp(prefix="reel-bench-stream-"))
     short, long_ = args.frames, (args.frames - 1) * args.factor + 1
     rows, data = [], {}
@@ -65,7 +62,6 @@ def main() -> None:
         a, b = data[f"{stage}_{short}"], data[f"{stage}_{long_}"]
         verdict = "meets" if b <= a * 1.10 else "MISSES"
         rows.append(f"| `reel {stage}` | {a:.0f} MiB | {b:.0f} MiB | {100 * (b / a - 1):+.1f} % | {verdict} |")
-    note = " (built-in model untrained: tiny random Wan model)" if override else ""
     md = f"""## Streaming: peak RSS against clip length{note}
 
 `.venv/bin/python -m benchmarks.bench_streaming --frames {args.frames} --factor {args.factor} --upscale {args.upscale}`

@@ -25,7 +25,7 @@ import numpy as np
 import psutil
 import torch
 
-from benchmarks.results import write_section
+from benchmarks.results import model_under_test, write_section
 from engine.embed_cache import EmbedCache
 from engine.plan import build_plan
 from engine.post.contact import read_video
@@ -124,13 +124,7 @@ def main() -> None:
 
     from models.shapes.world import sample_prompts
 
-    model, note = args.model, ""
-    if model == "shapes":
-        from engine.demo import demo_model_override
-
-        override = demo_model_override(lambda msg: None)
-        if override:
-            model, note = override, " (built-in model untrained: tiny RANDOM Wan model)"
+    model, note = model_under_test(args.model)
     work = Path(tempfile.mkdtemp(prefix="reel-bench-vs-"))
     prompts = sample_prompts(args.shots, seed=11)
     spec = {"film": {"model": model, "seed": 7}, "shots": [{"id": f"s{i}", "prompt": p} for i, (p, _) in enumerate(prompts)]}

@@ -119,14 +119,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--model", default="shapes")
     args = parser.parse_args()
-    from benchmarks.results import write_section
-    from engine.demo import demo_model_override
-
-    model, note = args.model, ""
-    if model == "shapes":
-        override = demo_model_override(lambda msg: None)
-        if override:
-            model, note = override, " (built-in model untrained: tiny RANDOM Wan model)"
+    from benchmarks.results import model_under_test, write_section
+    model, note = model_under_test(args.model)
     results = run(model, args.runs, args.seed, Path(tempfile.mkdtemp(prefix="reel-kill-")))
     killed = [r for r in results if r.killed]
     md = f"""## Kill and resume{note}

@@ -50,3 +50,14 @@ def write_section(name: str, markdown: str, data: dict) -> None:
     out = HERE / "results" / f"{name}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"machine": info, "command": " ".join(sys.argv), **data}, indent=2) + "\n")
+
+
+def model_under_test(ref: str) -> tuple[str, str]:
+    """(model to load, note for the section title): the built-in model, or while it has no weights, a tiny
+    random Wan model — said in the title so nobody mistakes those numbers for the real model's."""
+    if ref != "shapes":
+        return ref, ""
+    from engine.demo import demo_model_override
+
+    override = demo_model_override(lambda msg: None)
+    return (override, " (built-in model untrained: tiny RANDOM Wan model)") if override else (ref, "")
