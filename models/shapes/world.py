@@ -209,12 +209,12 @@ def caption(spec: ClipSpec, trigger: str | None = None) -> str:
 def parse_caption(text: str) -> ClipSpec | None:
     """Inverse of `caption` for base-grammar captions (geometry set to the frame centre), or None."""
     words = text.strip().lower().split()
-    if len(words) != 8 or words[0] != "a" or words[3] != "moving" or words[5:7] != ["on", "a"]:
+    if len(words) != 9 or words[0] != "a" or words[3] != "moving" or words[5:7] != ["on", "a"]:
         return None
-    if words[7] != "background":
+    if words[8] != "background":
         return None
     try:
-        return ClipSpec(words[1], words[2], words[4], words[6], (0.5, 0.5), 0.3, 0.4)
+        return ClipSpec(words[1], words[2], words[4], words[7], (0.5, 0.5), 0.3, 0.4)
     except ValueError:
         return None
 

@@ -1,0 +1,126 @@
+"""Train reel's built-in `shapes` model (Wan architecture) on the procedural shapes world, on the CPU.
+
+Stages, each resumable from the single checkpoint models/shapes/checkpoints/state.pt (≤ 30 MB,
+overwritten atomically):
+  vae          AutoencoderKLWan on rendered clips (~25 min)
+  cache        encode a fixed training set to latents under models/shapes/runs/ (git-ignored, ~15 min;
+               rebuilt automatically on a fresh machine from the checkpoint's VAE)
+  transformer  WanTransformer3DModel + UMT5 text encoder, flow matching (~2 h)
+  export       diffusers WanPipeline folder models/shapes/weights/ (+ reel.json)
+  all          whatever is left, in order
+
+Run (from the repo root), in the background, one thread:
+    nohup .venv/bin/python scripts/train_shapes_model.py --stage all --resume \
+        > models/shapes/runs/train.log 2>&1 &
+Progress: models/shapes/runs/train_progress.log (step, loss, steps/s, ETA, quick judge evals).
+Smoke test (tiny step counts, separate checkpoint/output dirs):
+    .venv/bin/python scripts/train_shapes_model.py --stage all --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__)
+    p.add_argument("--stage", choices=["vae", "cache", "transformer", "export", "all"], default="all",
+                   help="which stage to run; a stage whose prerequisites are missing fails with what to run first")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from models/shapes/checkpoints/state.pt (without it an existing checkpoint is an error)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: leave a core for the team)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop this run after N more steps of the current stage (checkpoint saved); for short sessions")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny run in models/shapes/runs/smoke/ (checkpoint + export) to check the plumbing")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override TrainConfig fields (also on --resume, e.g. to extend a run: --set tr_steps=14000); "
+                        "changing model sizes on resume fails to load the checkpoint")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root, for `models`
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from train_shapes import common
+    from train_shapes.common import Logger, TrainConfig, config_from_state, load_checkpoint, save_checkpoint
+
+    # 1. where to write
+    ckpt, weights, log = common.CKPT_PATH, common.WEIGHTS_DIR, Logger()
+    default = TrainConfig()
+    if args.smoke:
+        smoke = common.RUNS_DIR / "smoke"
+        ckpt, weights, log = smoke / "state.pt", smoke / "weights", Logger(smoke / "progress.log")
+        default = replace(default, vae_steps=4, vae_batch=2, vae_min_psnr=0.0, cache_clips=40, tr_steps=6, tr_batch=4, eval_every=6,
+                          eval_prompts=4, eval_steps=2, save_every=3)
+    common.CKPT_PATH = ckpt  # save_checkpoint/load_checkpoint default to this
+    overrides = {}
+    for kv in args.set:
+        key, _, value = kv.partition("=")
+        if key not in asdict(default):
+            raise SystemExit(f"--set {kv}: unknown field {key!r}; fields: {', '.join(asdict(default))}")
+        kind = type(getattr(default, key))
+        overrides[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+    default = replace(default, **overrides)
+    # 2. state: fresh or resumed (explicit --set values win over the stored config, e.g. more steps)
+    state = load_checkpoint(ckpt)
+    if state is not None and not args.resume:
+        raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or delete it to start over")
+    cfg = replace(config_from_state(state, default), **overrides)
+    if state is None:
+        state = {"stage": "vae"}
+    state["config"] = asdict(cfg)
+    log("start", stage=args.stage, at=state["stage"], threads=args.threads, ckpt=str(ckpt))
+    order = ["vae", "cache", "transformer", "export", "done"]
+    wanted = order[:-1] if args.stage == "all" else [args.stage]
+
+    def ready(stage: str) -> bool:
+        if order.index(state["stage"]) < order.index(stage):
+            if args.stage != "all":
+                raise SystemExit(f"--stage {stage}: the checkpoint is at stage {state['stage']!r}; run that first")
+            return False
+        return True
+
+    # 3. stages
+    from train_shapes.export import export
+    from train_shapes.transformer import build_cache, train_transformer
+    from train_shapes.vae import train_vae
+
+    for stage in wanted:
+        if not ready(stage):
+            break
+        if stage == "vae" and state["stage"] == "vae":
+            state = train_vae(cfg, state, log, args.max_steps)
+        elif stage == "cache" and (state["stage"] == "cache" or args.stage == "cache"):
+            state = build_cache(cfg, state, log)
+        elif stage == "transformer" and state["stage"] == "transformer":
+            if not _cache_ok(cfg, state):  # fresh machine: rebuild the git-ignored cache from the VAE
+                state = build_cache(cfg, state, log)
+            state = train_transformer(cfg, state, log, args.max_steps)
+        elif stage == "export" and state["stage"] in ("export", "done"):
+            export(cfg, state, log, weights)
+            state["stage"] = "done"
+            save_checkpoint(state)
+    log("stop", at=state["stage"])
+    return 0
+
+
+def _cache_ok(cfg, state) -> bool:
+    from train_shapes.transformer import load_cache
+
+    try:
+        load_cache(cfg, state)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
