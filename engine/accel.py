@@ -196,3 +196,24 @@ def step_cache_session(transformer, speed: SpeedConfig):
             "cfg" if batched_cfg else "cond", step_index=step, num_inference_steps=total)
     finally:
         transformer._reset_stateful_cache()
+
+
+def auto_batch_size(film, device: str = "auto", preview: bool = False, cap: int = 8) -> int:
+    """Shots per forward batch: on CUDA the largest (up to `cap`) whose estimated peak fits in 90 % of the
+    free VRAM, from the estimator (engine/estimate.py); 4 on the CPU, where batching small models still pays
+    (benchmarks/RESULTS.md, batching)."""
+    import torch
+
+    if device == "cpu" or not torch.cuda.is_available():
+        return 4
+    from engine.estimate import GPU, estimate_shot, folder_model_config
+    from engine.plan import build_plan
+
+    free, total = torch.cuda.mem_get_info()
+    gpu = GPU("local", torch.cuda.get_device_name(), 100.0, 50.0, total / 2**30, 1000.0)
+    model = folder_model_config(film.model.path, film.model.family.name, film.max_sequence_length)
+    job = max(build_plan(film, preview=preview).jobs, key=lambda j: j.frames * j.width * j.height)
+    one = estimate_shot(model, gpu, job.width, job.height, job.frames, job.steps, job.guidance).memory
+    weights = one["peak"] - max(one["transformer activations"], one["VAE decode"])
+    per_shot = max(one["transformer activations"], one["VAE decode"])
+    return max(1, min(cap, int((free * 0.9 - weights) // max(per_shot, 1))))

@@ -36,6 +36,21 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _batch_size(value: str, film, device: str, preview: bool) -> int:
+    """--batch-size N, or auto: the largest batch the estimator fits in free VRAM (CUDA), 4 on the CPU."""
+    if value != "auto":
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            _fail(f"--batch-size {value}: give a whole number >= 1, or auto")
+        return n
+    from engine.accel import auto_batch_size
+
+    return auto_batch_size(film, device, preview)
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -50,7 +65,7 @@ def _parse_shots(shots: str | None) -> list[str] | None:
 
 
 def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, quiet: bool,
-            batch_size: int, model: str | None = None, characters: Path | None = None, preview: bool = False,
+            batch_size: str, model: str | None = None, characters: Path | None = None, preview: bool = False,
             speed: dict | None = None, cluster: str | None = None, workers: int | None = None):
     from engine.characters import LoraError
     from engine.post.encode import EncodeError
@@ -62,7 +77,8 @@ def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, 
     try:
         film = load_film(spec, model_override=model, library=characters)
         film = _with_speed(film, speed or {})
-        plan = build_plan(film, only=_parse_shots(shots), batch_size=batch_size, preview=preview)
+        plan = build_plan(film, only=_parse_shots(shots), batch_size=_batch_size(batch_size, film, device, preview),
+                          preview=preview)
     except (SpecError, PlanError, ModelError, BackendError) as err:
         _fail(str(err))
     if out.exists() and not out.is_dir():
@@ -136,7 +152,8 @@ def render(
     force: bool = typer.Option(False, "--force", help="Render every selected shot again, even if unchanged."),
     shots: str = typer.Option(None, "--shots", help="Only these shot ids, comma separated (e.g. intro,chase)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N."),
-    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Shots that share settings per forward batch."),
+    batch_size: str = typer.Option("1", "--batch-size", help="Shots that share settings per forward batch: a number, "
+                                   "or auto (from free VRAM and the estimator on CUDA; 4 on the CPU)."),
     model: str = typer.Option(None, "--model", help="Override the spec's model (built-in name or folder)."),
     characters: Path = typer.Option(None, "--characters", help="A character library folder (NAME/character.toml "
                                     "beside its LoRA files), searched after the spec's own characters."),
@@ -219,7 +236,7 @@ def preview(
     force: bool = typer.Option(False, "--force", help="Render every selected preview again."),
     shots: str = typer.Option(None, "--shots", help="Only these shot ids, comma separated."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Shots per forward batch."),
+    batch_size: str = typer.Option("4", "--batch-size", help="Shots per forward batch: a number or auto."),
     characters: Path = typer.Option(None, "--characters", help="A character library folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:

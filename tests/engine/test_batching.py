@@ -73,3 +73,19 @@ def test_prompt_embeddings_cached_on_disk_across_engines(write_spec):
     assert list(second.embed_cache.root.rglob("*.safetensors"))
     e3 = second.embed(family2, comps2, key, ["a red circle"], 12)  # other settings: a new entry
     assert e3.shape[1] == 12 and calls == [1, 1, 2]
+
+
+def test_batch_size_auto_and_bad_values(write_spec, tmp_path):
+    from typer.testing import CliRunner
+
+    from engine.accel import auto_batch_size
+    from engine.cli import app
+
+    film = load_film(write_spec(FILM))
+    assert auto_batch_size(film, "cpu") == 4
+    runner = CliRunner()
+    result = runner.invoke(app, ["render", str(write_spec(FILM)), "--out", str(tmp_path / "o"), "--batch-size", "auto",
+                                 "-q"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["render", str(write_spec(FILM)), "--out", str(tmp_path / "p"), "--batch-size", "0"])
+    assert result.exit_code == 2 and "--batch-size 0" in result.output and not (tmp_path / "p").exists()
