@@ -134,6 +134,8 @@ def parse_character(name: str, data: object, source: Path, where: str, problems:
         path = path if path.is_absolute() else (source.parent / path)
         if not path.is_file():
             problems.append((f"{where}.lora_low", f"LoRA file {path} does not exist — check the path"))
+        elif path.suffix not in LORA_SUFFIXES:
+            problems.append((f"{where}.lora_low", f"{path.name}: LoRA files must be .safetensors — convert it"))
         low.append(path.resolve())
     if low and sec.expert != "both":
         problems.append((f"{where}.expert", "with lora_low, `lora` is the high-noise expert's — remove expert"))

@@ -102,6 +102,8 @@ def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, 
             engine.prepare(plan)
         except (LoraError, ValueError) as err:
             _fail(str(err))
+        except KeyboardInterrupt:
+            _fail("interrupted while loading; nothing was written", code=130)
         try:
             result = engine.render(plan, out, force=force)
         except KeyboardInterrupt:

@@ -15,6 +15,7 @@ go to the worker that last used that set, to spare LoRA switches.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,15 +75,20 @@ class ShotWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def render(self, plan: RenderPlan, jobs: tuple[ShotJob, ...]) -> list[dict]:
+    def render(self, plan: RenderPlan, jobs: tuple[ShotJob, ...], sources: dict[str, bytes]) -> list[dict]:
+        """Render one batch; `sources` are the clips that continue_from shots start from (sent by the driver)."""
         engine = self.engine
         engine._film, engine._film_characters = plan.film, plan.film.characters
         engine.prepare(RenderPlan(plan.film, jobs, (jobs,), plan.preview))
         store = RenderStore(self.scratch / "store", ext=_ext(plan))
         store.prepare()
+        for shot_id, data in sources.items():
+            store.shot_video(shot_id).write_bytes(data)
         whash = engine.weights_hash(plan.film.model)
         lhash = {p: engine.file_hash(p) for j in jobs for _, p, _ in j.adapters}
-        results = engine.render_batch(plan.film.model, jobs, store, whash, lhash)
+        results = engine.render_resilient(plan.film.model, jobs, store, whash, lhash)
+        for shot_id in sources:
+            store.shot_video(shot_id).unlink(missing_ok=True)
         files = []
         for r in results:
             files.append({"shot_id": r.shot_id, "video": r.video.read_bytes(), "manifest": r.manifest.read_bytes(),
@@ -111,14 +117,24 @@ def render_on_cluster(plan: RenderPlan, out_dir: Path, address: str = "local", w
                       force: bool = False, progress=None, on_event: Callable[[Event], None] | None = None) -> FilmResult:
     """Render the plan's batches on Ray actors, write results into the store, assemble the film."""
     ray, started = connect(address, workers)
+    out_dir = Path(out_dir)
+    root = out_dir / "preview" if plan.preview else out_dir
+    created = not root.exists()
+    store = RenderStore(root, ext=_ext(plan))
     try:
-        return _render(ray, plan, Path(out_dir), workers, force, progress, on_event or (lambda e: None))
+        with store.locked():
+            store.prepare()
+            return _render(ray, plan, store, workers, force, progress, on_event or (lambda e: None))
+    except WorkerInputError:
+        if created and not any(p.name != ".reel.lock" for p in root.rglob("*") if p.is_file()):
+            shutil.rmtree(root, ignore_errors=True)  # bad input: leave nothing behind
+        raise
     finally:
         if started:
             ray.shutdown()
 
 
-def _render(ray, plan, out_dir, workers, force, progress, emit) -> FilmResult:
+def _render(ray, plan, store: RenderStore, workers, force, progress, emit) -> FilmResult:
     from engine.progress import RenderProgress
 
     progress = progress or RenderProgress(quiet=True)
@@ -126,7 +142,6 @@ def _render(ray, plan, out_dir, workers, force, progress, emit) -> FilmResult:
     film = plan.film
     driver._film, driver._film_characters = film, film.characters
     driver.check_inputs(plan)
-    store = RenderStore(out_dir / "preview" if plan.preview else out_dir, ext=_ext(plan))
     results: dict[str, ShotResult] = {}
     queue: list[tuple[ShotJob, ...]] = []
     for batch in plan.batches:
@@ -152,17 +167,26 @@ def _render(ray, plan, out_dir, workers, force, progress, emit) -> FilmResult:
     tries: dict[tuple[str, ...], int] = {}
     running: dict[object, tuple[int, tuple[ShotJob, ...]]] = {}
 
+    idle: set[int] = set()
+
+    def ready(batch) -> bool:  # a continue_from shot waits until its source clip is in the store
+        return all(j.continue_from is None or j.continue_from in results for j in batch)
+
     def dispatch(idx: int) -> None:
-        if not queue:
+        waiting = [b for b in queue if ready(b)]
+        if not waiting:
+            idle.add(idx)
             return
         # adapter affinity: the batch with this worker's last adapter set, else the first in order
-        pick = next((b for b in queue if b[0].batch_key.adapters == last_set.get(idx)), queue[0])
+        pick = next((b for b in waiting if b[0].batch_key.adapters == last_set.get(idx)), waiting[0])
         queue.remove(pick)
+        idle.discard(idx)
         last_set[idx] = pick[0].batch_key.adapters
         ids = tuple(j.shot_id for j in pick)
         tries[ids] = tries.get(ids, 0) + 1
+        sources = {j.continue_from: store.shot_video(j.continue_from).read_bytes() for j in pick if j.continue_from}
         pid = ray.get(actors[idx].pid.remote())
-        running[actors[idx].render.remote(plan, pick)] = (idx, pick)
+        running[actors[idx].render.remote(plan, pick, sources)] = (idx, pick)
         emit(Event("started", ids, idx, pid))
 
     for idx in range(len(actors)):
@@ -189,9 +213,8 @@ def _render(ray, plan, out_dir, workers, force, progress, emit) -> FilmResult:
             if isinstance(cause, ValueError):  # an input a worker refused (LoRA, upscaler, ...): exit 2
                 raise WorkerInputError(str(cause)) from None
             raise ClusterError(f"shots {', '.join(ids)} failed: {cause or err}") from None
-        if not store.shots_dir.is_dir():
-            store.prepare()  # the output folder appears with the first finished shot
-        for f in files:  # clip first, then its manifest: a clip without a manifest is rendered again
+        for f in files:  # old manifest out, clip in, then its manifest: a clip never sits beside a stale manifest
+            store.shot_manifest(f["shot_id"]).unlink(missing_ok=True)
             for name, data in ((store.shot_video(f["shot_id"]), f["video"]),
                                (store.shot_manifest(f["shot_id"]), f["manifest"])):
                 with atomic_path(name) as tmp:
@@ -202,6 +225,8 @@ def _render(ray, plan, out_dir, workers, force, progress, emit) -> FilmResult:
                                f"{f['timings']['total_s']:.2f} s")
         emit(Event("finished", ids, idx))
         dispatch(idx)
+        for other in sorted(idle):  # a finished source may have made waiting batches ready
+            dispatch(other)
     for actor in actors:
         ray.kill(actor)
     ordered = tuple(results[j.shot_id] for j in plan.jobs)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from engine.settings import cache_dir
@@ -50,7 +51,8 @@ def weights_hash(target: Path) -> str:
     target = Path(target)
     if target.is_file():
         return "sha256:" + cached_file_sha256(target)
-    files = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    files = sorted(Path(root) / name for root, _, names in os.walk(target, followlinks=True) for name in names
+                   if Path(name).suffix in WEIGHT_SUFFIXES)  # follows the linked folders of imported models
     digest = hashlib.sha256()
     for f in files:
         digest.update(json.dumps([str(f.relative_to(target)), cached_file_sha256(f)]).encode())

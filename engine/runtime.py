@@ -32,7 +32,7 @@ from engine.post.assemble import assemble
 from engine.post.export import export_timeline
 from engine.post.storyboard import preview_sheets
 from engine.post.probe import check_audio
-from engine.post.encode import VideoWriter, get_codec
+from engine.post.encode import VideoWriter, get_codec, pick_encoder
 from engine.post.timeline import Timeline, place_audio, place_clips
 from engine.post.watermark import Watermark
 from engine.progress import RenderProgress
@@ -183,7 +183,14 @@ class Engine:
         return self._models[key]
 
     def weights_hash(self, model: ModelInfo) -> str:
-        return self.file_hash(model.path)
+        """The folder's weights, plus the single files its reel.json names (reel import-model)."""
+        key = f"model:{model.path}"
+        if key not in self._hashes:
+            parts = [self.file_hash(model.path)] + [self.file_hash(v) for k, v in sorted(model.defaults.items())
+                                                   if k.endswith("_file") and isinstance(v, str)]
+            self._hashes[key] = parts[0] if len(parts) == 1 else "sha256:" + hashlib.sha256(
+                "|".join(parts).encode()).hexdigest()
+        return self._hashes[key]
 
     def file_hash(self, path: str | Path) -> str:
         key = str(path)
@@ -218,8 +225,10 @@ class Engine:
         return f"{adapter.replace('@', '_')}_{self.file_hash(path).split(':')[1][:8]}"
 
     def check_inputs(self, plan: RenderPlan) -> None:
-        """The checks that need no model: every audio file decodes and its placement fits the film."""
+        """The checks that need no model: the codec can be encoded here, every audio file decodes and its
+        placement fits the film."""
         film = plan.film
+        pick_encoder(get_codec(film.codec))
         for track in film.audio:
             if track.path not in self._audio_durations:
                 self._audio_durations[track.path] = check_audio(track.path)
@@ -281,6 +290,8 @@ class Engine:
         film = plan.film
         self._film_characters = film.characters
         self._film = film
+        self._hashes.clear()  # files may have changed since the last render of a long-lived engine (the server);
+        self._audio_durations.clear()  # the on-disk hash cache (path, mtime, size) keeps this cheap
         self.prepare(plan)
         root = Path(out_dir) / "preview" if plan.preview else Path(out_dir)
         store = RenderStore(root, ext=get_codec(film.codec).ext)
@@ -399,6 +410,8 @@ class Engine:
         upscaler = self._upscalers.get(first.upscale) if first.upscale else None
         scale = upscaler.scale if upscaler else 1
         mark = Watermark(first.watermark) if first.watermark else None
+        for j in jobs:  # the old manifest goes first: a new clip never sits beside an old clip's manifest
+            store.shot_manifest(j.shot_id).unlink(missing_ok=True)
         writers = [VideoWriter(store.shot_video(j.shot_id), j.width * scale, j.height * scale, j.fps, codec=j.codec,
                                metadata=provenance(j.shot_id, j.model_name, j.seed)) for j in jobs]
         try:
@@ -527,11 +540,15 @@ class Engine:
             "audio": [[self.file_hash(t.path), t.start, t.trim_start, t.length, t.volume, t.fade_in, t.fade_out]
                       for t in timeline.audio]}, sort_keys=True).encode()).hexdigest()
         previous = read_json(store.film_manifest)
-        if not force and previous is not None and store.film_video.is_file() and previous.get("assembly_key") == key:
+        exports_there = all((store.root / name).is_file() for name in (previous or {}).get("exports", {}).values()
+                            if not str(name).startswith("unavailable"))
+        if (not force and previous is not None and store.film_video.is_file() and previous.get("assembly_key") == key
+                and exports_there):
             self.progress.say(f"film unchanged, reused {store.film_video}")
             return FilmResult(shots, store.film_video, store.film_manifest, "reused")
         # 2. encode the film, 3. export the timeline, 4. the manifest
         same = len({(m.get("out_width"), m.get("out_height"), m.get("fps")) for m in manifests}) == 1
+        store.film_manifest.unlink(missing_ok=True)  # no old manifest beside a new film
         how = assemble(timeline, store.film_video, get_codec(film.codec), same_params=same,
                        metadata=provenance(film.title, film.model.name, None))
         if plan.preview:  # previews: a contact sheet and an animated storyboard instead of editor exports

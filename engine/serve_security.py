@@ -193,6 +193,8 @@ def film_path_problems(film, roots: Roots) -> list[tuple[str, str]]:
     builtin = tuple(Path(os.path.realpath(p)) for p in BUILTIN_MODELS.values())
     base = Path(film.source).parent
     named: list[tuple[str, Path]] = [("film.model", film.model.path)]
+    named += [(f"film.model ({film.model.path}/reel.json {key})", Path(value))  # single-file transformers
+              for key, value in film.model.defaults.items() if key.endswith("_file") and isinstance(value, str)]
     named += [(f"shots[{i}].image (shot {s.id!r})", Path(s.image)) for i, s in enumerate(film.shots) if s.image]
     named += [(f"audio[{i}].file", t.path) for i, t in enumerate(film.audio)]
     for name, c in film.characters.items():

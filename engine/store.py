@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ TMP_MARK = ".tmp-"
 
 def tmp_name(final: Path) -> Path:
     """The temporary sibling of `final` (same folder, so the rename is atomic)."""
-    return final.with_name(f"{final.name}{TMP_MARK}{os.getpid()}")
+    return final.with_name(f"{final.name}{TMP_MARK}{os.getpid()}-{threading.get_ident()}")  # unique per thread
 
 
 @contextlib.contextmanager

@@ -33,6 +33,10 @@ class EncodeError(RuntimeError):
     """ffmpeg failed or cannot do what was asked; the message carries its own words."""
 
 
+class CodecUnavailable(EncodeError, ValueError):
+    """The spec asks for a codec this ffmpeg cannot encode (bad input: exit 2)."""
+
+
 @dataclass(frozen=True)
 class Codec:
     name: str
@@ -87,7 +91,7 @@ def pick_encoder(codec: Codec) -> str:
     for encoder in codec.encoders:
         if encoder in available_encoders():
             return encoder
-    raise EncodeError(f"codec {codec.name!r}: this ffmpeg ({ffmpeg_exe()}) has no {' or '.join(codec.encoders)} "
+    raise CodecUnavailable(f"codec {codec.name!r}: this ffmpeg ({ffmpeg_exe()}) has no {' or '.join(codec.encoders)} "
                       f"encoder — choose another codec ({', '.join(CODECS)}) or install an ffmpeg build with it")
 
 

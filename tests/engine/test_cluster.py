@@ -103,3 +103,42 @@ def test_cluster_without_ray_says_what_to_install(write_spec, tmp_path, monkeypa
     out = tmp_path / "out"
     result = runner.invoke(app, ["render", str(write_spec(FILM)), "--out", str(out), "--cluster", "local"])
     assert result.exit_code == 1 and "pip install 'reel[cluster]'" in result.output and not out.exists()
+
+
+def test_continue_from_shots_wait_for_their_source_on_the_farm(local_ray, tmp_path):
+    from PIL import Image
+
+    from models.tiny import build_tiny_wan
+
+    model = build_tiny_wan(tmp_path / "ti2v", variant="ti2v")
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(tmp_path / "first.png")
+    spec = tmp_path / "film.toml"
+    spec.write_text(f"""
+[film]
+model = "{model}"
+steps = 3
+
+[[shots]]
+id = "second"
+prompt = "a blue square"
+continue_from = "first"
+
+[[shots]]
+id = "first"
+prompt = "a red circle"
+image = "first.png"
+
+[[shots]]
+id = "third"
+prompt = "a green triangle"
+continue_from = "second"
+""")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["render", str(spec), "--out", str(out), "--cluster", "auto", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert "3 rendered, 0 reused" in result.output
+    local = tmp_path / "local"
+    assert runner.invoke(app, ["render", str(spec), "--out", str(local), "-q", "--threads", "1"]).exit_code == 0
+    for sid in ("first", "second", "third"):
+        farm_m = json.loads((out / "shots" / f"{sid}.json").read_text())
+        assert farm_m["fingerprint"] == json.loads((local / "shots" / f"{sid}.json").read_text())["fingerprint"]
