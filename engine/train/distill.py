@@ -60,8 +60,5 @@ def consistency_loss_at(trainer, step: int) -> float:
         loss = pseudo_huber(student, target, cfg.huber_c) / per_step
         loss.backward()
         total += float(loss.detach())
-    torch.nn.utils.clip_grad_norm_(trainer.params, 1.0)
-    trainer.optimizer.step()
-    trainer.scheduler.step()
-    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.optimizer_step()
     return total

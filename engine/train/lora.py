@@ -184,11 +184,15 @@ class Trainer:
             loss = torch.nn.functional.mse_loss(pred.float(), target) / per_step
             loss.backward()
             total += float(loss.detach())
+        self.optimizer_step()
+        return total
+
+    def optimizer_step(self) -> None:
+        """Clip, step the optimizer and the LR schedule, clear the gradients (after all micro-steps)."""
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def identity(self) -> dict:
