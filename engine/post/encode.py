@@ -112,6 +112,13 @@ def color_args(codec: Codec) -> list[str]:
             "-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709", "-color_range", "tv"]
 
 
+def audio_args(audio_from: str | Path | None) -> list[str]:
+    """No audio, or the audio streams of `audio_from` (input 1) as AAC beside the piped video (input 0)."""
+    if audio_from is None:
+        return ["-an"]
+    return ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a?", "-c:a", "aac", "-b:a", "192k"]
+
+
 def metadata_args(metadata: dict | None) -> list[str]:
     args = []
     for key, value in (metadata or {}).items():
@@ -128,7 +135,8 @@ class VideoWriter:
     """Encode frames to a file as they arrive; `close()` renames it into place."""
 
     def __init__(self, path: str | Path, width: int, height: int, fps: int, codec: str = "h264",
-                 metadata: dict | None = None, crf: int | None = None):
+                 metadata: dict | None = None, crf: int | None = None, audio_from: str | Path | None = None):
+        """audio_from: a media file whose audio streams (if any) are copied in, re-encoded to AAC."""
         check_size(width, height)
         self.codec = get_codec(codec)
         crf_args = ["-crf", str(crf)] if crf is not None and codec in ("h264", "h265") else []
@@ -140,7 +148,7 @@ class VideoWriter:
         cmd = [
             ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
-            "-an", *self.codec.args(), *crf_args, *color_args(self.codec), *container_args(self.codec),
+            *audio_args(audio_from), *self.codec.args(), *crf_args, *color_args(self.codec), *container_args(self.codec),
             *metadata_args(metadata), "-f", self.codec.muxer, str(self.tmp),
         ]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=ffmpeg_env())

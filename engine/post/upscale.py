@@ -245,7 +245,7 @@ def load_upscaler(ref: str, device: torch.device | str = "cpu", tile: int = TILE
 # ---- video --------------------------------------------------------------------------------------
 def upscale_video(src: Path, dst: Path, upscaler: Upscaler, chunk_frames: int = 8, metadata: dict | None = None,
                   on_progress: Callable[[int, int | None], None] | None = None) -> Path:
-    """Upscale the video at `src` into an H.264 .mp4 at `dst` with the same fps; returns `dst`.
+    """Upscale the video at `src` into an H.264 .mp4 at `dst` with the same fps and audio; returns `dst`.
 
     Frames are decoded, upscaled and encoded `chunk_frames` at a time, so memory does not grow with
     the clip. `on_progress(frames_done, frames_total_or_None)` is called after each chunk. On any
@@ -278,7 +278,7 @@ def upscale_video(src: Path, dst: Path, upscaler: Upscaler, chunk_frames: int = 
             raise UpscaleError(f"{src}: {w}x{h} upscaled {s}x is {w * s}x{h * s}, but H.264 needs even sizes — "
                                f"use a 2x or 4x upscaler")
         # 2. decode, upscale and encode chunk by chunk
-        with VideoWriter(dst, width=w * s, height=h * s, fps=fps, metadata=metadata) as writer:
+        with VideoWriter(dst, width=w * s, height=h * s, fps=fps, metadata=metadata, audio_from=src) as writer:
             for chunk in _chunks(reader, src, h, w, chunk_frames):  # (n, H, W, 3)
                 writer.write(upscaler.upscale(chunk))  # (n, H*s, W*s, 3)
                 if on_progress:

@@ -150,6 +150,28 @@ def test_upscale_video_streams_real_h264(tmp_path):
     assert sorted(p.name for p in dst.parent.iterdir()) == ["up.mp4"]
 
 
+def test_upscale_video_keeps_the_audio(tmp_path):
+    """A clip with sound (the assembled film) keeps its sound: ffmpeg muxes the source's audio back in."""
+    import subprocess
+
+    from engine.post.encode import ffmpeg_exe
+    from engine.post.probe import decode_audio, probe
+
+    silent, src, dst = tmp_path / "silent.mp4", tmp_path / "film.mp4", tmp_path / "up.mp4"
+    with VideoWriter(silent, width=32, height=32, fps=8) as writer:
+        writer.write(random_frames(16, 32, 32))  # 2 s
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(silent), "-f", "lavfi", "-i",
+                    "sine=frequency=440:sample_rate=48000:duration=2", "-c:v", "copy", "-c:a", "aac", str(src)],
+                   check=True)
+    upscale_video(src, dst, load_upscaler("lanczos2"))
+    info = probe(dst)
+    assert info.video and info.audio and info.audio_codec == "aac" and (info.width, info.height) == (64, 64)
+    pcm = decode_audio(dst)
+    assert len(pcm) > 8000 * 1.8 and float(np.sqrt((pcm**2).mean())) > 0.05  # the tone, not silence
+    upscale_video(silent, tmp_path / "up_silent.mp4", load_upscaler("lanczos2"))
+    assert not probe(tmp_path / "up_silent.mp4").audio
+
+
 def test_failure_mid_stream_leaves_no_file(tmp_path):
     src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
     with VideoWriter(src, width=32, height=32, fps=8) as writer:
