@@ -85,6 +85,9 @@ def check_fits(transformer: torch.nn.Module, state: dict[str, torch.Tensor], pat
                             f"{base.out_features} — the LoRA was trained for another model size")
 
 
+FUSE_LIMIT_BYTES = 2 * 2**30  # base weights kept aside while adapters are fused
+
+
 class AdapterBank:
     """The LoRA adapters loaded into one transformer, by name."""
 
@@ -94,10 +97,12 @@ class AdapterBank:
         self.loaded: dict[str, Path] = {}
         self.formats: dict[str, str] = {}
         self._active: tuple | None = None
+        self._saved: list | None = None  # (peft layer, base weight copy) while the active adapters are fused
         self.switches = 0
 
     def load(self, name: str, path: Path) -> None:
         """Load `path` as adapter `name` (once); check it fits before touching the model."""
+        self.unfuse()
         if name in self.loaded:
             if self.loaded[name] != path:
                 raise LoraError(f"adapter name {name!r} is used for both {self.loaded[name]} and {path}")
@@ -127,6 +132,7 @@ class AdapterBank:
         key = tuple(adapters)
         if key == self._active:
             return
+        self.unfuse()
         if not self.loaded:
             if adapters:
                 raise LoraError(f"adapters {[a for a, _ in adapters]} were never loaded")
@@ -139,10 +145,52 @@ class AdapterBank:
         self._active = key
         self.switches += 1
 
-    def schedule(self, adapters: tuple, total_steps: int) -> Callable[[int], None] | None:
-        """A per-step hook that applies weight schedules, or None when every weight is constant."""
+    def fuse(self) -> bool:
+        """Merge the active adapters into the base weights: no LoRA matmuls in the steps that follow.
+
+        The base weights of the touched layers are copied aside first and copied back by unfuse() (called by
+        the next activate or load), so the base model stays bit-exact however often adapters are fused.
+        Returns False, leaving the adapters unfused, when a touched weight is not fp16/bf16/fp32 (fp8 storage),
+        sits on the meta device (offloaded), or the copies would exceed FUSE_LIMIT_BYTES.
+        """
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        if self._saved is not None:
+            return True
+        names = [a for a, _ in self._active or ()]
+        if not names:
+            return False
+        layers = [m for m in self.transformer.modules()
+                  if isinstance(m, BaseTunerLayer) and any(n in getattr(m, "lora_A", {}) for n in names)]
+        weights = [m.get_base_layer().weight for m in layers]
+        if not weights or any(w.dtype not in (torch.float32, torch.bfloat16, torch.float16) or w.device.type == "meta"
+                              for w in weights):
+            return False
+        if sum(w.numel() * w.element_size() for w in weights) > FUSE_LIMIT_BYTES:
+            return False
+        self._saved = [(m, m.get_base_layer().weight.detach().clone()) for m in layers]
+        with torch.no_grad():
+            for m in layers:
+                m.merge(adapter_names=[n for n in names if n in m.lora_A])
+        return True
+
+    def unfuse(self) -> None:
+        """Undo fuse(): peft's bookkeeping, then the saved base weights copied back exactly."""
+        if self._saved is None:
+            return
+        with torch.no_grad():
+            for m, weight in self._saved:
+                m.unmerge()
+                m.get_base_layer().weight.copy_(weight)
+        self._saved = None
+
+    def schedule(self, adapters: tuple, total_steps: int, fuse: bool = True) -> Callable[[int], None] | None:
+        """A per-step hook that applies weight schedules, or None when every weight is constant (then the
+        adapters are fused into the weights for speed, unless `fuse` is False or fuse() declines)."""
         if all(isinstance(w, (int, float)) for _, w in adapters):
             self.activate([(a, float(w)) for a, w in adapters])
+            if fuse:
+                self.fuse()
             return None
 
         def before_step(step: int) -> None:

@@ -72,6 +72,7 @@ class ShotJob:
     upscale: str | None = None  # upscaler applied while streaming to the encoder
     watermark: str | None = None  # visible text drawn on every frame
     preview: bool = False  # a fast preview of the shot (few steps, preview adapter)
+    preview_decoder: str | None = None  # previews: tiny latent decoder file instead of the VAE
     step_cache: float | None = None  # First-Block-Cache threshold (changes pixels slightly)
     cfg_skip_last: float = 0.0  # fraction of final steps without the unconditional pass
     image: str | None = None  # image-to-video: first-frame image file
@@ -90,7 +91,7 @@ class ShotJob:
         `lora_hashes` maps each adapter's LoRA file path to its content hash; `inputs` holds the hashes of
         other inputs (the first-frame image's content, or the fingerprint of the shot continued from)."""
         fields = asdict(self)
-        for volatile in ("index", "model_path", "seed_source", "adapters", "depth", "image"):
+        for volatile in ("index", "model_path", "seed_source", "adapters", "depth", "image", "preview_decoder"):
             fields.pop(volatile)
         fields["weights_hash"] = weights_hash
         fields["inputs"] = inputs or {}
@@ -131,7 +132,8 @@ def preview_job(film: Film, job: ShotJob) -> ShotJob:
                         "to a few-step LoRA (e.g. a lightx2v or CausVid LoRA with preview_scheduler = \"unipc\"), "
                         "or distill one with `reel distill-preview`")
     return replace(job, steps=p.steps, guidance=p.guidance, scheduler=p.scheduler, shift=p.shift, preview=True,
-                   adapters=job.adapters + (("preview", str(p.lora), 1.0),), upscale=None)
+                   adapters=job.adapters + (("preview", str(p.lora), 1.0),), upscale=None,
+                   preview_decoder=str(p.decoder) if p.decoder else None)
 
 
 def resolve_job(film: Film, index: int) -> ShotJob:

@@ -158,6 +158,7 @@ class Engine:
         self._encoder_hashes: dict[str, str] = {}
         self._audio_durations: dict[Path, float] = {}  # audio file -> seconds (decoded once)
         self._upscalers: dict[str, object] = {}  # spec value -> loaded Upscaler
+        self._preview_decoders: dict[str, torch.nn.Module] = {}  # file -> loaded PreviewDecoder
         self.speed = SpeedConfig()  # load-time speed-ups for models loaded from now on
         self.on_frames = None  # optional callback(shot_id, (f, H, W, 3) uint8) for every decoded chunk
         self.fault_hook = None  # optional callback(jobs) at the start of every batch (failure injection in tests)
@@ -252,8 +253,13 @@ class Engine:
             from engine.post.upscale import load_upscaler
 
             self._upscalers[film.upscale] = load_upscaler(film.upscale, self.device)
-        self.load(plan.film.model)
+        _, comps = self.load(plan.film.model)
         self.weights_hash(plan.film.model)
+        for path in sorted({j.preview_decoder for j in plan.jobs if j.preview_decoder}):
+            if path not in self._preview_decoders:
+                from models.preview_decoder import load_preview_decoder
+
+                self._preview_decoders[path] = load_preview_decoder(Path(path), comps.vae.config.z_dim, comps.device)
         experts = self.experts(plan.film.model)
         for job in plan.jobs:
             for adapter, path, _ in job.adapters:
@@ -415,8 +421,12 @@ class Engine:
         writers = [VideoWriter(store.shot_video(j.shot_id), j.width * scale, j.height * scale, j.fps, codec=j.codec,
                                metadata=provenance(j.shot_id, j.model_name, j.seed)) for j in jobs]
         try:
-            extra = _kw(family.decode_stream, seeds=[j.seed for j in jobs], frames=first.frames)  # LTX decode noise,
-            for chunk in family.decode_stream(comps, latents, **extra):  # Cog 1.5 padding; (B, 3, f, H, W)
+            if first.preview_decoder:  # previews: the tiny decoder instead of the VAE
+                chunks = family.decode_preview(comps, self._preview_decoders[first.preview_decoder], latents)
+            else:
+                extra = _kw(family.decode_stream, seeds=[j.seed for j in jobs], frames=first.frames)  # LTX noise,
+                chunks = family.decode_stream(comps, latents, **extra)  # Cog 1.5 padding
+            for chunk in chunks:  # (B, 3, f, H, W)
                 frames = family.to_uint8_frames(chunk)  # (B, f, H, W, 3)
                 for job, writer, shot_frames in zip(jobs, writers, frames):
                     if self.on_frames is not None:
@@ -457,6 +467,8 @@ class Engine:
         inputs = {}
         if job.image:
             inputs["image"] = self.file_hash(job.image)
+        if job.preview_decoder:
+            inputs["preview_decoder"] = self.file_hash(job.preview_decoder)
         if job.continue_from:
             source = resolve_job(film, next(i for i, s in enumerate(film.shots) if s.id == job.continue_from))
             source = preview_job(film, source) if job.preview else source
@@ -510,6 +522,8 @@ class Engine:
             "model": {"name": job.model_name, "path": job.model_path, "family": model.family.name,
                       "weights_hash": whash},
             "characters": list(job.characters), "adapters": adapters, "preview": job.preview,
+            "preview_decoder": ({"file": job.preview_decoder, "sha256": self.file_hash(job.preview_decoder)}
+                                if job.preview_decoder else None),
             "speed": {"step_cache": job.step_cache, "cfg_skip_last": job.cfg_skip_last,
                       **self.applied.get(str(model.path), {})},
             "counterpart": self._counterpart(job, whash),

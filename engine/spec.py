@@ -75,6 +75,7 @@ class FilmSection(_Strict):
     preview_scheduler: Literal["lcm", "euler", "unipc"] | None = None
     preview_shift: float | None = Field(None, gt=0.0, le=100.0)
     preview_guidance: float | None = Field(None, ge=0.0, le=100.0)
+    preview_decoder: str | None = None  # tiny latent decoder for previews, or "vae" (default: the model's own)
 
 
 class ShotSection(_Strict):
@@ -133,6 +134,7 @@ class Preview:
     scheduler: str  # "lcm" (consistency sampling) | "euler" | "unipc"
     shift: float
     guidance: float
+    decoder: Path | None = None  # tiny preview decoder (models/preview_decoder.py); None: the model's VAE
 
 
 @dataclass(frozen=True)
@@ -410,13 +412,37 @@ def _preview_settings(f: FilmSection, model: ModelInfo, source: Path, problems: 
             return None  # the model names a preview LoRA it does not ship: `reel preview` says so
     else:
         return None
+    decoder = _preview_decoder(f, model, base, source, problems)
     return Preview(
+        decoder=decoder,
         lora=lora.resolve(),
         steps=f.preview_steps or int(base.get("steps", 4)),
         scheduler=f.preview_scheduler or str(base.get("scheduler", "lcm")),
         shift=f.preview_shift if f.preview_shift is not None else float(base.get("shift", model.defaults["shift"])),
         guidance=f.preview_guidance if f.preview_guidance is not None else float(base.get("guidance", 1.0)),
     )
+
+
+def _preview_decoder(f: FilmSection, model: ModelInfo, base: dict, source: Path, problems: list) -> Path | None:
+    """The preview decoder: the spec's preview_decoder ("vae" for the model's own VAE, or a file), else the
+    one the model ships (reel.json preview.decoder), else None (the VAE)."""
+    if f.preview_decoder == "vae":
+        return None
+    if f.preview_decoder is not None:
+        if model.family.name != "wan":
+            problems.append(("film.preview_decoder", f"preview decoders read Wan-family latents; {model.family.name} "
+                                                     "previews decode with the model's VAE — remove preview_decoder"))
+            return None
+        path = Path(f.preview_decoder).expanduser()
+        path = path if path.is_absolute() else source.parent / path
+        if not path.is_file():
+            problems.append(("film.preview_decoder", f"{path} does not exist — point it at a decoder made by "
+                                                     "scripts/train_preview_decoder.py, or write \"vae\""))
+            return None
+        return path.resolve()
+    if "decoder" in base and (model.path / base["decoder"]).is_file():
+        return (model.path / base["decoder"]).resolve()
+    return None
 
 
 def _check_images(shots: list[ShotSection], model: ModelInfo, source: Path, problems: list) -> list[str | None]:

@@ -259,6 +259,16 @@ def decode_stream(components: WanComponents, latents: torch.Tensor) -> Iterator[
         vae.clear_cache()
 
 
+@torch.no_grad()
+def decode_preview(components: WanComponents, decoder: torch.nn.Module, latents: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Previews: a tiny decoder (models/preview_decoder.py) on the whole clip instead of the VAE.
+
+    Same input as decode_stream (normalised latents (B, C, F', H', W')); yields one (B, 3, F, H, W) chunk in [0, 1].
+    """
+    z = _denormalise(components.vae, latents.to(components.device, torch.float32))  # (B, C, F', H', W')
+    yield (decoder(z).clamp(-1.0, 1.0) / 2 + 0.5).clamp(0.0, 1.0)  # (B, 3, F, H, W)
+
+
 def to_uint8_frames(chunk: torch.Tensor):
     """(B, 3, f, H, W) in [0, 1] -> (B, f, H, W, 3) uint8, rounded like diffusers' numpy_to_pil."""
     return (chunk.permute(0, 2, 3, 4, 1) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()

@@ -47,7 +47,8 @@ def main() -> None:
                         on_step=lambda s, n, loss: print(f"step {s}/{n} loss {loss:.4f}") if s % 25 == 0 else None)
     if result.steps_done == cfg.steps:
         reel = json.loads((weights / "reel.json").read_text())
-        reel["preview"] = {"lora": "../adapters/preview.safetensors", "steps": 4, "scheduler": "lcm", "guidance": 1.0}
+        reel.setdefault("preview", {}).update(  # keeps a preview decoder entry (scripts/train_preview_decoder.py)
+            {"lora": "../adapters/preview.safetensors", "steps": 4, "scheduler": "lcm", "guidance": 1.0})
         (weights / "reel.json").write_text(json.dumps(reel, indent=2) + "\n")
         print(f"preview LoRA: {out}")
 
