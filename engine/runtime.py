@@ -248,6 +248,8 @@ class Engine:
             apply_threads(film.speed)
             if self.device.type == "cuda" and film.speed.weights == "fp16":
                 self.dtype = torch.float16
+            elif self.device.type == "cpu" and film.speed.weights == "bf16":  # opt-in: bf16 matmuls on the CPU
+                self.dtype = torch.bfloat16
         self.check_inputs(plan)
         if film.upscale and film.upscale not in self._upscalers:
             from engine.post.upscale import load_upscaler

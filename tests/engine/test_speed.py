@@ -159,3 +159,17 @@ def test_explicit_memory_settings_on_cpu_are_recorded(write_spec, tmp_path):
     assert result.exit_code == 0, result.output
     speed = json.loads((out / "shots" / "a.json").read_text())["speed"]
     assert "CUDA only" in speed["weights"]
+
+
+def test_cpu_bf16_compute_is_opt_in_and_close(write_spec):
+    """`weights = "bf16"` on the CPU runs the transformer and text encoder in bf16 (the VAE stays fp32)."""
+    base = trajectory(write_spec(FILM.replace("{speed}", ""), "base.toml"))
+    engine = Engine("cpu")
+    fast = trajectory(write_spec(FILM.replace("{speed}", 'weights = "bf16"'), "bf16.toml"), engine=engine)
+    film_model = next(iter(engine._models.values()))[1]
+    assert film_model.transformer.dtype == torch.bfloat16 and film_model.vae.dtype == torch.float32
+    assert fast.dtype == torch.float32  # the sampler state stays fp32
+    rel = float((fast - base).abs().mean() / base.abs().mean())
+    assert 0 < rel < 0.1, rel
+    applied = next(iter(engine.applied.values()))
+    assert applied["weights"].startswith("bf16")
