@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--step-cache", type=float, default=0.08)
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false",
+                        help="skip the row with [speed] weights = \"bf16\" (CPU bf16 compute)")
     args = parser.parse_args()
     from diffusers import WanPipeline
 
@@ -132,6 +134,7 @@ def main() -> None:
     specs = {f"s{i}": s for i, (_, s) in enumerate(prompts)}
     jobs = build_plan(film).jobs
     cached_film = dataclasses.replace(film, speed=dataclasses.replace(film.speed, step_cache=args.step_cache))
+    bf16_film = dataclasses.replace(film, speed=dataclasses.replace(film.speed, weights="bf16"))
 
     pipe = WanPipeline.from_pretrained(film.model.path, local_files_only=True, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
@@ -141,29 +144,35 @@ def main() -> None:
     # warm up both (first-call costs out of the measurement)
     diffusers_film(pipe, jobs[:1], work)
     engine.render(build_plan(film, only=[jobs[0].shot_id]), work / "warm")
+    engines = {"reel": engine, "reel_cache": engine}
+    films = {"reel": film, "reel_cache": cached_film}
+    if args.bf16:  # a second engine: the compute dtype is chosen when a model loads
+        engines["reel_bf16"], films["reel_bf16"] = Engine("cpu"), bf16_film
+        engines["reel_bf16"].render(build_plan(bf16_film, only=[jobs[0].shot_id]), work / "warm16")
 
-    runs = {"diffusers": [], "reel": [], "reel_cache": []}
+    runs = {"diffusers": [], **{name: [] for name in engines}}
     rss = {k: [] for k in runs}
     inside = []
     ref_frames = None
     raw_frames: dict[str, dict] = {}
     for r in range(args.rounds):
-        order = ["diffusers", "reel", "reel_cache"] if r % 2 == 0 else ["reel_cache", "reel", "diffusers"]
+        order = ["diffusers", *engines] if r % 2 == 0 else [*reversed(list(engines)), "diffusers"]
         for name in order:
             out = work / f"r{r}-{name}"
             out.mkdir()
-            engine._embeds.clear()
-            engine.embed_cache = EmbedCache(out / "embed-cache")  # cold prompt cache: no cross-run reuse
+            for e in engines.values():
+                e._embeds.clear()
+                e.embed_cache = EmbedCache(out / "embed-cache")  # cold prompt cache: no cross-run reuse
             timer = ModelTimer(comps) if name == "reel" else None
             raw: dict[str, list] = {}
-            engine.on_frames = (lambda sid, f, raw=raw: raw.setdefault(sid, []).append(f)) if r == 0 else None
+            for e in engines.values():
+                e.on_frames = (lambda sid, f, raw=raw: raw.setdefault(sid, []).append(f)) if r == 0 else None
             with PeakRSS() as mem:
                 t = time.perf_counter()
                 if name == "diffusers":
                     ref_frames = diffusers_film(pipe, jobs, out)
                 else:
-                    f = film if name == "reel" else cached_film
-                    engine.render(build_plan(f, batch_size=args.batch_size), out)
+                    engines[name].render(build_plan(films[name], batch_size=args.batch_size), out)
                 runs[name].append(time.perf_counter() - t)
             rss[name].append(mem.growth)
             if timer:
@@ -174,7 +183,7 @@ def main() -> None:
 
     # quality: reel's frames before encoding against diffusers' frames (parity), and its decoded H.264 clips
     quality = {}
-    for name in ("reel", "reel_cache"):
+    for name in engines:
         out = work / f"r0-{name}"
         decoded = {j.shot_id: read_video(out / "shots" / f"{j.shot_id}.mp4")[0] for j in jobs}
         quality[name] = {
@@ -189,7 +198,10 @@ def main() -> None:
     d_med = statistics.median(runs["diffusers"])
     for name, label in (("diffusers", "diffusers WanPipeline, shot by shot"),
                         ("reel", f"reel, batch {args.batch_size}"),
-                        ("reel_cache", f"reel, batch {args.batch_size} + step cache {args.step_cache}")):
+                        ("reel_cache", f"reel, batch {args.batch_size} + step cache {args.step_cache}"),
+                        ("reel_bf16", f"reel, batch {args.batch_size}, CPU bf16 compute")):
+        if name not in runs:
+            continue
         med = statistics.median(runs[name])
         q = quality[name]
         judge = q["judge"]
@@ -203,10 +215,10 @@ def main() -> None:
     outside = 100 * (1 - statistics.median(inside))
     md = f"""## reel vs diffusers' WanPipeline{note}
 
-`.venv/bin/python -m benchmarks.bench_vs_diffusers --shots {args.shots} --rounds {args.rounds} --batch-size {args.batch_size} --step-cache {args.step_cache}`
+`.venv/bin/python -m benchmarks.bench_vs_diffusers --shots {args.shots} --rounds {args.rounds} --batch-size {args.batch_size} --step-cache {args.step_cache}{'' if args.bf16 else ' --no-bf16'}`
 
 {args.shots} shots of {job.width}x{job.height}, {job.frames} frames, {job.steps} steps, guidance {job.guidance}, same weights
-and seeds, CPU fp32, one process, {args.rounds} interleaved rounds (median). Seconds per step = film time / (shots x steps),
+and seeds, CPU fp32 (bf16 only where the row says so), one process, {args.rounds} interleaved rounds (median). Seconds per step = film time / (shots x steps),
 so it includes text encoding, decoding and encoding. PSNR: reel's frames (before encoding; and its H.264 clips
 decoded) against diffusers' frames.
 

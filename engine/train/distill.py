@@ -1,7 +1,7 @@
 """Latent consistency distillation of a preview LoRA (LCM-LoRA's recipe, for flow-matching models).
 
-Teacher: the base model (adapters off) with classifier-free guidance, one Euler step of its
-probability-flow ODE over `skip` steps of a `teacher_steps` grid of shifted sigmas. Student: the base
+Teacher: the base model (adapters off) with classifier-free guidance, a multi-step solver of its
+probability-flow ODE: `skip` Euler steps along a `teacher_steps` grid of shifted sigmas. Student: the base
 model plus the LoRA, no guidance. The student's clean-latent estimate at the higher noise level must
 equal its own (stop-gradient) estimate at the teacher's lower-noise point: skipping-step consistency,
 guidance folded in. The preview then renders in `preview_steps` consistency steps without CFG, from the
@@ -48,12 +48,14 @@ def consistency_loss_at(trainer, step: int) -> float:
         noise = torch.randn(x0.shape, generator=g).to(trainer.device)
         x_hi = (1 - s_hi) * x0 + s_hi * noise
         with torch.no_grad():
-            # teacher: base model with guidance, one Euler step of the ODE from s_hi to s_lo
+            # teacher: base model with guidance, `skip` Euler steps of its ODE along the grid from s_hi to s_lo
+            x_lo = x_hi
             tr.disable_lora()
-            both = v(torch.cat([x_hi, x_hi]), s_hi, torch.cat([cond, uncond]))  # (2, C, F', H', W')
+            for j in range(n, min(n + cfg.skip, cfg.teacher_steps)):
+                a, b = float(grid[j]), float(grid[j + 1])
+                both = v(torch.cat([x_lo, x_lo]), a, torch.cat([cond, uncond]))  # (2, C, F', H', W')
+                x_lo = x_lo + (b - a) * (both[1:] + guidance * (both[:1] - both[1:]))
             tr.enable_lora()
-            v_teacher = both[1:] + guidance * (both[:1] - both[1:])
-            x_lo = x_hi + (s_lo - s_hi) * v_teacher
             # target: the student's own clean estimate at the lower noise level (x0 = x at sigma 0)
             target = x_lo - s_lo * v(x_lo, s_lo, cond) if s_lo > 0 else x_lo
         student = x_hi - s_hi * v(x_hi, s_hi, cond)  # (1, C, F', H', W')
