@@ -1,6 +1,6 @@
 """Distil the built-in model's preview LoRA (latent consistency distillation) and ship it with the model.
 
-    python scripts/distill_shapes_preview.py [--steps 600] [--threads 1] [--resume] [--stop-after N]
+    python scripts/distill_shapes_preview.py [--steps 2000] [--threads 1] [--resume] [--stop-after N]
 
 Writes models/shapes/adapters/preview.safetensors and the `preview` block of models/shapes/weights/reel.json
 (4 consistency steps, no guidance). Checkpoints in models/shapes/adapters/preview.train/ (resumable).
@@ -27,7 +27,7 @@ def main() -> None:
     from scripts.world_dataset import write_dataset
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--stop-after", type=int)
