@@ -1,13 +1,15 @@
 """Train the built-in model's tiny preview decoder (models/preview_decoder.py) and ship it with the model.
 
     .venv/bin/python scripts/train_preview_decoder.py [--steps 1500] [--clips 1536] [--threads 1]
+    .venv/bin/python scripts/train_preview_decoder.py --register-only   # after a re-export of the weights
 
 Pairs: clips of the shapes world (every colour, shape, direction and background) and their latents from
 the model's own VAE (models/shapes/weights/vae, posterior mode). The decoder learns latents -> frames
 with an L1 + MSE loss. At the end it reports PSNR against the frames and against the full VAE decode on
 clips it never saw, plus how often the shapes judge reads both decodes the same way, then writes
-models/shapes/adapters/preview_decoder.safetensors and the `decoder` entry of the `preview` block in
-models/shapes/weights/reel.json. About 10 minutes on one CPU thread.
+models/shapes/adapters/preview_decoder.safetensors (+ preview_decoder.json, the report) and the `decoder`
+entry of the `preview` block in models/shapes/weights/reel.json. About 12 minutes on one CPU thread. The
+decoder depends on the VAE only: after the transformer is re-exported, `--register-only` restores the entry.
 """
 
 from __future__ import annotations
@@ -66,7 +68,11 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=1536)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--register-only", action="store_true", help="only write the reel.json entry (decoder exists)")
     args = p.parse_args()
+    if args.register_only:
+        register(json.loads(OUT.with_suffix(".json").read_text()))
+        return
     import numpy as np
     import torch
     from diffusers import AutoencoderKLWan
@@ -112,12 +118,18 @@ def main() -> None:
               "params": sum(p.numel() for p in decoder.parameters()), "bytes": OUT.stat().st_size,
               "seconds": round(time.time() - t0)}
     print(json.dumps(report, indent=2))
+    OUT.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    register(report)
+
+
+def register(report: dict) -> None:
+    """Name the decoder in the model's reel.json `preview` block (paths relative to the weights folder)."""
     reel_json = WEIGHTS / "reel.json"
     reel = json.loads(reel_json.read_text())
     reel.setdefault("preview", {})["decoder"] = "../adapters/preview_decoder.safetensors"
     reel["preview"]["decoder_report"] = report
     reel_json.write_text(json.dumps(reel, indent=2) + "\n")
-    print(f"preview decoder: {OUT}")
+    print(f"preview decoder: {OUT} (registered in {reel_json})")
 
 
 if __name__ == "__main__":
