@@ -164,6 +164,8 @@ def raw_spec_paths(data: dict) -> Iterator[tuple[str, str]]:
     for key in ("characters", "preview_lora"):
         if isinstance(film.get(key), str):
             yield f"film.{key}", film[key]
+    if isinstance(film.get("preview_decoder"), str) and film["preview_decoder"] != "vae":
+        yield "film.preview_decoder", film["preview_decoder"]
     if isinstance(film.get("upscale"), str) and film["upscale"] not in BUILTIN_UPSCALERS:
         yield "film.upscale", film["upscale"]
     for i, shot in enumerate(data.get("shots") if isinstance(data.get("shots"), list) else []):
@@ -187,10 +189,11 @@ def spec_path_problems(data: dict, base: Path, roots: Roots) -> list[tuple[str, 
 
 def film_path_problems(film, roots: Roots) -> list[tuple[str, str]]:
     """Problems with the paths of a validated Film: also the LoRAs of library characters, and every path
-    as reel resolved it. Built-in models (and the preview LoRA they ship) are always allowed."""
+    as reel resolved it. Built-in models (and the preview adapters they ship beside their weights, e.g.
+    models/shapes/adapters/) are always allowed."""
     from models.registry import BUILTIN_MODELS
 
-    builtin = tuple(Path(os.path.realpath(p)) for p in BUILTIN_MODELS.values())
+    builtin = tuple(Path(os.path.realpath(p)).parent for p in BUILTIN_MODELS.values())
     base = Path(film.source).parent
     named: list[tuple[str, Path]] = [("film.model", film.model.path)]
     named += [(f"film.model ({film.model.path}/reel.json {key})", Path(value))  # single-file transformers
@@ -204,4 +207,6 @@ def film_path_problems(film, roots: Roots) -> list[tuple[str, str]]:
         named.append(("film.upscale", Path(film.upscale)))
     if film.preview is not None:
         named.append(("film.preview_lora", film.preview.lora))
+        if film.preview.decoder is not None:
+            named.append(("film.preview_decoder", film.preview.decoder))
     return [p for field, path in named if (p := roots.problem(field, path, base, extra=builtin))]

@@ -231,6 +231,7 @@ def test_paths_outside_the_roots_are_refused(tmp_path, tiny_model, root):
         film + '\n[[audio]]\nfile = "../outside/music.wav"\n': "audio[0].file",
         film.replace("steps = 3", 'steps = 3\nupscale = "/etc/upscaler.pth"'): "film.upscale",
         film.replace("steps = 3", f'steps = 3\npreview_lora = "{outside}/bob.safetensors"'): "film.preview_lora",
+        film.replace("steps = 3", f'steps = 3\npreview_decoder = "{outside}/dec.safetensors"'): "film.preview_decoder",
         film.replace("steps = 3", f'steps = 3\ncharacters = "{outside}"'): "film.characters",
         film.replace("steps = 3", 'steps = 3\ncharacters = "lib"').replace("a red circle", "{bob} a red circle"):
             "characters.bob.lora",

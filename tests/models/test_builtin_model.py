@@ -62,3 +62,29 @@ def test_fixed_seed_shots_pass_the_judge_on_colour(tmp_path):
     for color, _ in shots:
         frames, _ = read_video(tmp_path / "out" / "shots" / f"{color}.mp4")
         assert judge_clip(frames).color == color
+
+
+def test_shipped_preview_adapters_render_the_final_composition(tmp_path):
+    """The built-in model ships a preview LoRA and a preview decoder: `reel preview` uses both, and the
+    preview of a fixed-seed shot reads the same colour and direction as its final render."""
+    import json
+
+    from engine.plan import build_plan
+    from engine.post.contact import read_video
+    from engine.runtime import Engine
+    from engine.spec import film_from_dict
+    from models.shapes.judge import judge_clip
+
+    film = film_from_dict({"film": {"seed": 2026}, "shots": [
+        {"id": "a", "prompt": "a red circle moving right on a black background"},
+        {"id": "b", "prompt": "a green square moving down on a brown background"}]}, tmp_path / "film.toml")
+    assert film.preview is not None and film.preview.decoder is not None, "the model ships no preview adapters"
+    engine = Engine("cpu")
+    engine.render(build_plan(film, batch_size=2, preview=True), tmp_path / "out")
+    engine.render(build_plan(film, batch_size=2), tmp_path / "out")
+    for sid in ("a", "b"):
+        m = json.loads((tmp_path / "out" / "preview" / "shots" / f"{sid}.json").read_text())
+        assert m["steps"] == 4 and m["guidance"] == 1.0 and m["preview_decoder"]["file"].endswith("preview_decoder.safetensors")
+        p = judge_clip(read_video(tmp_path / "out" / "preview" / "shots" / f"{sid}.mp4")[0])
+        f = judge_clip(read_video(tmp_path / "out" / "shots" / f"{sid}.mp4")[0])
+        assert (p.color, p.direction) == (f.color, f.direction)
