@@ -149,6 +149,9 @@ def main() -> None:
     if args.bf16:  # a second engine: the compute dtype is chosen when a model loads
         engines["reel_bf16"], films["reel_bf16"] = Engine("cpu"), bf16_film
         engines["reel_bf16"].render(build_plan(bf16_film, only=[jobs[0].shot_id]), work / "warm16")
+        engines["reel_bf16_cache"] = engines["reel_bf16"]
+        films["reel_bf16_cache"] = dataclasses.replace(
+            bf16_film, speed=dataclasses.replace(bf16_film.speed, step_cache=args.step_cache))
 
     runs = {"diffusers": [], **{name: [] for name in engines}}
     rss = {k: [] for k in runs}
@@ -199,7 +202,8 @@ def main() -> None:
     for name, label in (("diffusers", "diffusers WanPipeline, shot by shot"),
                         ("reel", f"reel, batch {args.batch_size}"),
                         ("reel_cache", f"reel, batch {args.batch_size} + step cache {args.step_cache}"),
-                        ("reel_bf16", f"reel, batch {args.batch_size}, CPU bf16 compute")):
+                        ("reel_bf16", f"reel, batch {args.batch_size}, CPU bf16 compute"),
+                        ("reel_bf16_cache", f"reel, batch {args.batch_size}, CPU bf16 + step cache {args.step_cache}")):
         if name not in runs:
             continue
         med = statistics.median(runs[name])
@@ -213,6 +217,16 @@ def main() -> None:
                     f"{psnr_txt} | {judge_txt} |")
         data[name] = {"seconds": runs[name], "rss_growth_mib": rss[name], **q}
     outside = 100 * (1 - statistics.median(inside))
+    ref_judge = quality["diffusers"]["judge"]
+    losses = []
+    if ref_judge:
+        for name in engines:
+            j = quality[name]["judge"]
+            drop = {k: ref_judge[k] - j[k] for k in ref_judge}
+            data[name]["judge_drop_vs_diffusers"] = drop
+            worst = max(drop, key=drop.get)
+            losses.append(f"{name}: largest drop {drop[worst]:+.1f} points ({worst}), mean "
+                          f"{statistics.mean(drop.values()):+.1f}")
     md = f"""## reel vs diffusers' WanPipeline{note}
 
 `.venv/bin/python -m benchmarks.bench_vs_diffusers --shots {args.shots} --rounds {args.rounds} --batch-size {args.batch_size} --step-cache {args.step_cache}{'' if args.bf16 else ' --no-bf16'}`
@@ -227,6 +241,9 @@ decoded) against diffusers' frames.
 {chr(10).join(rows)}
 
 Share of reel's wall time outside the text encoder, transformer and VAE: {outside:.1f} % (target <= 10 %).
+
+Judge scores against diffusers' own frames (positive = reel scores lower; target for the step cache <= 2 points):
+{chr(10).join("- " + x for x in losses) or "- judge n/a"}
 """
     write_section("vs_diffusers", md, {"runs": data, "outside_models_pct": outside, "note": note})
     print(md)
