@@ -568,7 +568,8 @@ class Engine:
         how = assemble(timeline, store.film_video, get_codec(film.codec), same_params=same,
                        metadata=provenance(film.title, film.model.name, None))
         if plan.preview:  # previews: a contact sheet and an animated storyboard instead of editor exports
-            exports = preview_sheets([(c.shot_id, c.path) for c in clips], store.film_video, store.root)
+            exports = preview_sheets([(c.shot_id, c.path) for c in clips], store.film_video, store.root,
+                                     counts=[c.frames for c in clips])
         else:
             exports = export_timeline(timeline, film.title, store.root / "film", self._audio_durations)
         manifest = {

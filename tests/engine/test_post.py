@@ -243,3 +243,24 @@ def test_upscale_command_and_bad_upscaler(write_spec, tmp_path):
     result = runner.invoke(app, ["render", str(film(write_spec, f'upscale = "{garbage}"', name="g.toml")),
                                  "--out", str(out)])
     assert result.exit_code == 2 and str(garbage) in result.output and not out.exists()
+
+
+def test_read_videos_decodes_many_clips_in_one_process(tmp_path):
+    """A film's clips (one size) decode through one ffmpeg (concat demuxer), split by frame counts; counts
+    that do not add up fall back to one read per clip."""
+    from engine.post.contact import read_video, read_videos
+    from engine.post.encode import VideoWriter
+
+    rng = np.random.default_rng(0)
+    paths, counts = [], [5, 9, 3]
+    for i, n in enumerate(counts):
+        path = tmp_path / f"it's {i}.mp4"  # a quote in the name: the concat listing escapes it
+        with VideoWriter(path, width=32, height=32, fps=8) as writer:
+            writer.write(rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8))
+        paths.append(path)
+    together = read_videos(paths, counts)
+    alone = [read_video(p)[0] for p in paths]
+    assert [len(f) for f in together] == counts
+    assert all(np.array_equal(a, b) for a, b in zip(together, alone))
+    wrong = read_videos(paths, [5, 9, 4])  # counts that do not add up: read one by one
+    assert [len(f) for f in wrong] == counts
