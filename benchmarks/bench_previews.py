@@ -42,10 +42,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--decoder", default=None,
+                        help='preview decoder: "vae" for the model\'s VAE, a file, or the model\'s own (default)')
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="reel-bench-previews-"))
     prompts = sample_prompts(args.prompts, seed=101)
-    film = film_from_dict({"film": {"seed": 99}, "shots": [{"id": f"p{i}", "prompt": p}
+    film_table = {"seed": 99, **({"preview_decoder": args.decoder} if args.decoder else {})}
+    film = film_from_dict({"film": film_table, "shots": [{"id": f"p{i}", "prompt": p}
                                                            for i, (p, _) in enumerate(prompts)]}, work / "film.toml")
     if film.preview is None:
         raise SystemExit("the built-in model ships no preview LoRA yet: python scripts/distill_shapes_preview.py")
@@ -71,7 +74,9 @@ def main() -> None:
                      for k in KEYS)
     md = f"""## Previews against final renders (built-in model)
 
-`.venv/bin/python -m benchmarks.bench_previews --prompts {args.prompts} --batch-size {args.batch_size}`
+`.venv/bin/python -m benchmarks.bench_previews --prompts {args.prompts} --batch-size {args.batch_size}{f" --decoder {args.decoder}" if args.decoder else ""}`
+
+Preview decoder: {film.preview.decoder.name if film.preview.decoder else "the model's VAE"}.
 
 | reading | preview = final | final adherence | preview adherence |
 |---|---|---|---|
@@ -84,7 +89,7 @@ def main() -> None:
 
 Targets: colour agreement >= 95 %, direction >= 90 %, adherence within 5 points, a preview shot >= 8x faster.
 """
-    write_section("previews", md, {"agreement": agree, "adherence": adherence, "seconds": times,
+    write_section("previews" if not args.decoder else "previews_decoder_" + Path(args.decoder).stem, md, {"agreement": agree, "adherence": adherence, "seconds": times,
                                    "shot_seconds": shot_s, "shot_speedup": shot_speed, "film_speedup": speed})
     print(md)
 

@@ -1,6 +1,6 @@
 """Character LoRA acceptance on the built-in model: the orange star learned from 24 clips.
 
-    .venv/bin/python -m benchmarks.bench_train_lora [--steps 1500] [--batch-size 4] [--lr 5e-4] [--threads 2]
+    .venv/bin/python -m benchmarks.bench_train_lora [--steps 1500] [--batch-size 4] [--lr 5e-4] [--rank 16] [--threads 2]
 
 1. 24 clips of the orange star (trigger "sks"), varied backgrounds and directions, from the shapes world.
 2. `reel train-lora` on them (time measured; target <= 15 min on this CPU).
@@ -37,13 +37,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="reel-bench-lora-"))
     write_dataset(work / "data", clips=24, seed=5, character="orange_star", trigger="sks")
     cfg = build_config({"dataset": str(work / "data"), "base": "shapes", "trigger": "sks",
-                        "out": str(work / "sks.safetensors"), "steps": args.steps, "rank": 16, "lr": args.lr,
+                        "out": str(work / "sks.safetensors"), "steps": args.steps, "rank": args.rank, "alpha": float(args.rank), "lr": args.lr,
                         "batch_size": args.batch_size,
                         "validate_every": 0, "checkpoint_every": 100})
     t = time.perf_counter()
@@ -69,9 +70,9 @@ def main() -> None:
     w, wo = results["with LoRA"], results["without"]
     md = f"""## Character LoRA on the built-in model (orange star, trigger "sks")
 
-`.venv/bin/python -m benchmarks.bench_train_lora --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} --threads {args.threads}`
+`.venv/bin/python -m benchmarks.bench_train_lora --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} --rank {args.rank} --threads {args.threads}`
 
-24 training clips, {args.steps} steps of batch {args.batch_size}, rank 16, lr {args.lr}: trained in {minutes:.1f} min (target <= 15). 20 new prompts, new seeds:
+24 training clips, {args.steps} steps of batch {args.batch_size}, rank {args.rank}, lr {args.lr}: trained in {minutes:.1f} min (target <= 15). 20 new prompts, new seeds:
 
 | | character's colour and shape | orange | star | direction right |
 |---|---|---|---|---|
