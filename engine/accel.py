@@ -184,6 +184,8 @@ def step_cache_session(transformer, speed: SpeedConfig):
     """Enable First-Block-Cache for one trajectory (state reset at start); yields `context(step, total, cfg)`
     returning the cache context to run each model call in (a no-op context when the cache is off)."""
     if speed.step_cache is None:
+        if getattr(transformer, "is_cache_enabled", False):  # an earlier cached render on this engine
+            transformer.disable_cache()
         yield lambda step, total, batched_cfg: contextlib.nullcontext()
         return
     from diffusers.hooks import FirstBlockCacheConfig

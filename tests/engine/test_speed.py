@@ -107,6 +107,12 @@ def test_step_cache_skips_blocks_and_stays_close(write_spec):
     assert float((cached - base).abs().mean()) < float(base.abs().mean())  # same trajectory, approximately
     again = trajectory(write_spec(FILM.replace("{speed}", "step_cache = 0.6"), "again.toml"))
     assert torch.equal(cached, again)  # state resets between trajectories: deterministic
+    engine = Engine("cpu")  # one engine (as in `reel serve`): cached, then uncached, then cached again
+    first = trajectory(write_spec(FILM.replace("{speed}", "step_cache = 0.6"), "e1.toml"), engine=engine)
+    plain = trajectory(write_spec(FILM.replace("{speed}", ""), "e2.toml"), engine=engine)
+    assert torch.equal(first, cached) and torch.equal(plain, base)
+    assert torch.equal(trajectory(write_spec(FILM.replace("{speed}", "step_cache = 0.6"), "e3.toml"), engine=engine),
+                       cached)
 
 
 def test_render_with_speed_flags_records_them(write_spec, tmp_path):
