@@ -72,7 +72,7 @@ def main() -> None:
     shot_speed = shot_s["final"] / shot_s["preview"]
     rows = "\n".join(f"| {k} | {agree[k]:.0f} % | {adherence['final'][k]:.0f} % | {adherence['preview'][k]:.0f} % |"
                      for k in KEYS)
-    md = f"""## Previews against final renders (built-in model)
+    md = f"""## Previews against final renders (built-in model){f", previews decoded with --decoder {args.decoder}" if args.decoder else ""}
 
 `.venv/bin/python -m benchmarks.bench_previews --prompts {args.prompts} --batch-size {args.batch_size}{f" --decoder {args.decoder}" if args.decoder else ""}`
 
