@@ -261,7 +261,8 @@ class Engine:
             if path not in self._preview_decoders:
                 from models.preview_decoder import load_preview_decoder
 
-                self._preview_decoders[path] = load_preview_decoder(Path(path), comps.vae.config.z_dim, comps.device)
+                self._preview_decoders[path] = load_preview_decoder(
+                    Path(path), comps.vae.config.z_dim, comps.device, (comps.temporal_factor, comps.spatial_factor))
         experts = self.experts(plan.film.model)
         for job in plan.jobs:
             for adapter, path, _ in job.adapters:

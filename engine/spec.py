@@ -440,7 +440,7 @@ def _preview_decoder(f: FilmSection, model: ModelInfo, base: dict, source: Path,
                                                      "scripts/train_preview_decoder.py, or write \"vae\""))
             return None
         return path.resolve()
-    if "decoder" in base and (model.path / base["decoder"]).is_file():
+    if "decoder" in base and model.family.name == "wan" and (model.path / base["decoder"]).is_file():
         return (model.path / base["decoder"]).resolve()
     return None
 

@@ -63,8 +63,10 @@ def save_preview_decoder(decoder: PreviewDecoder, path: Path, extra: dict | None
     tmp.replace(path)
 
 
-def load_preview_decoder(path: Path, z_dim: int | None = None, device: torch.device | str = "cpu") -> PreviewDecoder:
-    """Load a decoder saved by save_preview_decoder (fp32 on `device`); PreviewDecoderError names what is wrong."""
+def load_preview_decoder(path: Path, z_dim: int | None = None, device: torch.device | str = "cpu",
+                         factors: tuple[int, int] | None = None) -> PreviewDecoder:
+    """Load a decoder saved by save_preview_decoder (fp32 on `device`); PreviewDecoderError names what is wrong.
+    `z_dim` and `factors` (the VAE's temporal, spatial compression) must match when given."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -84,6 +86,9 @@ def load_preview_decoder(path: Path, z_dim: int | None = None, device: torch.dev
     decoder = PreviewDecoder(**json.loads(meta["config"]))
     if z_dim is not None and decoder.config["z_dim"] != z_dim:
         raise PreviewDecoderError(f"{path}: made for {decoder.config['z_dim']}-channel latents, the model has {z_dim}")
+    if factors is not None and (decoder.config["t"], decoder.config["s"]) != tuple(factors):
+        raise PreviewDecoderError(f"{path}: made for a VAE compressing {decoder.config['t']}x in time and "
+                                  f"{decoder.config['s']}x in space, the model's compresses {factors[0]}x and {factors[1]}x")
     try:
         decoder.load_state_dict({k: v.float() for k, v in state.items()})
     except RuntimeError as err:

@@ -32,6 +32,8 @@ def test_round_trip_and_bad_files(tmp_path):
     assert torch.allclose(back(z), dec.half().float()(z), atol=1e-5)  # stored as fp16
     with pytest.raises(PreviewDecoderError, match="made for 4-channel latents, the model has 16"):
         load_preview_decoder(path, z_dim=16)
+    with pytest.raises(PreviewDecoderError, match="compressing 4x in time and 4x in space, the model's compresses 4x and 8x"):
+        load_preview_decoder(path, z_dim=4, factors=(4, 8))
     with pytest.raises(PreviewDecoderError, match="missing.safetensors: preview decoder not found"):
         load_preview_decoder(tmp_path / "missing.safetensors")
     cut = tmp_path / "cut.safetensors"
