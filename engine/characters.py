@@ -168,7 +168,8 @@ class AdapterBank:
             return False
         if sum(w.numel() * w.element_size() for w in weights) > FUSE_LIMIT_BYTES:
             return False
-        self._saved = [(m, m.get_base_layer().weight.detach().clone()) for m in layers]
+        # copies kept in CPU memory (a CUDA model's VRAM is not doubled); copied back by unfuse()
+        self._saved = [(m, m.get_base_layer().weight.detach().to("cpu", copy=True)) for m in layers]
         with torch.no_grad():
             for m in layers:
                 m.merge(adapter_names=[n for n in names if n in m.lora_A])
