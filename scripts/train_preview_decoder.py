@@ -1,6 +1,6 @@
 """Train the built-in model's tiny preview decoder (models/preview_decoder.py) and ship it with the model.
 
-    .venv/bin/python scripts/train_preview_decoder.py [--steps 1500] [--clips 1536] [--threads 1]
+    .venv/bin/python scripts/train_preview_decoder.py [--steps 3000] [--clips 1536] [--threads 1]
     .venv/bin/python scripts/train_preview_decoder.py --register-only   # after a re-export of the weights
 
 Pairs: clips of the shapes world (every colour, shape, direction and background) and their latents from
@@ -8,7 +8,7 @@ the model's own VAE (models/shapes/weights/vae, posterior mode). The decoder lea
 with an L1 + MSE loss. At the end it reports PSNR against the frames and against the full VAE decode on
 clips it never saw, plus how often the shapes judge reads both decodes the same way, then writes
 models/shapes/adapters/preview_decoder.safetensors (+ preview_decoder.json, the report) and the `decoder`
-entry of the `preview` block in models/shapes/weights/reel.json. About 12 minutes on one CPU thread. The
+entry of the `preview` block in models/shapes/weights/reel.json. About 12 minutes on two CPU threads. The
 decoder depends on the VAE only: after the transformer is re-exported, `--register-only` restores the entry.
 """
 
@@ -64,7 +64,7 @@ def psnr(a, b) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--clips", type=int, default=1536)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
