@@ -1,6 +1,6 @@
 """Character LoRA acceptance on the built-in model: the orange star learned from 24 clips.
 
-    .venv/bin/python -m benchmarks.bench_train_lora [--steps 1500] [--batch-size 4] [--lr 5e-4] [--rank 16] [--threads 2]
+    .venv/bin/python -m benchmarks.bench_train_lora [--steps 2400] [--batch-size 4] [--lr 1e-3] [--rank 32] [--threads 2]
 
 1. 24 clips of the orange star (trigger "sks"), varied backgrounds and directions, from the shapes world.
 2. `reel train-lora` on them (time measured; target <= 15 min on this CPU).
@@ -34,10 +34,10 @@ from scripts.world_dataset import write_dataset
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=2400)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -150,6 +150,7 @@ class AdapterBank:
 
         The base weights of the touched layers are copied aside first and copied back by unfuse() (called by
         the next activate or load), so the base model stays bit-exact however often adapters are fused.
+        (diffusers' fuse_lora/unfuse_lora subtract the delta back, which drifts by rounding on every switch.)
         Returns False, leaving the adapters unfused, when a touched weight is not fp16/bf16/fp32 (fp8 storage),
         sits on the meta device (offloaded), or the copies would exceed FUSE_LIMIT_BYTES.
         """

@@ -27,22 +27,13 @@ WEIGHTS = ROOT / "models" / "shapes" / "weights"
 OUT = ROOT / "models" / "shapes" / "adapters" / "preview_decoder.safetensors"
 
 
-def to_tensor(clips):
-    import torch
-
-    return torch.from_numpy(clips).float().div(127.5).sub(1).permute(0, 4, 1, 2, 3)  # (B, 3, F, H, W) in [-1, 1]
-
-
-def to_uint8(video):
-    return video.clamp(-1, 1).add(1).mul(127.5).round().permute(0, 2, 3, 4, 1).to(dtype=__import__("torch").uint8).numpy()
-
-
 def make_pairs(vae, n: int, seed: int):
     """(latents (n, z, F', h, w), clips (n, F, H, W, 3) uint8) from the world and the VAE's posterior mode."""
     import numpy as np
     import torch
 
     from models.shapes.world import render_clip, sample_spec
+    from scripts.train_shapes.vae import to_tensor
 
     rng = np.random.default_rng(seed)
     specs = [sample_spec(rng) for _ in range(n)]
@@ -70,8 +61,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--register-only", action="store_true", help="only write the reel.json entry (decoder exists)")
     args = p.parse_args()
+    if not (WEIGHTS / "reel.json").is_file():
+        raise SystemExit(f"{WEIGHTS}: no exported model (reel.json missing) — run scripts/train_shapes_model.py first")
     if args.register_only:
-        register(json.loads(OUT.with_suffix(".json").read_text()))
+        report = OUT.with_suffix(".json")
+        if not (OUT.is_file() and report.is_file()):
+            raise SystemExit(f"{OUT} or {report} missing — train the decoder first (without --register-only)")
+        register(json.loads(report.read_text()))
         return
     import numpy as np
     import torch
@@ -79,6 +75,7 @@ def main() -> None:
 
     from models.preview_decoder import PreviewDecoder, load_preview_decoder, save_preview_decoder
     from models.shapes.judge import judge_clip
+    from scripts.train_shapes.vae import to_tensor, to_uint8
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
