@@ -88,3 +88,37 @@ def test_shipped_preview_adapters_render_the_final_composition(tmp_path):
         p = judge_clip(read_video(tmp_path / "out" / "preview" / "shots" / f"{sid}.mp4")[0])
         f = judge_clip(read_video(tmp_path / "out" / "shots" / f"{sid}.mp4")[0])
         assert (p.color, p.direction) == (f.color, f.direction)
+
+
+def test_vae_draws_the_character_it_was_widened_to():
+    """scripts/widen_shapes_vae.py: the VAE's decode of an orange star reads orange, and large stars read
+    as stars (before the widening: every star read as a circle and orange often as red)."""
+    from diffusers import AutoencoderKLWan
+
+    from models.shapes.judge import judge_clip
+    from models.shapes.world import ORANGE_STAR, render_clip
+    from scripts.train_shapes.vae import reconstruct
+
+    vae = AutoencoderKLWan.from_pretrained(WEIGHTS / "vae").eval()
+    rng = np.random.default_rng(20_000_003)
+    specs = [s for s in (ORANGE_STAR.sample_spec(rng) for _ in range(24)) if s.size >= 0.32][:3]
+    clips = np.stack([render_clip(s) for s in specs])  # (3, 17, 64, 64, 3)
+    verdicts = [judge_clip(c) for c in reconstruct(vae, clips)]
+    assert [v.color for v in verdicts] == ["orange"] * 3
+    assert [v.shape for v in verdicts] == ["star"] * 3
+
+
+def test_widening_script_mixes_extra_shapes_into_every_batch():
+    from models.shapes.world import COLORS, SHAPES, is_held_out
+    from scripts.train_shapes.common import TrainConfig
+    from scripts.widen_shapes_vae import batch_specs, training_batch
+
+    for step in range(5):
+        specs = batch_specs(step, 8, seed=0)
+        extra = [s.color not in COLORS or s.shape not in SHAPES for s in specs]
+        assert extra == [False, True] * 4
+        assert not any(is_held_out(s) for s in specs[0::2])
+    cfg = TrainConfig()
+    x = training_batch(step=0, batch=4, cfg=cfg)  # (4, 3, f, crop, crop) in [-1, 1]
+    assert tuple(x.shape) == (4, 3, cfg.vae_frames, cfg.vae_crop, cfg.vae_crop)
+    assert float(x.min()) >= -1 and float(x.max()) <= 1

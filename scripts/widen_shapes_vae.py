@@ -1,0 +1,232 @@
+"""Widen the built-in model's VAE to the whole shapes world, characters included.
+
+    .venv/bin/python scripts/widen_shapes_vae.py --steps 600 --threads 2                  # stage 1: decoder
+    .venv/bin/python scripts/widen_shapes_vae.py --steps 600 --threads 2 --with-encoder   # stage 2: both
+
+Why: the VAE was trained on the base vocabulary only (six colours; circles, squares, triangles). It could
+not draw what it never saw: an orange star went through encode + decode as a red-ish circle (judge: star
+0 of 16, orange 9 of 16), so no character LoRA on the transformer could ever show one. A general video
+VAE (Wan's) draws anything; this brings ours closer to that. The transformer never sees the new colours
+and shapes: teaching it a character stays the LoRA's job.
+
+Stage 1 trains the decoder (and post_quant_conv) only, the encoder frozen. Stage 2 also trains the
+encoder, because the frozen one loses a small star's points (stars of height < 0.31 still decoded as
+circles) — with three terms that keep the transformer valid: the decoder must still draw the OLD
+encoder's latents of base clips (those are what the transformer generates), and the new encoder's latents
+of base clips are pulled to the old ones (MSE), next to the reconstruction of every clip. Batches are a
+50/50 mix of base-vocabulary clips and clips with the world's extra colour and shape (every colour with
+every shape, at least one of them extra). Loss MSE + 0.5 L1 (the VAE stage's), AdamW lr 2e-4, batch 8.
+
+Reports, before and after: PSNR on the VAE stage's 16 unseen clips (base vocabulary), and how often the
+judge reads star and orange after encode + decode of 16 unseen orange-star clips; stage 2 adds the base
+latents' relative drift and the PSNR of the new decoder on the old encoder's latents. Writes the VAE into
+models/shapes/weights/vae (fp16, as exported); stage 1 refuses to write if the encoder changed.
+Checkpoints in models/shapes/runs/vae_decoder/ (git-ignored; --resume continues; delete it between stages).
+About 10 minutes (stage 1) and 17 minutes (stage 2) on one thread. Results: models/shapes/MODEL_CARD.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+WEIGHTS = ROOT / "models" / "shapes" / "weights"
+WORK = ROOT / "models" / "shapes" / "runs" / "vae_decoder"
+EXTRA_SEED = 20_000_003
+
+
+def torch_no_grad_lazy(fn):
+    """torch.no_grad without importing torch at module import (the docstring/--help stays instant)."""
+    def wrapper(*a, **k):
+        import torch
+
+        with torch.no_grad():
+            return fn(*a, **k)
+    return wrapper  # evaluation clips of the character: seeds never used for training
+
+
+def batch_specs(step: int, batch: int, seed: int) -> list:
+    """The step's clip specs: even slots base vocabulary (held-out pairs excluded), odd slots any colour with
+    any shape with at least one of them outside the base vocabulary (orange, star)."""
+    import numpy as np
+
+    from models.shapes.world import ALL_COLORS, ALL_SHAPES, COLORS, HELD_OUT_PAIRS, SHAPES, sample_spec
+
+    rng = np.random.default_rng([seed, 7, step])
+    specs = []
+    for i in range(batch):
+        if i % 2 == 0:
+            specs.append(sample_spec(rng, exclude_pairs=HELD_OUT_PAIRS))
+            continue
+        while True:
+            c, s = str(rng.choice(list(ALL_COLORS))), str(rng.choice(list(ALL_SHAPES)))
+            if c not in COLORS or s not in SHAPES:
+                break
+        specs.append(sample_spec(rng, color=c, shape=s))
+    return specs
+
+
+def training_batch(step: int, batch: int, cfg):
+    """(B, 3, f, crop, crop) in [-1, 1]: batch_specs rendered, random frame window and crop per clip."""
+    import numpy as np
+
+    from models.shapes.world import render_clip
+    from scripts.train_shapes.vae import to_tensor
+
+    rng = np.random.default_rng([cfg.seed, 8, step])
+    clips = []
+    for spec in batch_specs(step, batch, cfg.seed):
+        clip = render_clip(spec, cfg.width, cfg.height, cfg.frames)  # (F, H, W, 3)
+        f0 = int(rng.integers(0, cfg.frames - cfg.vae_frames + 1))
+        y0 = int(rng.integers(0, cfg.height - cfg.vae_crop + 1))
+        x0 = int(rng.integers(0, cfg.width - cfg.vae_crop + 1))
+        clips.append(clip[f0:f0 + cfg.vae_frames, y0:y0 + cfg.vae_crop, x0:x0 + cfg.vae_crop])
+    return to_tensor(np.stack(clips))
+
+
+def evaluate(vae, cfg) -> dict:
+    """Base PSNR (16 unseen clips) and the judge's star / orange rate on 16 unseen orange-star clips."""
+    import numpy as np
+
+    from models.shapes.judge import judge_clip
+    from models.shapes.world import ORANGE_STAR, render_clip
+    from scripts.train_shapes.vae import psnr, reconstruct, validation_clips
+
+    vae.eval()
+    val = validation_clips(cfg)
+    rng = np.random.default_rng(EXTRA_SEED)
+    stars = np.stack([render_clip(ORANGE_STAR.sample_spec(rng)) for _ in range(16)])
+    rec = reconstruct(vae, stars)
+    verdicts = [judge_clip(c) for c in rec]
+    out = {"base_psnr_db": round(psnr(reconstruct(vae, val), val), 2),
+           "star_psnr_db": round(psnr(rec, stars), 2),
+           "star_pct": 100 * sum(v.shape == "star" for v in verdicts) / len(verdicts),
+           "orange_pct": 100 * sum(v.color == "orange" for v in verdicts) / len(verdicts)}
+    vae.train()
+    return out
+
+
+@torch_no_grad_lazy
+def latent_drift(vae, old, cfg) -> dict:
+    """How far the new encoder moved base-vocabulary latents (relative RMS), and how well the new decoder
+    draws the OLD encoder's latents (what the transformer generates): PSNR on the 16 unseen clips."""
+    from scripts.train_shapes.vae import psnr, to_tensor, to_uint8, validation_clips
+
+    val = validation_clips(cfg)
+    x = to_tensor(val)
+    z_old = old.encode(x).latent_dist.mode()
+    z_new = vae.encode(x).latent_dist.mode()
+    rel = float((z_new - z_old).pow(2).mean().sqrt() / z_old.pow(2).mean().sqrt())
+    return {"base_latent_rel_rms_drift": round(rel, 4),
+            "old_latents_psnr_db": round(psnr(to_uint8(vae.decode(z_old).sample), val), 2)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--with-encoder", action="store_true",
+                   help="train the encoder too, anchored to the old encoder's latents on base clips (see above)")
+    args = p.parse_args()
+    import torch
+    from diffusers import AutoencoderKLWan
+    from safetensors.torch import load_file, save_file
+
+    from scripts.train_shapes.common import TrainConfig
+
+    torch.set_num_threads(args.threads)
+    cfg = TrainConfig()
+    vae_dir = WEIGHTS / "vae"
+    if not (vae_dir / "config.json").is_file():
+        raise SystemExit(f"{vae_dir}: no VAE — train the model first (scripts/train_shapes_model.py)")
+    vae = AutoencoderKLWan.from_pretrained(vae_dir, torch_dtype=torch.float32)
+    vae.requires_grad_(False)
+    trainable = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    old = None
+    if args.with_encoder:
+        import copy
+
+        old = copy.deepcopy(vae).eval()  # the encoder the transformer's latents came from (frozen)
+        trainable += [*vae.encoder.parameters(), *vae.quant_conv.parameters()]
+    for q in trainable:
+        q.requires_grad_(True)
+    opt = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    WORK.mkdir(parents=True, exist_ok=True)
+    ckpt = WORK / "checkpoint.pt"
+    step, before = 0, None
+    if args.resume and ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        vae.load_state_dict(state["vae"])
+        opt.load_state_dict(state["opt"])
+        step, before = state["step"], state["before"]
+        print(f"resumed at step {step}", flush=True)
+    elif ckpt.is_file():
+        raise SystemExit(f"{ckpt}: an earlier run's checkpoint — pass --resume, or delete it to start over")
+    if before is None:
+        before = evaluate(vae, cfg)
+        print(f"before: {before}", flush=True)
+    vae.train()
+    t0 = time.time()
+    while step < args.steps:
+        for g in opt.param_groups:
+            g["lr"] = args.lr * min(1.0, (step + 1) / 20)
+        x = training_batch(step, args.batch, cfg)  # (B, 3, f, h, w) in [-1, 1]
+        if old is None:
+            with torch.no_grad():
+                z = vae.encode(x).latent_dist.mode()  # (B, z, f', h/4, w/4): the frozen encoder's latents
+            y = vae.decode(z).sample  # (B, 3, f, h, w)
+            loss = (y - x).pow(2).mean() + 0.5 * (y - x).abs().mean()
+        else:
+            z = vae.encode(x).latent_dist.mode()  # (B, z, f', h/4, w/4)
+            y = vae.decode(z).sample  # (B, 3, f, h, w)
+            base = x[0::2]  # the base-vocabulary half of the batch
+            with torch.no_grad():
+                z_old = old.encode(base).latent_dist.mode()  # what the transformer learned to generate
+            y_old = vae.decode(z_old).sample  # the decoder must still draw the transformer's latents
+            loss = ((y - x).pow(2).mean() + 0.5 * (y - x).abs().mean()
+                    + (y_old - base).pow(2).mean() + 0.5 * (y_old - base).abs().mean()
+                    + (z[0::2] - z_old).pow(2).mean())  # base latents stay where they were
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        opt.step()
+        step += 1
+        if step % 10 == 0:
+            rate = step / max(time.time() - t0, 1e-6)
+            print(f"step {step}/{args.steps} loss {loss.item():.5f} ({(args.steps - step) / max(rate, 1e-6) / 60:.1f} min left)",
+                  flush=True)
+        if step % 100 == 0 or step == args.steps:
+            torch.save({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step, "before": before}, ckpt)
+            print(f"step {step}: {evaluate(vae, cfg)}", flush=True)
+    # fp16, as the export stores it; the encoder's tensors are written back unchanged
+    vae.eval()
+    sd = {k: v.detach().half() if v.is_floating_point() else v for k, v in vae.state_dict().items()}
+    stored = load_file(vae_dir / "diffusion_pytorch_model.safetensors")
+    enc_same = all(torch.equal(stored[k], sd[k]) for k in stored if k.startswith(("encoder.", "quant_conv.")))
+    if not enc_same and old is None:
+        raise SystemExit("the encoder changed — refusing to write (the transformer's latents would no longer match)")
+    vae.load_state_dict({k: v.float() for k, v in sd.items()})
+    after = evaluate(vae, cfg)
+    if old is not None:
+        after.update(latent_drift(vae, old, cfg))
+    tmp = vae_dir / "diffusion_pytorch_model.safetensors.tmp"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata={"format": "pt"})
+    tmp.replace(vae_dir / "diffusion_pytorch_model.safetensors")
+    reel = json.loads((WEIGHTS / "reel.json").read_text())
+    stage = "stage_2_with_encoder" if old is not None else "stage_1_decoder_only"
+    reel.setdefault("vae_widening", {"script": "scripts/widen_shapes_vae.py", "original": before})[stage] = {
+        "steps": args.steps, "lr": args.lr, "batch": args.batch, "before": before, "after": after}
+    (WEIGHTS / "reel.json").write_text(json.dumps(reel, indent=2) + "\n")
+    print(f"after: {after}\nwrote {vae_dir}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
