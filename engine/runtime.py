@@ -52,6 +52,18 @@ def _batched(cached, comps):
     return {k: one(v) for k, v in cached.items()} if isinstance(cached, dict) else one(cached)
 
 
+def _in_autocast(chunks, device_type: str, dtype: torch.dtype):
+    """Run a decode generator's steps under autocast (each next() inside the context, not the consumer's
+    work between them: the upscaler and encoder stay in fp32); chunks come out fp32."""
+    while True:
+        with torch.autocast(device_type, dtype=dtype):
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                return
+        yield chunk.float()
+
+
 def _kw(fn, **optional) -> dict:
     """The optional arguments a family function accepts (families differ in what they need)."""
     params = inspect.signature(fn).parameters
@@ -429,6 +441,8 @@ class Engine:
             else:
                 extra = _kw(family.decode_stream, seeds=[j.seed for j in jobs], frames=first.frames)  # LTX noise,
                 chunks = family.decode_stream(comps, latents, **extra)  # Cog 1.5 padding
+                if self.device.type == "cpu" and self.dtype == torch.bfloat16:  # [speed] weights = "bf16"
+                    chunks = _in_autocast(chunks, self.device.type, torch.bfloat16)
             for chunk in chunks:  # (B, 3, f, H, W)
                 frames = family.to_uint8_frames(chunk)  # (B, f, H, W, 3)
                 for job, writer, shot_frames in zip(jobs, writers, frames):
