@@ -121,6 +121,8 @@ def main() -> None:
     parser.add_argument("--step-cache", type=float, default=0.08)
     parser.add_argument("--no-bf16", dest="bf16", action="store_false",
                         help="skip the row with [speed] weights = \"bf16\" (CPU bf16 compute)")
+    parser.add_argument("--compile", action="store_true",
+                        help="add rows with CPU bf16 + torch.compile (compile time reported apart, in the warm-up)")
     args = parser.parse_args()
     from diffusers import WanPipeline
 
@@ -152,6 +154,18 @@ def main() -> None:
         engines["reel_bf16_cache"] = engines["reel_bf16"]
         films["reel_bf16_cache"] = dataclasses.replace(
             bf16_film, speed=dataclasses.replace(bf16_film.speed, step_cache=args.step_cache))
+    compile_s = None
+    if args.compile:  # a third engine: compiled once per process, warmed on a full batch so no shape recompiles
+        comp_film = dataclasses.replace(film, speed=dataclasses.replace(film.speed, weights="bf16", compile=True))
+        engines["reel_bf16_compile"], films["reel_bf16_compile"] = Engine("cpu"), comp_film
+        films["reel_bf16_compile_cache"] = dataclasses.replace(
+            comp_film, speed=dataclasses.replace(comp_film.speed, step_cache=args.step_cache))
+        engines["reel_bf16_compile_cache"] = engines["reel_bf16_compile"]
+        full = [j.shot_id for j in jobs[:args.batch_size]]
+        t = time.perf_counter()
+        for name in ("reel_bf16_compile", "reel_bf16_compile_cache"):
+            engines[name].render(build_plan(films[name], batch_size=args.batch_size, only=full), work / f"warm-{name}")
+        compile_s = time.perf_counter() - t
 
     runs = {"diffusers": [], **{name: [] for name in engines}}
     rss = {k: [] for k in runs}
@@ -203,7 +217,10 @@ def main() -> None:
                         ("reel", f"reel, batch {args.batch_size}"),
                         ("reel_cache", f"reel, batch {args.batch_size} + step cache {args.step_cache}"),
                         ("reel_bf16", f"reel, batch {args.batch_size}, CPU bf16 compute"),
-                        ("reel_bf16_cache", f"reel, batch {args.batch_size}, CPU bf16 + step cache {args.step_cache}")):
+                        ("reel_bf16_cache", f"reel, batch {args.batch_size}, CPU bf16 + step cache {args.step_cache}"),
+                        ("reel_bf16_compile", f"reel, batch {args.batch_size}, CPU bf16 + torch.compile"),
+                        ("reel_bf16_compile_cache",
+                         f"reel, batch {args.batch_size}, CPU bf16 + torch.compile + step cache {args.step_cache}")):
         if name not in runs:
             continue
         med = statistics.median(runs[name])
@@ -229,7 +246,7 @@ def main() -> None:
                           f"{statistics.mean(drop.values()):+.1f}")
     md = f"""## reel vs diffusers' WanPipeline{note}
 
-`.venv/bin/python -m benchmarks.bench_vs_diffusers --shots {args.shots} --rounds {args.rounds} --batch-size {args.batch_size} --step-cache {args.step_cache}{'' if args.bf16 else ' --no-bf16'}`
+`.venv/bin/python -m benchmarks.bench_vs_diffusers --shots {args.shots} --rounds {args.rounds} --batch-size {args.batch_size} --step-cache {args.step_cache}{'' if args.bf16 else ' --no-bf16'}{' --compile' if args.compile else ''}`
 
 {args.shots} shots of {job.width}x{job.height}, {job.frames} frames, {job.steps} steps, guidance {job.guidance}, same weights
 and seeds, CPU fp32 (bf16 only where the row says so), one process, {args.rounds} interleaved rounds (median). Seconds per step = film time / (shots x steps),
@@ -240,12 +257,13 @@ decoded) against diffusers' frames.
 |---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-Share of reel's wall time outside the text encoder, transformer and VAE: {outside:.1f} % (target <= 10 %).
+{f"torch.compile rows: compiling took {compile_s:.0f} s once per process (two warm-up batches, outside the timed rounds; inductor's on-disk cache shortens it in later processes)." + chr(10) + chr(10) if compile_s else ""}Share of reel's wall time outside the text encoder, transformer and VAE: {outside:.1f} % (target <= 10 %).
 
 Judge scores against diffusers' own frames (positive = reel scores lower; target for the step cache <= 2 points):
 {chr(10).join("- " + x for x in losses) or "- judge n/a"}
 """
-    write_section("vs_diffusers", md, {"runs": data, "outside_models_pct": outside, "note": note})
+    write_section("vs_diffusers", md, {"runs": data, "outside_models_pct": outside, "note": note,
+                                       "compile_seconds": compile_s})
     print(md)
 
 
