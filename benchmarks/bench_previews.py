@@ -13,6 +13,7 @@ encode + denoise + decode + encode, from the manifests); whole-film time adds pl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -44,14 +45,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--decoder", default=None,
                         help='preview decoder: "vae" for the model\'s VAE, a file, or the model\'s own (default)')
+    parser.add_argument("--prompt-seed", type=int, default=101,
+                        help="prompt draw (101 is the reported set; tune settings on another draw)")
+    parser.add_argument("--lora", type=Path, default=None, help="a candidate preview LoRA instead of the shipped one")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="reel-bench-previews-"))
-    prompts = sample_prompts(args.prompts, seed=101)
+    prompts = sample_prompts(args.prompts, seed=args.prompt_seed)
     film_table = {"seed": 99, **({"preview_decoder": args.decoder} if args.decoder else {})}
     film = film_from_dict({"film": film_table, "shots": [{"id": f"p{i}", "prompt": p}
                                                            for i, (p, _) in enumerate(prompts)]}, work / "film.toml")
     if film.preview is None:
         raise SystemExit("the built-in model ships no preview LoRA yet: python scripts/distill_shapes_preview.py")
+    if args.lora is not None:
+        if not args.lora.is_file():
+            raise SystemExit(f"--lora {args.lora}: no such file")
+        film = dataclasses.replace(film, preview=dataclasses.replace(film.preview, lora=args.lora.resolve()))
     engine = Engine("cpu")
     times = {}
     for mode in ("final", "preview"):
@@ -89,6 +97,10 @@ Preview decoder: {film.preview.decoder.name if film.preview.decoder else "the mo
 
 Targets: colour agreement >= 95 %, direction >= 90 %, adherence within 5 points, a preview shot >= 8x faster.
 """
+    if args.prompt_seed != 101 or args.lora is not None:  # a tuning run: printed, never written as the result
+        print(md)
+        print(json.dumps({"agreement": agree, "adherence": adherence, "shot_speedup": shot_speed}))
+        return
     write_section("previews" if not args.decoder else "previews_decoder_" + Path(args.decoder).stem, md, {"agreement": agree, "adherence": adherence, "seconds": times,
                                    "shot_seconds": shot_s, "shot_speedup": shot_speed, "film_speedup": speed})
     print(md)

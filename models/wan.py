@@ -268,13 +268,21 @@ def decode_stream(components: WanComponents, latents: torch.Tensor) -> Iterator[
 
 
 @torch.no_grad()
+def _cpu_bf16_fast(device: torch.device) -> bool:
+    """True on a CPU whose oneDNN runs bf16 natively (AVX512-BF16 / AMX), where bf16 convolutions are fast."""
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def decode_preview(components: WanComponents, decoder: torch.nn.Module, latents: torch.Tensor) -> Iterator[torch.Tensor]:
-    """Previews: a tiny decoder (models/preview_decoder.py) on the whole clip instead of the VAE.
+    """Previews: a tiny decoder (models/preview_decoder.py) on the whole clip instead of the VAE; on a CPU
+    with native bf16 it runs under bf16 autocast (30.6 -> 9.5 ms for 4 clips, within 0.005 of fp32).
 
     Same input as decode_stream (normalised latents (B, C, F', H', W')); yields one (B, 3, F, H, W) chunk in [0, 1].
     """
     z = _denormalise(components.vae, latents.to(components.device, torch.float32))  # (B, C, F', H', W')
-    yield (decoder(z).clamp(-1.0, 1.0) / 2 + 0.5).clamp(0.0, 1.0)  # (B, 3, F, H, W)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=_cpu_bf16_fast(components.device)):
+        frames = decoder(z).float()  # (B, 3, F, H, W); a draft decoder: bf16 on the CPU is ~3x faster
+    yield (frames.clamp(-1.0, 1.0) / 2 + 0.5).clamp(0.0, 1.0)
 
 
 def to_uint8_frames(chunk: torch.Tensor):

@@ -78,6 +78,7 @@ def test_preview_then_final_share_seeds_and_link(write_spec, tmp_path, preview_l
     pa = json.loads((root / "shots" / "a.json").read_text())
     assert pa["preview"] is True and pa["steps"] == 4 and pa["guidance"] == 1.0 and pa["scheduler"] == "lcm"
     assert [a["character"] for a in pa["adapters"]] == ["preview"]
+    assert pa["codec"] == "h264-draft"  # drafts: x264 ultrafast at the final's CRF
     assert json.loads((root / "film.json").read_text())["exports"] == {"contact_sheet": "contact_sheet.png",
                                                                        "storyboard": "storyboard.gif"}
     assert not (out / "shots").exists()  # previews never overwrite finals
@@ -85,6 +86,7 @@ def test_preview_then_final_share_seeds_and_link(write_spec, tmp_path, preview_l
     assert result.exit_code == 0, result.output
     fa = json.loads((out / "shots" / "a.json").read_text())
     assert fa["seed"] == pa["seed"] and fa["steps"] == 6 and fa["adapters"] == []
+    assert fa["codec"] == "h264"
     assert fa["counterpart"]["kind"] == "preview" and fa["counterpart"]["fingerprint"] == pa["fingerprint"]
     assert pa["counterpart"]["kind"] == "final" and pa["counterpart"]["fingerprint"] == fa["fingerprint"]
     assert (out / fa["counterpart"]["manifest"].replace("../", "", 1)).is_file()
