@@ -24,6 +24,10 @@ def machine() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=HERE).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=HERE).stdout.strip()
+        if dirty:  # the run used code that was not committed yet: say so next to the commit
+            commit += " + uncommitted changes"
     except OSError:
         commit = "?"
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),

@@ -134,7 +134,7 @@ def preview_job(film: Film, job: ShotJob) -> ShotJob:
     return replace(job, steps=p.steps, guidance=p.guidance, scheduler=p.scheduler, shift=p.shift, preview=True,
                    adapters=job.adapters + (("preview", str(p.lora), 1.0),), upscale=None,
                    preview_decoder=str(p.decoder) if p.decoder else None,
-                   codec="h264-draft")  # drafts: x264 ultrafast, same CRF, about half the encode time
+                   codec="h264-draft" if job.codec == "h264" else job.codec)  # drafts: x264 ultrafast, same CRF
 
 
 def resolve_job(film: Film, index: int) -> ShotJob:

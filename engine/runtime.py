@@ -64,6 +64,14 @@ def _in_autocast(chunks, device_type: str, dtype: torch.dtype):
         yield chunk.float()
 
 
+def _preview_decoder_compute(family_module: str, device: torch.device) -> str:
+    """What the family's decode_preview runs the tiny decoder in on this device (for the manifest)."""
+    import importlib
+
+    fast = getattr(importlib.import_module(family_module), "cpu_bf16_fast", None)
+    return "bf16 autocast" if fast is not None and fast(device) else "fp32"
+
+
 def _kw(fn, **optional) -> dict:
     """The optional arguments a family function accepts (families differ in what they need)."""
     params = inspect.signature(fn).parameters
@@ -441,7 +449,8 @@ class Engine:
             else:
                 extra = _kw(family.decode_stream, seeds=[j.seed for j in jobs], frames=first.frames)  # LTX noise,
                 chunks = family.decode_stream(comps, latents, **extra)  # Cog 1.5 padding
-                if self.device.type == "cpu" and self.dtype == torch.bfloat16:  # [speed] weights = "bf16"
+                if self.device.type == "cpu" and self.dtype == torch.bfloat16 and getattr(family, "CPU_BF16_DECODE", False) \
+                        and family.cpu_bf16_fast(self.device):  # [speed] weights = "bf16", measured families only
                     chunks = _in_autocast(chunks, self.device.type, torch.bfloat16)
             for chunk in chunks:  # (B, 3, f, H, W)
                 frames = family.to_uint8_frames(chunk)  # (B, f, H, W, 3)
@@ -539,7 +548,8 @@ class Engine:
             "model": {"name": job.model_name, "path": job.model_path, "family": model.family.name,
                       "weights_hash": whash},
             "characters": list(job.characters), "adapters": adapters, "preview": job.preview,
-            "preview_decoder": ({"file": job.preview_decoder, "sha256": self.file_hash(job.preview_decoder)}
+            "preview_decoder": ({"file": job.preview_decoder, "sha256": self.file_hash(job.preview_decoder),
+                                 "compute": _preview_decoder_compute(model.family.module, self.device)}
                                 if job.preview_decoder else None),
             "speed": {"step_cache": job.step_cache, "cfg_skip_last": job.cfg_skip_last,
                       **self.applied.get(str(model.path), {})},

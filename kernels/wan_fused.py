@@ -20,6 +20,7 @@ import torch
 from kernels.modulate import gated_residual_triton, ln_modulate_triton
 from kernels.rmsnorm import rms_norm_triton
 from kernels.rotary import rotary_triton
+from kernels.wan_attn import WanSelfAttnProcessorBase
 
 
 def fused_reasons(device: torch.device, interpret_ok: bool = False) -> list[str]:
@@ -41,29 +42,14 @@ def _rms(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return norm(x)
 
 
-class FusedWanSelfAttnProcessor:
+class FusedWanSelfAttnProcessor(WanSelfAttnProcessorBase):
     """diffusers' WanAttnProcessor for self-attention, with q/k RMSNorm and rotary as Triton kernels."""
 
-    _attention_backend = None
-    _parallel_config = None
+    def qk_norm(self, norm, x):
+        return _rms(norm, x)
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
-        from diffusers.models.attention_dispatch import dispatch_attention_fn
-        from diffusers.models.transformers.transformer_wan import _get_qkv_projections
-
-        query, key, value = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)  # (B, S, H*Dh)
-        query, key = _rms(attn.norm_q, query), _rms(attn.norm_k, key)
-        query = query.unflatten(2, (attn.heads, -1))  # (B, S, H, Dh)
-        key = key.unflatten(2, (attn.heads, -1))
-        value = value.unflatten(2, (attn.heads, -1))
-        if rotary_emb is not None:
-            query = rotary_triton(query, *rotary_emb)
-            key = rotary_triton(key, *rotary_emb)
-        out = dispatch_attention_fn(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
-                                    backend=self._attention_backend, parallel_config=self._parallel_config)
-        out = out.flatten(2, 3).type_as(query)  # (B, S, H*Dh)
-        out = attn.to_out[0](out)
-        return attn.to_out[1](out)
+    def rotary(self, x, freqs_cos, freqs_sin):
+        return rotary_triton(x, freqs_cos, freqs_sin)
 
 
 def fused_block_forward(self, hidden_states, encoder_hidden_states, temb, rotary_emb):
@@ -90,8 +76,6 @@ def apply_fused_kernels(transformer: torch.nn.Module, interpret_ok: bool = False
         raise RuntimeError("fused kernels cannot run: " + "; ".join(reasons))
     for block in transformer.blocks:
         if block.attn1.add_k_proj is None:
-            processor = FusedWanSelfAttnProcessor()
-            processor._attention_backend = getattr(block.attn1.processor, "_attention_backend", None)
-            block.attn1.set_processor(processor)
+            block.attn1.set_processor(FusedWanSelfAttnProcessor.replacing(block.attn1.processor))
         block.forward = types.MethodType(fused_block_forward, block)
     return len(transformer.blocks)

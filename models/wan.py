@@ -50,8 +50,10 @@ class WanComponents:
 def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> WanComponents:
     """Load tokenizer, text encoder, transformer, VAE and scheduler config from a local folder.
 
-    Never contacts a hub (local_files_only). VAE in fp32 on every device (its decode is the most
-    precision-sensitive part and small next to the transformer).
+    Never contacts a hub (local_files_only). VAE weights in fp32 on every device (its decode is the most
+    precision-sensitive part and small next to the transformer); only the CPU bf16 speed mode decodes
+    under bf16 autocast (engine/runtime.py). On the CPU the VAE's channel norms and the self-attention's
+    rotary take vectorised paths with the same math (kernels/channel_norm.py, kernels/wan_cpu.py).
     """
     import diffusers
     import transformers
@@ -249,7 +251,7 @@ def decode_stream(components: WanComponents, latents: torch.Tensor) -> Iterator[
     vae = components.vae
     z = _denormalise(vae, latents.to(components.device, torch.float32))  # (B, C, F', H', W')
     if vae.use_tiling:  # memory saver: spatial tiles over the whole clip, then handed out in chunks
-        video = (vae.decode(z).sample / 2 + 0.5).clamp(0.0, 1.0)  # (B, 3, F, H, W)
+        video = (vae.decode(z).sample.float() / 2 + 0.5).clamp(0.0, 1.0)  # (B, 3, F, H, W)
         for start in range(0, video.shape[2], components.temporal_factor):
             yield video[:, :, start:start + components.temporal_factor]
         return
@@ -261,18 +263,23 @@ def decode_stream(components: WanComponents, latents: torch.Tensor) -> Iterator[
             out = vae.decoder(x[:, :, i:i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=(i == 0))
             if vae.config.patch_size is not None:
                 out = unpatchify(out, patch_size=vae.config.patch_size)
-            out = out.clamp(-1.0, 1.0)  # (B, 3, f, H, W)
+            out = out.float().clamp(-1.0, 1.0)  # (B, 3, f, H, W); fp32 even when decoded under autocast
             yield (out / 2 + 0.5).clamp(0.0, 1.0)
     finally:
         vae.clear_cache()
 
 
-@torch.no_grad()
-def _cpu_bf16_fast(device: torch.device) -> bool:
+def cpu_bf16_fast(device: torch.device) -> bool:
     """True on a CPU whose oneDNN runs bf16 natively (AVX512-BF16 / AMX), where bf16 convolutions are fast."""
     return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+# engine/runtime.py decodes under bf16 autocast in the CPU bf16 speed mode only for families that say so
+# (measured here: 59 dB against the fp32 decode on the built-in model)
+CPU_BF16_DECODE = True
+
+
+@torch.no_grad()
 def decode_preview(components: WanComponents, decoder: torch.nn.Module, latents: torch.Tensor) -> Iterator[torch.Tensor]:
     """Previews: a tiny decoder (models/preview_decoder.py) on the whole clip instead of the VAE; on a CPU
     with native bf16 it runs under bf16 autocast (30.6 -> 9.5 ms for 4 clips, within 0.005 of fp32).
@@ -280,7 +287,7 @@ def decode_preview(components: WanComponents, decoder: torch.nn.Module, latents:
     Same input as decode_stream (normalised latents (B, C, F', H', W')); yields one (B, 3, F, H, W) chunk in [0, 1].
     """
     z = _denormalise(components.vae, latents.to(components.device, torch.float32))  # (B, C, F', H', W')
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=_cpu_bf16_fast(components.device)):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16_fast(components.device)):
         frames = decoder(z).float()  # (B, 3, F, H, W); a draft decoder: bf16 on the CPU is ~3x faster
     yield (frames.clamp(-1.0, 1.0) / 2 + 0.5).clamp(0.0, 1.0)
 

@@ -9,7 +9,8 @@ the model's own VAE (models/shapes/weights/vae, posterior mode). The decoder lea
 with an L1 + MSE loss. At the end it reports PSNR against the frames and against the full VAE decode on
 clips it never saw, plus how often the shapes judge reads both decodes the same way, then writes
 models/shapes/adapters/preview_decoder.safetensors (+ preview_decoder.json, the report) and the `decoder`
-entry of the `preview` block in models/shapes/weights/reel.json. About 12 minutes on two CPU threads. The
+entry of the `preview` block in models/shapes/weights/reel.json. About 12 minutes on two CPU threads, plus
+about a minute to render the 64 previews of the final check. The
 decoder depends on the VAE only: after the transformer is re-exported, `--register-only` restores the entry.
 
 `--on-previews N` fine-tunes the shipped decoder on what it will really decode: N preview latents (the
@@ -103,6 +104,8 @@ def main() -> None:
     p.add_argument("--on-previews", type=int, default=0, metavar="N",
                    help="fine-tune the shipped decoder: N preview latents (the preview LoRA's own) with the VAE's "
                         "decode of them as targets, mixed 50/50 with clean-clip pairs; --steps then counts these steps")
+    p.add_argument("--out", type=Path, default=OUT,
+                   help="where the decoder goes (reel.json names it only at the default path)")
     args = p.parse_args()
     if not (WEIGHTS / "reel.json").is_file():
         raise SystemExit(f"{WEIGHTS}: no exported model (reel.json missing) — run scripts/train_shapes_model.py first")
@@ -122,6 +125,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    out = args.out.resolve()
     vae = AutoencoderKLWan.from_pretrained(WEIGHTS / "vae", torch_dtype=torch.float32, local_files_only=True).eval()
     t0 = time.time()
     lat, clips, _ = make_pairs(vae, args.clips, seed=31)
@@ -129,7 +133,7 @@ def main() -> None:
     decoder = PreviewDecoder(z_dim=vae.config.z_dim)
     peak_lr = 2e-3
     if args.on_previews:  # fine-tune on what the decoder will really see: the preview LoRA's latents
-        decoder = load_preview_decoder(OUT, z_dim=vae.config.z_dim).train().requires_grad_(True)
+        decoder = load_preview_decoder(OUT, z_dim=vae.config.z_dim).train().requires_grad_(True)  # the shipped one
         p_lat, p_frames = preview_pairs(args.on_previews, seed=41)
         lat, target = torch.cat([lat, p_lat]), torch.cat([target, to_tensor(p_frames)])
         peak_lr = 5e-4
@@ -152,10 +156,10 @@ def main() -> None:
         opt.step()
         if step % 100 == 0 or step == args.steps:
             print(f"step {step}/{args.steps} loss {loss.item():.4f} lr {lr:.1e} {time.time() - t0:.0f} s", flush=True)
-    save_preview_decoder(decoder, OUT, {"trained_steps": args.steps, "clips": args.clips,
+    save_preview_decoder(decoder, out, {"trained_steps": args.steps, "clips": args.clips,
                                         "on_previews": args.on_previews, "vae": "models/shapes/weights/vae"})
     # evaluation on new clips: against the frames, against the full VAE decode, judge agreement
-    decoder = load_preview_decoder(OUT, z_dim=vae.config.z_dim)
+    decoder = load_preview_decoder(out, z_dim=vae.config.z_dim)
     lat_t, clips_t, specs_t = make_pairs(vae, 64, seed=32)
     with torch.no_grad():
         tiny = to_uint8(decoder(lat_t))
@@ -166,7 +170,7 @@ def main() -> None:
              for k in ("color", "background", "shape", "direction")}
     report = {"psnr_vs_frames_db": psnr(tiny, clips_t), "vae_psnr_vs_frames_db": psnr(full, clips_t),
               "psnr_vs_vae_decode_db": psnr(tiny, full), "judge_agreement_pct": agree,
-              "params": sum(p.numel() for p in decoder.parameters()), "bytes": OUT.stat().st_size,
+              "params": sum(p.numel() for p in decoder.parameters()), "bytes": out.stat().st_size,
               "seconds": round(time.time() - t0)}
     # and on previews it never saw: the judge on the tiny decode against the VAE's decode of the same latents
     p_lat_t, p_full = preview_pairs(64, seed=42)
@@ -178,8 +182,11 @@ def main() -> None:
     if args.on_previews:
         report["fine_tuned_on_previews"] = {"previews": args.on_previews, "steps": args.steps}
     print(json.dumps(report, indent=2))
-    OUT.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    register(report)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    if out == OUT.resolve():
+        register(report)
+    else:
+        print(f"wrote {out} (not registered: reel.json names {OUT} only)")
 
 
 def register(report: dict) -> None:

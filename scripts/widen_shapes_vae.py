@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 WEIGHTS = ROOT / "models" / "shapes" / "weights"
 WORK = ROOT / "models" / "shapes" / "runs" / "vae_decoder"
-EXTRA_SEED = 20_000_003
+EXTRA_SEED = 20_000_003  # evaluation clips of the character: seeds never used for training
 
 
 def torch_no_grad_lazy(fn):
@@ -47,7 +47,7 @@ def torch_no_grad_lazy(fn):
 
         with torch.no_grad():
             return fn(*a, **k)
-    return wrapper  # evaluation clips of the character: seeds never used for training
+    return wrapper
 
 
 def batch_specs(step: int, batch: int, seed: int) -> list:
@@ -162,8 +162,16 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     ckpt = WORK / "checkpoint.pt"
     step, before = 0, None
+    stage = "stage_2_with_encoder" if args.with_encoder else "stage_1_decoder_only"
+    done = json.loads((WEIGHTS / "reel.json").read_text()).get("vae_widening", {})
+    if args.with_encoder and "stage_2_with_encoder" in done and not args.resume:
+        raise SystemExit("reel.json: stage 2 already ran — running it again would anchor to the moved encoder, "
+                         "not the one the transformer was trained with; restore the VAE from git first")
     if args.resume and ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
+        if state.get("stage") != stage:
+            raise SystemExit(f"{ckpt}: a checkpoint of {state.get('stage', 'another stage')}, not {stage} — resume "
+                             f"with the same --with-encoder setting, or delete it to start over")
         vae.load_state_dict(state["vae"])
         opt.load_state_dict(state["opt"])
         step, before = state["step"], state["before"]
@@ -204,7 +212,8 @@ def main() -> None:
             print(f"step {step}/{args.steps} loss {loss.item():.5f} ({(args.steps - step) / max(rate, 1e-6) / 60:.1f} min left)",
                   flush=True)
         if step % 100 == 0 or step == args.steps:
-            torch.save({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step, "before": before}, ckpt)
+            torch.save({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step, "before": before,
+                        "stage": stage}, ckpt)
             print(f"step {step}: {evaluate(vae, cfg)}", flush=True)
     # fp16, as the export stores it; the encoder's tensors are written back unchanged
     vae.eval()
@@ -221,7 +230,6 @@ def main() -> None:
     save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata={"format": "pt"})
     tmp.replace(vae_dir / "diffusion_pytorch_model.safetensors")
     reel = json.loads((WEIGHTS / "reel.json").read_text())
-    stage = "stage_2_with_encoder" if old is not None else "stage_1_decoder_only"
     reel.setdefault("vae_widening", {"script": "scripts/widen_shapes_vae.py", "original": before})[stage] = {
         "steps": args.steps, "lr": args.lr, "batch": args.batch, "before": before, "after": after}
     (WEIGHTS / "reel.json").write_text(json.dumps(reel, indent=2) + "\n")

@@ -101,7 +101,7 @@ def pick_encoder(codec: Codec) -> str:
 
 def get_codec(name: str) -> Codec:
     if name not in CODECS:
-        raise EncodeError(f"unknown codec {name!r} — use one of {', '.join(CODECS)}")
+        raise EncodeError(f"unknown codec {name!r} — use one of {', '.join(c for c in CODECS if c != 'h264-draft')}")
     return CODECS[name]
 
 

@@ -168,7 +168,8 @@ def test_explicit_memory_settings_on_cpu_are_recorded(write_spec, tmp_path):
 
 
 def test_cpu_bf16_compute_is_opt_in_and_close(write_spec):
-    """`weights = "bf16"` on the CPU runs the transformer and text encoder in bf16 (the VAE stays fp32)."""
+    """`weights = "bf16"` on the CPU runs the transformer and text encoder in bf16 (the VAE's weights stay fp32;
+    its decode runs under bf16 autocast on CPUs with native bf16)."""
     base = trajectory(write_spec(FILM.replace("{speed}", ""), "base.toml"))
     engine = Engine("cpu")
     fast = trajectory(write_spec(FILM.replace("{speed}", 'weights = "bf16"'), "bf16.toml"), engine=engine)
@@ -179,3 +180,20 @@ def test_cpu_bf16_compute_is_opt_in_and_close(write_spec):
     assert 0 < rel < 0.1, rel
     applied = next(iter(engine.applied.values()))
     assert applied["weights"].startswith("bf16")
+
+
+def test_decode_under_autocast_yields_fp32_and_leaves_the_consumer_alone():
+    """engine/runtime.py `_in_autocast`: each decode step runs under bf16 autocast, what the consumer does with
+    a chunk (upscaler, encoder) does not, and chunks come out fp32."""
+    from engine.runtime import _in_autocast
+
+    def decode():
+        for _ in range(3):
+            assert torch.is_autocast_enabled("cpu")
+            yield torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3))  # bf16 under autocast
+
+    chunks = list(_in_autocast(decode(), "cpu", torch.bfloat16))
+    assert len(chunks) == 3
+    for chunk in _in_autocast(decode(), "cpu", torch.bfloat16):
+        assert chunk.dtype == torch.float32 and float(chunk[0, 0]) == 3.0
+        assert not torch.is_autocast_enabled("cpu")

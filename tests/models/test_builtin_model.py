@@ -100,12 +100,14 @@ def test_vae_draws_the_character_it_was_widened_to():
     from scripts.train_shapes.vae import reconstruct
 
     vae = AutoencoderKLWan.from_pretrained(WEIGHTS / "vae").eval()
-    rng = np.random.default_rng(20_000_003)
-    specs = [s for s in (ORANGE_STAR.sample_spec(rng) for _ in range(24)) if s.size >= 0.32][:3]
-    clips = np.stack([render_clip(s) for s in specs])  # (3, 17, 64, 64, 3)
+    rng = np.random.default_rng(20_000_003)  # the widening script's evaluation clips (never trained on)
+    specs = [ORANGE_STAR.sample_spec(rng) for _ in range(16)]
+    clips = np.stack([render_clip(s) for s in specs])  # (16, 17, 64, 64, 3)
     verdicts = [judge_clip(c) for c in reconstruct(vae, clips)]
-    assert [v.color for v in verdicts] == ["orange"] * 3
-    assert [v.shape for v in verdicts] == ["star"] * 3
+    assert all(v.color == "orange" for v in verdicts)
+    assert sum(v.shape == "star" for v in verdicts) >= 9  # 10 of 16 (62 %) measured; the first VAE: 0
+    large = [v.shape for v, s in zip(verdicts, specs) if s.size >= 0.32]
+    assert large and all(shape == "star" for shape in large)  # the misses are the small stars
 
 
 def test_widening_script_mixes_extra_shapes_into_every_batch():

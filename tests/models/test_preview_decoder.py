@@ -58,6 +58,10 @@ def test_preview_renders_through_the_decoder(write_spec, tmp_path, preview_lora,
     assert result.exit_code == 0, result.output
     m = json.loads((out / "preview" / "shots" / "a.json").read_text())
     assert m["preview_decoder"]["file"] == str(dec_path) and m["preview_decoder"]["sha256"].startswith("sha256:")
+    import torch
+
+    native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert m["preview_decoder"]["compute"] == ("bf16 autocast" if native_bf16 else "fp32")
     frames, _ = read_video(out / "preview" / "shots" / "a.mp4")
     assert frames.shape[1:] == (m["height"], m["width"], 3) and frames.shape[0] == m["frames"]
     vae_out = tmp_path / "vae"
