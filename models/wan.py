@@ -271,7 +271,12 @@ def decode_stream(components: WanComponents, latents: torch.Tensor) -> Iterator[
 
 def cpu_bf16_fast(device: torch.device) -> bool:
     """True on a CPU whose oneDNN runs bf16 natively (AVX512-BF16 / AMX), where bf16 convolutions are fast."""
-    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN: stay in fp32
+        return False
 
 
 # engine/runtime.py decodes under bf16 autocast in the CPU bf16 speed mode only for families that say so
