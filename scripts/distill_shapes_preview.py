@@ -1,6 +1,6 @@
 """Distil the built-in model's preview LoRA (latent consistency distillation) and ship it with the model.
 
-    python scripts/distill_shapes_preview.py [--steps 2000] [--batch-size 1] [--lr 2e-4] [--threads 1] [--resume]
+    python scripts/distill_shapes_preview.py [--steps 2000] [--batch-size 1] [--lr 2e-4] [--rank 16] [--threads 1] [--resume]
                                             [--stop-after N] [--out FILE]
 
 Writes models/shapes/adapters/preview.safetensors and the `preview` block of models/shapes/weights/reel.json
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--stop-after", type=int)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "shapes" / "adapters" / "preview.safetensors",
                         help="where the LoRA goes; reel.json is updated only for the default path")
     args = parser.parse_args()
@@ -45,7 +46,7 @@ def main() -> None:
     if not (data / "clip0199.txt").is_file():
         write_dataset(data, clips=200, seed=11)
     cfg = build_config({"kind": "preview", "dataset": str(data), "base": "shapes", "out": str(out),
-                        "steps": args.steps, "rank": 16, "alpha": 16.0, "lr": args.lr, "batch_size": args.batch_size, "warmup_steps": 20,
+                        "steps": args.steps, "rank": args.rank, "alpha": float(args.rank), "lr": args.lr, "batch_size": args.batch_size, "warmup_steps": 20,
                         "teacher_steps": 32, "skip": 4, "preview_steps": 4, "checkpoint_every": 50,
                         "validate_every": 200, "validation_prompts": ("a red circle moving right on a black background",
                                                                      "a blue square moving up on a gray background")})
