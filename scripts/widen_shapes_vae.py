@@ -215,7 +215,7 @@ def main() -> None:
             torch.save({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step, "before": before,
                         "stage": stage}, ckpt)
             print(f"step {step}: {evaluate(vae, cfg)}", flush=True)
-    # fp16, as the export stores it; the encoder's tensors are written back unchanged
+    # fp16, as the export stores it (stage 1: the encoder's tensors come back bit-identical, checked below)
     vae.eval()
     sd = {k: v.detach().half() if v.is_floating_point() else v for k, v in vae.state_dict().items()}
     stored = load_file(vae_dir / "diffusion_pytorch_model.safetensors")
