@@ -1,4 +1,9 @@
-"""`python -m benchmarks`: reel against diffusers on the built-in model (see bench_vs_diffusers.py).
+"""`python -m benchmarks`: reel against diffusers, in one command, on the built-in model (bench_vs_diffusers.py)
+and on tiny random configs of every supported family (bench_families.py); each writes its RESULTS.md section.
+
+    .venv/bin/python -m benchmarks                    # both, with their defaults (about 5 minutes here)
+    .venv/bin/python -m benchmarks --only builtin     # or: --only families
+    .venv/bin/python -m benchmarks --builtin-args "--shots 32 --compile" --families-args "--families wan,ltx"
 
 Other benchmarks, one command each (all write their section of benchmarks/RESULTS.md):
     python -m benchmarks.bench_scaling       time against frames, resolution and batch size (+ PNG plots)
@@ -13,7 +18,25 @@ Other benchmarks, one command each (all write their section of benchmarks/RESULT
     python -m benchmarks.fuzz_specs          property-based spec fuzzing (10,000 examples)
 """
 
-from benchmarks.bench_vs_diffusers import main
+import argparse
+import shlex
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["builtin", "families"], help="run one of the two")
+    parser.add_argument("--builtin-args", default="", help="arguments for bench_vs_diffusers (quoted)")
+    parser.add_argument("--families-args", default="", help="arguments for bench_families (quoted)")
+    args = parser.parse_args()
+    if args.only in (None, "builtin"):
+        from benchmarks.bench_vs_diffusers import main as builtin
+
+        builtin(shlex.split(args.builtin_args))
+    if args.only in (None, "families"):
+        from benchmarks.bench_families import main as families
+
+        families(shlex.split(args.families_args))
+
 
 if __name__ == "__main__":
     main()

@@ -205,13 +205,13 @@ def row(res: dict, shots: int) -> str:
             f"{rd:.0f} MiB | {rr:.0f} MiB | {'; '.join(notes)} |")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shots", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--families", default=",".join(FAMILIES))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     import diffusers
     import transformers
 

@@ -112,7 +112,7 @@ def judge_scores(videos: dict[str, np.ndarray], specs: dict) -> dict[str, float]
     return {k: 100.0 * v / len(videos) for k, v in hits.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="shapes")
     parser.add_argument("--shots", type=int, default=8)
@@ -123,7 +123,7 @@ def main() -> None:
                         help="skip the row with [speed] weights = \"bf16\" (CPU bf16 compute)")
     parser.add_argument("--compile", action="store_true",
                         help="add rows with CPU bf16 + torch.compile (compile time reported apart, in the warm-up)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     from diffusers import WanPipeline
 
     from models.shapes.world import sample_prompts
