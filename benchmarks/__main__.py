@@ -1,7 +1,7 @@
 """`python -m benchmarks`: reel against diffusers, in one command, on the built-in model (bench_vs_diffusers.py)
 and on tiny random configs of every supported family (bench_families.py); each writes its RESULTS.md section.
 
-    .venv/bin/python -m benchmarks                    # both, with their defaults (about 5 minutes here)
+    .venv/bin/python -m benchmarks                    # both, with their defaults (about a minute here)
     .venv/bin/python -m benchmarks --only builtin     # or: --only families
     .venv/bin/python -m benchmarks --builtin-args "--shots 32 --compile" --families-args "--families wan,ltx"
 

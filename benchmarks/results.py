@@ -24,8 +24,9 @@ def machine() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=HERE).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=HERE).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/RESULTS.md", ":(exclude)benchmarks/results"],
+                               capture_output=True, text=True, cwd=HERE.parent).stdout.strip()  # outputs don't count
         if dirty:  # the run used code that was not committed yet: say so next to the commit
             commit += " + uncommitted changes"
     except OSError:
