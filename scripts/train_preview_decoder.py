@@ -64,7 +64,7 @@ def preview_pairs(n: int, seed: int, batch: int = 8):
     from models import wan
     from models.shapes.world import sample_prompts
 
-    reel = json.loads((WEIGHTS / "reel.json").read_text())["preview"]
+    reel = json.loads((WEIGHTS / "reel.json").read_text())["preview"]  # checked in main()
     comps = wan.load(WEIGHTS, torch.device("cpu"), torch.float32)
     from safetensors.torch import load_file
 
@@ -115,6 +115,13 @@ def main() -> None:
             raise SystemExit(f"{OUT} or {report} missing — train the decoder first (without --register-only)")
         register(json.loads(report.read_text()))
         return
+    if args.on_previews:  # check before minutes of encoding
+        preview = json.loads((WEIGHTS / "reel.json").read_text()).get("preview", {})
+        if not OUT.is_file():
+            raise SystemExit(f"{OUT}: no shipped decoder to fine-tune — train one first (without --on-previews)")
+        if not preview.get("lora") or not (WEIGHTS / preview["lora"]).is_file():
+            raise SystemExit(f"{WEIGHTS / 'reel.json'}: no preview LoRA to render previews with — run "
+                             "scripts/distill_shapes_preview.py first, or train without --on-previews")
     import numpy as np
     import torch
     from diffusers import AutoencoderKLWan
@@ -173,12 +180,16 @@ def main() -> None:
               "params": sum(p.numel() for p in decoder.parameters()), "bytes": out.stat().st_size,
               "seconds": round(time.time() - t0)}
     # and on previews it never saw: the judge on the tiny decode against the VAE's decode of the same latents
-    p_lat_t, p_full = preview_pairs(64, seed=42)
-    with torch.no_grad():
-        p_tiny = to_uint8(decoder(p_lat_t))
-    report["previews"] = {"psnr_vs_vae_decode_db": psnr(p_tiny, p_full),
-                          "judge_shape_agreement_pct": 100 * float(np.mean(
-                              [judge_clip(a).shape == judge_clip(b).shape for a, b in zip(p_tiny, p_full)]))}
+    lora = json.loads((WEIGHTS / "reel.json").read_text()).get("preview", {}).get("lora")
+    if lora and (WEIGHTS / lora).is_file():
+        p_lat_t, p_full = preview_pairs(64, seed=42)
+        with torch.no_grad():
+            p_tiny = to_uint8(decoder(p_lat_t))
+        report["previews"] = {"psnr_vs_vae_decode_db": psnr(p_tiny, p_full),
+                              "judge_shape_agreement_pct": 100 * float(np.mean(
+                                  [judge_clip(a).shape == judge_clip(b).shape for a, b in zip(p_tiny, p_full)]))}
+    else:
+        print("no preview LoRA yet (scripts/distill_shapes_preview.py): the check on previews is skipped")
     if args.on_previews:
         report["fine_tuned_on_previews"] = {"previews": args.on_previews, "steps": args.steps}
     print(json.dumps(report, indent=2))
