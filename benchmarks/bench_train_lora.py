@@ -48,7 +48,12 @@ def main() -> None:
                         "batch_size": args.batch_size,
                         "validate_every": 0, "checkpoint_every": 100})
     t = time.perf_counter()
-    train_lora(cfg)
+
+    def progress(step: int, total: int, loss: float) -> None:
+        if step % 250 == 0 or step == total:
+            print(f"step {step}/{total} loss {loss:.4f} ({(time.perf_counter() - t) / 60:.1f} min)", flush=True)
+
+    train_lora(cfg, say=print, on_step=progress)
     minutes = (time.perf_counter() - t) / 60
     rng = np.random.default_rng(77)
     cases = [(str(rng.choice(list(DIRECTIONS))), str(rng.choice(list(BACKGROUNDS)))) for _ in range(20)]

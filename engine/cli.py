@@ -325,6 +325,10 @@ def train_lora_cmd(
     work_dir: Path = typer.Option(None, "--work-dir", help="Checkpoints, loss log and validation sheets "
                                   "(default: OUT without suffix + .train)."),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
+    gradient_checkpointing: bool = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
+                                                help="Recompute activations to save memory (default: on a GPU only)."),
+    mixed_precision: str = typer.Option(None, "--mixed-precision", help="auto, bf16 or no (default auto: bf16 "
+                                        "autocast on CUDA and on CPUs with native bf16)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in the work dir."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad dataset files instead of stopping."),
     stop_after: int = typer.Option(None, "--stop-after", help="Stop (with a checkpoint) after this many steps in "
@@ -343,7 +347,8 @@ def train_lora_cmd(
              "grad_accum": grad_accum, "schedule": schedule, "warmup_steps": warmup_steps, "frames": frames,
              "width": width, "height": height, "extract": extract, "repeats": repeats, "seed": seed,
              "checkpoint_every": checkpoint_every, "validate_every": validate_every,
-             "work_dir": str(work_dir) if work_dir else None, "device": device}
+             "work_dir": str(work_dir) if work_dir else None, "device": device,
+             "gradient_checkpointing": gradient_checkpointing, "mixed_precision": mixed_precision}
     say = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
     try:
         cfg = build_config(flags, config)

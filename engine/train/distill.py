@@ -33,7 +33,7 @@ def consistency_loss_at(trainer, step: int) -> float:
 
     def v(x, sigma, text):  # the transformer's flow velocity at noise level sigma
         t = torch.full((x.shape[0],), sigma * 1000.0, device=x.device)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+        with trainer.autocast():
             return tr(hidden_states=x.to(comps.dtype), timestep=t, encoder_hidden_states=text,
                       return_dict=False)[0].float()
 

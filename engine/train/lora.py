@@ -1,6 +1,6 @@
 """Train a character LoRA on a Wan-family transformer: peft adapters, flow-matching loss with shift and
-logit-normal timesteps, AdamW, warmup then constant or cosine, gradient accumulation and checkpointing,
-bf16 autocast on CUDA, exact resume.
+logit-normal timesteps, AdamW, warmup then constant or cosine, gradient accumulation and checkpointing
+(default: on a GPU only), bf16 autocast (default: on CUDA and on CPUs with native bf16), exact resume.
 
     result = train_lora(build_config({"dataset": "data/hero", "trigger": "sks", "out": "hero.safetensors"}))
 
@@ -109,7 +109,10 @@ class Trainer:
             self.say(f"warning: no caption mentions the trigger {cfg.trigger!r}; the LoRA will not be tied to it")
         self.items = items
         self.device = pick_device(cfg.device)
-        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        mp = cfg.mixed_precision
+        self.bf16 = mp == "bf16" or (mp == "auto" and (self.device.type == "cuda" or wan.cpu_bf16_fast(self.device)))
+        # base weights: bf16 on a GPU with mixed precision (memory); fp32 on the CPU (autocast casts per op)
+        self.dtype = torch.bfloat16 if self.device.type == "cuda" and self.bf16 else torch.float32
 
     # -- preprocessing -------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -151,7 +154,7 @@ class Trainer:
         self.params = [p for p in tr.parameters() if p.requires_grad]
         for p in self.params:
             p.data = p.data.float()  # LoRA weights in fp32 even when the base is bf16
-        if cfg.gradient_checkpointing:
+        if cfg.gradient_checkpointing or (cfg.gradient_checkpointing is None and self.device.type == "cuda"):
             tr.enable_gradient_checkpointing()
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
@@ -166,26 +169,42 @@ class Trainer:
         n = len(self.items) * cfg.repeats
         total = 0.0
         per_step = cfg.batch_size * cfg.grad_accum
-        for micro in range(per_step):
-            g = step_generator(cfg.seed, step, micro)
-            idx = sample_index(cfg.seed, step * per_step + micro, n) % len(self.items)
-            x0 = self.latents[idx][None].to(self.device)  # (1, C, F', H', W')
-            caption = self.items[idx].caption
-            if cfg.caption_dropout and float(torch.rand((), generator=g)) < cfg.caption_dropout:
-                caption = ""
-            noise = torch.randn(x0.shape, generator=g).to(self.device)  # (1, C, F', H', W')
-            u = torch.sigmoid(torch.randn((), generator=g) * cfg.logit_std + cfg.logit_mean)
-            sigma = float(self.shift * u / (1 + (self.shift - 1) * u))
-            xt = (1 - sigma) * x0 + sigma * noise
-            target = noise - x0  # flow velocity
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                pred = tr(hidden_states=xt.to(self.dtype), timestep=torch.tensor([sigma * 1000.0], device=self.device),
-                          encoder_hidden_states=self.text[caption][None], return_dict=False)[0]
-            loss = torch.nn.functional.mse_loss(pred.float(), target) / per_step
-            loss.backward()
-            total += float(loss.detach())
+        for chunk in range(cfg.grad_accum):  # one transformer batch of batch_size samples per chunk
+            xts, sigmas, texts, targets = [], [], [], []
+            for micro in range(chunk * cfg.batch_size, (chunk + 1) * cfg.batch_size):
+                g = step_generator(cfg.seed, step, micro)  # each sample's own draws: same data in any batching
+                idx = sample_index(cfg.seed, step * per_step + micro, n) % len(self.items)
+                x0 = self.latents[idx][None]  # (1, C, F', H', W')
+                caption = self.items[idx].caption
+                if cfg.caption_dropout and float(torch.rand((), generator=g)) < cfg.caption_dropout:
+                    caption = ""
+                noise = torch.randn(x0.shape, generator=g)  # (1, C, F', H', W')
+                u = torch.sigmoid(torch.randn((), generator=g) * cfg.logit_std + cfg.logit_mean)
+                sigma = float(self.shift * u / (1 + (self.shift - 1) * u))
+                xts.append((1 - sigma) * x0 + sigma * noise)
+                targets.append(noise - x0)  # flow velocity
+                sigmas.append(sigma * 1000.0)
+                texts.append(self.text[caption])
+            groups: dict[tuple, list[int]] = {}  # stills have fewer latent frames than clips: batch by shape
+            for i, x in enumerate(xts):
+                groups.setdefault(tuple(x.shape), []).append(i)
+            for members in groups.values():
+                xt = torch.cat([xts[i] for i in members]).to(self.device, self.dtype)  # (B, C, F', H', W')
+                target = torch.cat([targets[i] for i in members]).to(self.device)  # (B, C, F', H', W')
+                with self.autocast():
+                    pred = tr(hidden_states=xt, timestep=torch.tensor([sigmas[i] for i in members], device=self.device),
+                              encoder_hidden_states=torch.stack([texts[i] for i in members]),
+                              return_dict=False)[0]  # (B, C, F', H', W')
+                # the mean over samples of each sample's MSE, over the whole step
+                loss = torch.nn.functional.mse_loss(pred.float(), target) * len(members) / per_step
+                loss.backward()
+                total += float(loss.detach())
         self.optimizer_step()
         return total
+
+    def autocast(self):
+        """bf16 autocast when mixed precision is on (auto: CUDA, or a CPU with native bf16), else a no-op."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def optimizer_step(self) -> None:
         """Clip, step the optimizer and the LR schedule, clear the gradients (after all micro-steps)."""
@@ -201,7 +220,8 @@ class Trainer:
                 "targets": list(c.targets), "seed": c.seed, "steps": c.steps, "lr": c.lr, "batch": c.batch_size,
                 "grad_accum": c.grad_accum, "schedule": c.schedule, "warmup": c.warmup_steps,
                 "size": [self.width, self.height, self.frames], "repeats": c.repeats, "shift": self.shift,
-                "kind": c.kind, "teacher": [c.teacher_steps, c.skip, c.teacher_guidance, c.preview_steps]}
+                "kind": c.kind, "teacher": [c.teacher_steps, c.skip, c.teacher_guidance, c.preview_steps],
+                "bf16": self.bf16}
 
     def save_checkpoint(self, step: int) -> Path:
         from peft.utils import get_peft_model_state_dict

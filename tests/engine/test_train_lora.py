@@ -118,6 +118,20 @@ def test_resume_ends_with_the_same_lora(tmp_path, tiny_model, data):
         train_lora(changed, resume=True)
 
 
+def test_a_batch_equals_accumulated_samples_and_checkpointing_changes_nothing(tmp_path, tiny_model, data):
+    """batch_size samples run as one transformer batch; each keeps its own draws, so batch 2 equals two
+    accumulated samples of batch 1, and gradient checkpointing (off by default on the CPU) is the same math."""
+    runs = {}
+    for name, over in {"batch": {"batch_size": 2}, "accum": {"grad_accum": 2},
+                       "ckpt": {"batch_size": 2, "gradient_checkpointing": True}}.items():
+        runs[name] = load_file(str(train_lora(config(tmp_path / name, tiny_model, dataset=str(data),
+                                                     out=str(tmp_path / f"{name}.safetensors"),
+                                                     mixed_precision="no", **over)).lora))
+    for other in ("accum", "ckpt"):
+        assert max(float((runs["batch"][k] - runs[other][k]).abs().max()) for k in runs["batch"]) <= 1e-5
+    assert max(float(v.abs().max()) for k, v in runs["batch"].items() if "lora_B" in k) > 1e-4  # it trained
+
+
 def test_dataset_problems_listed_together_and_skip_bad(tmp_path, tiny_model, data):
     (data / "nocap.mp4").write_bytes((data / "clip0.mp4").read_bytes())
     (data / "broken.mp4").write_bytes(b"not a video at all")
