@@ -6,7 +6,7 @@
 
 Pairs: clips of the shapes world (every colour, shape, direction and background) and their latents from
 the model's own VAE (models/shapes/weights/vae, posterior mode). The decoder learns latents -> frames
-with an L1 + MSE loss. At the end it reports PSNR against the frames and against the full VAE decode on
+with an L1 + MSE loss (`--sharpen W` adds W x a gradient-difference loss against blurred edges). At the end it reports PSNR against the frames and against the full VAE decode on
 clips it never saw, plus how often the shapes judge reads both decodes the same way, then writes
 models/shapes/adapters/preview_decoder.safetensors (+ preview_decoder.json, the report) and the `decoder`
 entry of the `preview` block in models/shapes/weights/reel.json. About 12 minutes on two CPU threads, plus
@@ -104,6 +104,8 @@ def main() -> None:
     p.add_argument("--on-previews", type=int, default=0, metavar="N",
                    help="fine-tune the shipped decoder: N preview latents (the preview LoRA's own) with the VAE's "
                         "decode of them as targets, mixed 50/50 with clean-clip pairs; --steps then counts these steps")
+    p.add_argument("--sharpen", type=float, default=0.0, metavar="WEIGHT",
+                   help="add WEIGHT x a gradient-difference loss (blurred edges cost; the VAE's stage 3 uses 1.0)")
     p.add_argument("--out", type=Path, default=OUT,
                    help="where the decoder goes (reel.json names it only at the default path)")
     args = p.parse_args()
@@ -128,7 +130,7 @@ def main() -> None:
 
     from models.preview_decoder import PreviewDecoder, load_preview_decoder, save_preview_decoder
     from models.shapes.judge import judge_clip
-    from scripts.train_shapes.vae import to_tensor, to_uint8
+    from scripts.train_shapes.vae import gradient_difference, to_tensor, to_uint8
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -158,12 +160,14 @@ def main() -> None:
             idx = torch.randint(len(lat), (args.batch,), generator=g)
         pred = decoder(lat[idx])  # (b, 3, 17, 64, 64)
         loss = (pred - target[idx]).abs().mean() + (pred - target[idx]).pow(2).mean()
+        if args.sharpen:
+            loss = loss + args.sharpen * gradient_difference(pred, target[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % 100 == 0 or step == args.steps:
             print(f"step {step}/{args.steps} loss {loss.item():.4f} lr {lr:.1e} {time.time() - t0:.0f} s", flush=True)
-    save_preview_decoder(decoder, out, {"trained_steps": args.steps, "clips": args.clips,
+    save_preview_decoder(decoder, out, {"trained_steps": args.steps, "clips": args.clips, "sharpen": args.sharpen,
                                         "on_previews": args.on_previews, "vae": "models/shapes/weights/vae"})
     # evaluation on new clips: against the frames, against the full VAE decode, judge agreement
     decoder = load_preview_decoder(out, z_dim=vae.config.z_dim)
