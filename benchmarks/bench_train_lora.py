@@ -1,6 +1,7 @@
 """Character LoRA acceptance on the built-in model: the orange star learned from 24 clips.
 
-    .venv/bin/python -m benchmarks.bench_train_lora [--steps 2400] [--batch-size 4] [--lr 1e-3] [--rank 32] [--threads 2]
+    .venv/bin/python -m benchmarks.bench_train_lora [--steps 2400] [--batch-size 4] [--lr 1e-3] [--rank 32]
+        [--schedule constant|cosine] [--threads 2] [--eval-seed 77 --prompts 20]
 
 1. 24 clips of the orange star (trigger "sks"), varied backgrounds and directions, from the shapes world.
 2. `reel train-lora` on them (time measured; target <= 15 min on this CPU).
@@ -38,14 +39,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--rank", type=int, default=32)
+    parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                        help="learning rate after warmup")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-seed", type=int, default=77,
+                        help="the draw of new prompts (77 is the reported set; tune settings on another draw)")
+    parser.add_argument("--prompts", type=int, default=20, help="new prompts to render (20 is the reported set)")
     args = parser.parse_args()
+    reported = args.eval_seed == 77 and args.prompts == 20
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="reel-bench-lora-"))
     write_dataset(work / "data", clips=24, seed=5, character="orange_star", trigger="sks")
     cfg = build_config({"dataset": str(work / "data"), "base": "shapes", "trigger": "sks",
                         "out": str(work / "sks.safetensors"), "steps": args.steps, "rank": args.rank, "alpha": float(args.rank), "lr": args.lr,
-                        "batch_size": args.batch_size,
+                        "batch_size": args.batch_size, "schedule": args.schedule,
                         "validate_every": 0, "checkpoint_every": 100})
     t = time.perf_counter()
 
@@ -55,8 +62,8 @@ def main() -> None:
 
     train_lora(cfg, say=print, on_step=progress)
     minutes = (time.perf_counter() - t) / 60
-    rng = np.random.default_rng(77)
-    cases = [(str(rng.choice(list(DIRECTIONS))), str(rng.choice(list(BACKGROUNDS)))) for _ in range(20)]
+    rng = np.random.default_rng(args.eval_seed)
+    cases = [(str(rng.choice(list(DIRECTIONS))), str(rng.choice(list(BACKGROUNDS)))) for _ in range(args.prompts)]
     shots = [{"id": f"s{i}", "prompt": f"a {{star}} moving {d} on a {b} background", "seed": 1000 + i}
              for i, (d, b) in enumerate(cases)]
     star = {"star": {"lora": str(work / "sks.safetensors"), "trigger": "sks"}}
@@ -75,16 +82,19 @@ def main() -> None:
     w, wo = results["with LoRA"], results["without"]
     md = f"""## Character LoRA on the built-in model (orange star, trigger "sks")
 
-`.venv/bin/python -m benchmarks.bench_train_lora --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} --rank {args.rank} --threads {args.threads}`
+`.venv/bin/python -m benchmarks.bench_train_lora --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} --rank {args.rank} --schedule {args.schedule} --threads {args.threads}`
 
-24 training clips, {args.steps} steps of batch {args.batch_size}, rank {args.rank}, lr {args.lr}: trained in {minutes:.1f} min (target <= 15). 20 new prompts, new seeds:
+24 training clips, {args.steps} steps of batch {args.batch_size}, rank {args.rank}, lr {args.lr} ({args.schedule}): trained in {minutes:.1f} min (target <= 15). {args.prompts} new prompts, new seeds:
 
 | | character's colour and shape | orange | star | direction right |
 |---|---|---|---|---|
 | with the LoRA | {w['character']:.0f} % (target >= 85) | {w['colour']:.0f} % | {w['shape']:.0f} % | {w['direction']:.0f} % (target >= 75) |
 | without | {wo['character']:.0f} % (target <= 10) | {wo['colour']:.0f} % | {wo['shape']:.0f} % | {wo['direction']:.0f} % |
 """
-    write_section("train_lora", md, {"minutes": minutes, "results": results})
+    if reported:
+        write_section("train_lora", md, {"minutes": minutes, "results": results})
+    else:
+        md += f"\n(prompt draw {args.eval_seed}, {args.prompts} prompts: printed only, RESULTS.md keeps the reported set)\n"
     print(md)
 
 

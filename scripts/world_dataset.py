@@ -14,19 +14,27 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.post.encode import VideoWriter  # noqa: E402
-from models.shapes.world import CHARACTERS, HELD_OUT_PAIRS, caption, render_clip, sample_spec  # noqa: E402
+from models.shapes.world import (  # noqa: E402
+    BACKGROUNDS, CHARACTERS, DIRECTIONS, HELD_OUT_PAIRS, caption, render_clip, sample_spec)
 
 
 def write_dataset(out: Path, clips: int, seed: int = 0, character: str | None = None, trigger: str = "sks",
                   size: int = 64, frames: int = 17, fps: int = 8) -> list:
-    """Clips and same-name captions in `out`; base-grammar clips exclude the held-out pairs."""
+    """Clips and same-name captions in `out`; base-grammar clips exclude the held-out pairs. A character's
+    clips are balanced: every 4 consecutive clips hold each direction and each background once, and every 16
+    each (direction, background) pair once; 24 clips give 6 of each direction and background (a random draw of
+    24 once gave 4 gray and 2 "left" clips). Positions, sizes and travel stay random."""
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    if character:  # the order of the names is drawn; base-grammar draws stay as before
+        dirs = [str(x) for x in rng.permutation(list(DIRECTIONS))]
+        bgs = [str(x) for x in rng.permutation(sorted(BACKGROUNDS))]
     specs = []
     for i in range(clips):
         if character:
             who = CHARACTERS[character]
-            spec = who.sample_spec(rng)
+            direction, background = dirs[i % 4], bgs[(i + i // 4) % 4]
+            spec = who.sample_spec(rng, direction=direction, background=background)
             text = who.caption(spec, trigger=trigger)
         else:
             spec = sample_spec(rng, exclude_pairs=HELD_OUT_PAIRS)
