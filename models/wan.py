@@ -282,6 +282,9 @@ def cpu_bf16_fast(device: torch.device) -> bool:
 # engine/runtime.py decodes under bf16 autocast in the CPU bf16 speed mode only for families that say so
 # (measured here: 59 dB against the fp32 decode on the built-in model)
 CPU_BF16_DECODE = True
+# and runs preview denoising (drafts) under bf16 autocast on such CPUs: 184 -> 160 ms a batch of 4 previews of the
+# built-in model; preview adherence measured in benchmarks/RESULTS.md (previews)
+CPU_BF16_PREVIEW = True
 
 
 @torch.no_grad()
