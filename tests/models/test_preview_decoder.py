@@ -62,6 +62,7 @@ def test_preview_renders_through_the_decoder(write_spec, tmp_path, preview_lora,
 
     native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     assert m["preview_decoder"]["compute"] == ("bf16 autocast" if native_bf16 else "fp32")
+    assert m["preview_transformer"] == ("bf16 autocast" if native_bf16 else "float32")  # a draft, like the decoder
     frames, _ = read_video(out / "preview" / "shots" / "a.mp4")
     assert frames.shape[1:] == (m["height"], m["width"], 3) and frames.shape[0] == m["frames"]
     vae_out = tmp_path / "vae"
