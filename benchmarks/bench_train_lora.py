@@ -1,7 +1,7 @@
 """Character LoRA acceptance on the built-in model: the orange star learned from 24 clips.
 
-    .venv/bin/python -m benchmarks.bench_train_lora [--steps 2400] [--batch-size 4] [--lr 1e-3] [--rank 32]
-        [--schedule constant|cosine] [--threads 2] [--eval-seed 77 --prompts 20]
+    .venv/bin/python -m benchmarks.bench_train_lora [--steps 5000] [--batch-size 4] [--lr 1e-3] [--rank 32]
+        [--schedule cosine|constant] [--threads 2] [--eval-seed 77 --prompts 20]
 
 1. 24 clips of the orange star (trigger "sks"), varied backgrounds and directions, from the shapes world.
 2. `reel train-lora` on them (time measured; target <= 15 min on this CPU).
@@ -35,11 +35,11 @@ from scripts.world_dataset import write_dataset
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=2400)
+    parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--rank", type=int, default=32)
-    parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+    parser.add_argument("--schedule", choices=("constant", "cosine"), default="cosine",
                         help="learning rate after warmup")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-seed", type=int, default=77,
