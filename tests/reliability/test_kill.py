@@ -20,7 +20,7 @@ def test_random_sigkills_then_resume(tiny_model, tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_stops_cleanly(tiny_model, tmp_path, sig):
-    spec = make_spec(tmp_path, str(tiny_model), shots=4, steps=40)
+    spec = make_spec(tmp_path, str(tiny_model), shots=4, steps=600)  # ~0.8 s a shot: the signal lands mid-shot
     out = tmp_path / "out"
     import time
 
