@@ -49,10 +49,19 @@ def make_spec(folder: Path, model: str, shots: int = 5, steps: int = 12) -> Path
     return spec
 
 
+def _default_signals() -> None:
+    """In the child before exec: SIGINT/SIGTERM at their defaults and unblocked, as from a user's shell. A blocked
+    or ignored SIGINT is inherited across exec (a library in the test process can leave one), and the render
+    would then never see the signal this harness sends."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def reel(*args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "engine.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, **kw)
+                            stderr=subprocess.PIPE, env=env, preexec_fn=_default_signals, **kw)
 
 
 def frames_of(path: Path) -> np.ndarray:
