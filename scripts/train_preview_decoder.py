@@ -109,6 +109,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=OUT,
                    help="where the decoder goes (reel.json names it only at the default path)")
     args = p.parse_args()
+    if args.sharpen < 0:
+        p.error(f"--sharpen {args.sharpen}: give a weight >= 0 (a negative one would reward blur)")
     if not (WEIGHTS / "reel.json").is_file():
         raise SystemExit(f"{WEIGHTS}: no exported model (reel.json missing) — run scripts/train_shapes_model.py first")
     if args.register_only:

@@ -143,6 +143,8 @@ def main() -> None:
                    help="stage 3 (decoder only, after stage 2): add WEIGHT x a gradient-difference loss, which "
                         "penalises blurred edges (a small star's points, a square's corners)")
     args = p.parse_args()
+    if args.sharpen < 0:
+        p.error(f"--sharpen {args.sharpen}: give a weight >= 0 (a negative one would reward blur); stage 3 used 1.0")
     if args.sharpen and args.with_encoder:
         p.error("--sharpen trains the decoder only: drop --with-encoder")
     import torch

@@ -33,7 +33,8 @@ def write_dataset(out: Path, clips: int, seed: int = 0, character: str | None = 
     for i in range(clips):
         if character:
             who = CHARACTERS[character]
-            direction, background = dirs[i % 4], bgs[(i + i // 4) % 4]
+            # a Latin square: block i // 4 shifts the backgrounds against the directions (4 of each)
+            direction, background = dirs[i % len(dirs)], bgs[(i + i // len(dirs)) % len(bgs)]
             spec = who.sample_spec(rng, direction=direction, background=background)
             text = who.caption(spec, trigger=trigger)
         else:

@@ -138,3 +138,19 @@ def test_gradient_difference_costs_blur_not_a_sharp_copy():
     blurred = torch.nn.functional.avg_pool3d(x, (1, 3, 3), stride=1, padding=(0, 1, 1), count_include_pad=False)
     assert float(gradient_difference(x, x)) == 0.0
     assert float(gradient_difference(blurred, x)) > 0.05
+
+
+def test_character_dataset_is_balanced_over_directions_and_backgrounds(tmp_path):
+    """The LoRA benchmark's 24 clips: every direction and background 6 times, all 16 pairs, captions with
+    the trigger next to each clip (a random draw once gave 4 gray and 2 "left" clips)."""
+    from collections import Counter
+
+    from scripts.world_dataset import write_dataset
+
+    specs = write_dataset(tmp_path, clips=24, seed=5, character="orange_star", trigger="sks")
+    assert set(Counter(s.direction for s in specs).values()) == {6}
+    assert set(Counter(s.background for s in specs).values()) == {6}
+    assert len({(s.direction, s.background) for s in specs}) == 16
+    assert all((s.color, s.shape) == ("orange", "star") for s in specs)
+    assert len(list(tmp_path.glob("*.mp4"))) == 24
+    assert (tmp_path / "clip0000.txt").read_text().startswith("a sks moving ")

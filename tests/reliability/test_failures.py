@@ -78,6 +78,30 @@ def test_out_of_memory_halves_the_batch_then_gives_advice(tiny_model, tmp_path):
     assert engine2._memory_savers  # the memory savers were tried before giving up
 
 
+def test_out_of_memory_mid_denoise_kills_the_started_encoders(tiny_model, tmp_path, monkeypatch):
+    """A batch starts its clip encoders before denoising; an out-of-memory error inside the denoise must stop
+    them and remove their temporary files before the halved batch runs."""
+    import engine.runtime as runtime
+
+    spec = make_spec(tmp_path, str(tiny_model), shots=4, steps=2)
+    real = runtime.denoise
+    seen = []
+
+    def denoise_oom_when_batched(fn, noise, *args, **kw):
+        seen.append(noise.shape[0])
+        if noise.shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected mid-denoise)")
+        return real(fn, noise, *args, **kw)
+
+    monkeypatch.setattr(runtime, "denoise", denoise_oom_when_batched)
+    out = tmp_path / "out"
+    result = Engine("cpu").render(build_plan(load_film(spec), batch_size=4), out)
+    assert seen[0] == 4 and 1 in seen and result.film_video.is_file()
+    assert not list(out.rglob("*.tmp-*"))  # no encoder's partial file left behind
+    complete, bad = check_outputs(out)
+    assert complete == 4 and bad == []
+
+
 def test_corrupt_or_truncated_weights_are_named(tiny_model, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
