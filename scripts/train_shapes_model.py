@@ -13,6 +13,10 @@ Run (from the repo root), in the background, one thread:
     nohup .venv/bin/python scripts/train_shapes_model.py --stage all --resume \
         > models/shapes/runs/train.log 2>&1 &
 Progress: models/shapes/runs/train_progress.log (step, loss, steps/s, ETA, quick judge evals).
+Train a finished model further (its checkpoint deleted): a new checkpoint from the exported weights,
+the lr schedule restarted at the model's step (here 8500 -> 16500), then export as usual:
+    .venv/bin/python scripts/train_shapes_model.py --stage all --from-weights models/shapes/weights \
+        --set tr_steps=16500 tr_lr=0.0002 tr_warmup=200 --threads 2
 Smoke test (tiny step counts, separate checkpoint/output dirs):
     .venv/bin/python scripts/train_shapes_model.py --stage all --smoke
 """
@@ -37,6 +41,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="stop this run after N more steps of the current stage (checkpoint saved); for short sessions")
     p.add_argument("--smoke", action="store_true",
                    help="tiny run in models/shapes/runs/smoke/ (checkpoint + export) to check the plumbing")
+    p.add_argument("--from-weights", type=Path, default=None, metavar="DIR",
+                   help="start a new checkpoint at the transformer stage from an exported model (e.g. "
+                        "models/shapes/weights) to train it further; needs --set tr_steps=TOTAL; the lr schedule "
+                        "restarts (warmup, cosine) at the model's step")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override TrainConfig fields (also on --resume, e.g. to extend a run: --set tr_steps=14000); "
                         "changing model sizes on resume fails to load the checkpoint")
@@ -74,6 +82,13 @@ def main(argv=None) -> int:
     if state is not None and not args.resume:
         raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or delete it to start over")
     cfg = replace(config_from_state(state, default), **overrides)
+    if args.from_weights is not None:
+        if state is not None:
+            raise SystemExit(f"--from-weights: {ckpt} exists; --resume it, or delete it to start from the weights")
+        from train_shapes.continue_from import state_from_weights
+
+        state = state_from_weights(cfg, args.from_weights)
+        cfg = replace(cfg, tr_restart=state["tr_step"])
     if state is None:
         state = {"stage": "vae"}
     state["config"] = asdict(cfg)

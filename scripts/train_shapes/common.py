@@ -64,6 +64,7 @@ class TrainConfig:
     tr_batch: int = 16
     tr_lr: float = 3e-4
     tr_warmup: int = 300
+    tr_restart: int = 0  # step where the current lr phase starts (> 0: continued from exported weights)
     shift: float = 3.0  # timestep shift in training and inference (more high-noise steps)
     cfg_drop: float = 0.1
     ema_decay: float = 0.999

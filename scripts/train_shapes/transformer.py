@@ -45,6 +45,8 @@ def vae_from_state(cfg: TrainConfig, state: dict):
 
 
 def cache_dir(state: dict):
+    if state.get("cache_name"):  # a continued run keeps training on the cache its model was trained on
+        return RUNS_DIR / state["cache_name"]
     digest = hashlib.sha1(b"".join(v.numpy().tobytes() for v in state["vae"].values())).hexdigest()[:10]
     return RUNS_DIR / f"latents_{digest}"
 
@@ -164,7 +166,8 @@ def train_transformer(cfg: TrainConfig, state: dict, log: Logger, max_steps: int
     if "model" in state:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
-        load_optimizer(opt, state["tr_opt"])
+        if "tr_opt" in state:  # absent when continuing from exported weights (fresh AdamW moments)
+            load_optimizer(opt, state["tr_opt"])
     log("transformer stage", transformer_params=n_params(model.transformer), text_params=n_params(model.text_encoder),
         step=step, total=cfg.tr_steps, clips=len(lat))
     vae = vae_from_state(cfg, state)
@@ -184,8 +187,11 @@ def train_transformer(cfg: TrainConfig, state: dict, log: Logger, max_steps: int
         xt = (1 - s) * x0 + s * noise  # (B, z, F', H', W')
         target = noise - x0
         # 4. step
-        lr = cfg.tr_lr * min(1.0, (step + 1) / cfg.tr_warmup)
-        lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / cfg.tr_steps, 1.0)))
+        # warmup then cosine to 0.1x, over the current phase [tr_restart, tr_steps) (tr_restart > 0: a
+        # continued run restarts the schedule from its exported weights)
+        at, span = step - cfg.tr_restart, max(cfg.tr_steps - cfg.tr_restart, 1)
+        lr = cfg.tr_lr * min(1.0, (at + 1) / cfg.tr_warmup)
+        lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(at / span, 1.0)))
         for grp in opt.param_groups:
             grp["lr"] = lr
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
