@@ -40,7 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop this run after N more steps of the current stage (checkpoint saved); for short sessions")
     p.add_argument("--smoke", action="store_true",
-                   help="tiny run in models/shapes/runs/smoke/ (checkpoint + export) to check the plumbing")
+                   help="tiny run in models/shapes/runs/smoke/ (checkpoint, latent cache, export) to check the plumbing")
+    p.add_argument("--smoke-dir", type=Path, default=None, help="where --smoke writes (default models/shapes/runs/smoke)")
     p.add_argument("--from-weights", type=Path, default=None, metavar="DIR",
                    help="start a new checkpoint at the transformer stage from an exported model (e.g. "
                         "models/shapes/weights) to train it further; needs --set tr_steps=TOTAL; the lr schedule "
@@ -64,7 +65,8 @@ def main(argv=None) -> int:
     ckpt, weights, log = common.CKPT_PATH, common.WEIGHTS_DIR, Logger()
     default = TrainConfig()
     if args.smoke:
-        smoke = common.RUNS_DIR / "smoke"
+        smoke = args.smoke_dir or common.RUNS_DIR / "smoke"
+        common.RUNS_DIR = smoke  # its latent cache too
         ckpt, weights, log = smoke / "state.pt", smoke / "weights", Logger(smoke / "progress.log")
         default = replace(default, vae_steps=4, vae_batch=2, vae_min_psnr=0.0, cache_clips=40, tr_steps=6, tr_batch=4, eval_every=6,
                           eval_prompts=4, eval_steps=2, save_every=3)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from .common import RUNS_DIR, TrainConfig
+from . import common
+from .common import TrainConfig
 from .transformer import SHARD
 
 
@@ -41,7 +42,7 @@ def state_from_weights(cfg: TrainConfig, weights: Path) -> dict:
     model |= {f"text_encoder.{k}": v.clone() for k, v in text_encoder.state_dict().items()}
     # the newest complete cache of cfg.cache_clips clips (a smoke run's small cache is not one)
     n_shards = math.ceil(cfg.cache_clips / min(SHARD, cfg.cache_clips))
-    caches = sorted((p for p in RUNS_DIR.glob("latents_*") if (p / f"shard_{n_shards - 1:03d}.pt").is_file()
+    caches = sorted((p for p in common.RUNS_DIR.glob("latents_*") if (p / f"shard_{n_shards - 1:03d}.pt").is_file()
                      and not (p / f"shard_{n_shards:03d}.pt").exists()), key=lambda p: p.stat().st_mtime)
     state = {
         "stage": "transformer",

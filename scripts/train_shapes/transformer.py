@@ -16,8 +16,8 @@ from models.shapes.judge import judge_clip, score
 from models.shapes.vocab import build_tokenizer
 from models.shapes.world import COLORS, HELD_OUT_PAIRS, SHAPES, caption, render_clip, sample_prompts, sample_spec
 
+from . import common
 from .common import (
-    RUNS_DIR,
     Logger,
     TrainConfig,
     build_text_encoder,
@@ -46,9 +46,9 @@ def vae_from_state(cfg: TrainConfig, state: dict):
 
 def cache_dir(state: dict):
     if state.get("cache_name"):  # a continued run keeps training on the cache its model was trained on
-        return RUNS_DIR / state["cache_name"]
+        return common.RUNS_DIR / state["cache_name"]
     digest = hashlib.sha1(b"".join(v.numpy().tobytes() for v in state["vae"].values())).hexdigest()[:10]
-    return RUNS_DIR / f"latents_{digest}"
+    return common.RUNS_DIR / f"latents_{digest}"  # RUNS_DIR read at call time (a smoke run moves it)
 
 
 def build_cache(cfg: TrainConfig, state: dict, log: Logger) -> dict:
