@@ -1,7 +1,7 @@
 """Character LoRA acceptance on the built-in model: the orange star learned from 24 clips.
 
     .venv/bin/python -m benchmarks.bench_train_lora [--steps 5000] [--batch-size 4] [--lr 1e-3] [--rank 32]
-        [--schedule cosine|constant] [--threads 2] [--eval-seed 77 --prompts 20]
+        [--schedule cosine|constant] [--shift 3.0] [--threads 2] [--eval-seed 77 --prompts 20]
 
 1. 24 clips of the orange star (trigger "sks"), varied backgrounds and directions, from the shapes world.
 2. `reel train-lora` on them (time measured; target <= 15 min on this CPU).
@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--schedule", choices=("constant", "cosine"), default="cosine",
                         help="learning rate after warmup")
+    parser.add_argument("--shift", type=float, default=None,
+                        help="timestep shift of the training noise levels (default: the model's, 3.0)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-seed", type=int, default=77,
                         help="the draw of new prompts (77 is the reported set; tune settings on another draw)")
@@ -53,7 +55,8 @@ def main() -> None:
     cfg = build_config({"dataset": str(work / "data"), "base": "shapes", "trigger": "sks",
                         "out": str(work / "sks.safetensors"), "steps": args.steps, "rank": args.rank, "alpha": float(args.rank), "lr": args.lr,
                         "batch_size": args.batch_size, "schedule": args.schedule,
-                        "validate_every": 0, "checkpoint_every": 100})
+                        "validate_every": 0, "checkpoint_every": 100}
+                       | ({"shift": args.shift} if args.shift else {}))
     t = time.perf_counter()
 
     def progress(step: int, total: int, loss: float) -> None:
@@ -78,11 +81,15 @@ def main() -> None:
             "character": 100 * sum(v.color == "orange" and v.shape == "star" for v in verdicts) / len(verdicts),
             "colour": 100 * sum(v.color == "orange" for v in verdicts) / len(verdicts),
             "shape": 100 * sum(v.shape == "star" for v in verdicts) / len(verdicts),
-            "direction": 100 * sum(v.direction == d for v, (d, _) in zip(verdicts, cases)) / len(verdicts)}
+            "direction": 100 * sum(v.direction == d for v, (d, _) in zip(verdicts, cases)) / len(verdicts),
+            "character_by_direction": {d: sum(v.color == "orange" and v.shape == "star" for v, (dd, _) in zip(verdicts, cases)
+                                              if dd == d) for d in DIRECTIONS}}
+        print(label, "shots with the character, by direction:", results[label]["character_by_direction"],
+              "of", {d: sum(dd == d for dd, _ in cases) for d in DIRECTIONS}, flush=True)
     w, wo = results["with LoRA"], results["without"]
     md = f"""## Character LoRA on the built-in model (orange star, trigger "sks")
 
-`.venv/bin/python -m benchmarks.bench_train_lora --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} --rank {args.rank} --schedule {args.schedule} --threads {args.threads}`
+`.venv/bin/python -m benchmarks.bench_train_lora --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} --rank {args.rank} --schedule {args.schedule}{f" --shift {args.shift}" if args.shift else ""} --threads {args.threads}`
 
 24 training clips, {args.steps} steps of batch {args.batch_size}, rank {args.rank}, lr {args.lr} ({args.schedule}): trained in {minutes:.1f} min (target <= 15). {args.prompts} new prompts, new seeds:
 
