@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--mixed-precision", choices=("auto", "bf16", "no"), default="auto",
+                        help="bf16 autocast (auto: on CUDA and on CPUs with native bf16)")
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "shapes" / "adapters" / "preview.safetensors",
                         help="where the LoRA goes; reel.json is updated only for the default path")
     args = parser.parse_args()
@@ -47,6 +49,7 @@ def main() -> None:
         write_dataset(data, clips=200, seed=11)
     cfg = build_config({"kind": "preview", "dataset": str(data), "base": "shapes", "out": str(out),
                         "steps": args.steps, "rank": args.rank, "alpha": float(args.rank), "lr": args.lr, "batch_size": args.batch_size, "warmup_steps": 20,
+                        "mixed_precision": args.mixed_precision,
                         "teacher_steps": 32, "skip": 4, "preview_steps": 4, "checkpoint_every": 50,
                         "validate_every": 200, "validation_prompts": ("a red circle moving right on a black background",
                                                                      "a blue square moving up on a gray background")})
