@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     # 1. where to write
     ckpt, weights, log = common.CKPT_PATH, common.WEIGHTS_DIR, Logger()
     default = TrainConfig()
+    if args.smoke_dir is not None and not args.smoke:
+        raise SystemExit("--smoke-dir: only with --smoke")
     if args.smoke:
         smoke = args.smoke_dir or common.RUNS_DIR / "smoke"
         common.RUNS_DIR = smoke  # its latent cache too
@@ -86,11 +88,16 @@ def main(argv=None) -> int:
     cfg = replace(config_from_state(state, default), **overrides)
     if args.from_weights is not None:
         if state is not None:
-            raise SystemExit(f"--from-weights: {ckpt} exists; --resume it, or delete it to start from the weights")
+            raise SystemExit(f"--from-weights: {ckpt} exists; drop --from-weights and pass --resume to continue "
+                             f"it, or delete it to start from the weights")
         from train_shapes.continue_from import state_from_weights
 
         state = state_from_weights(cfg, args.from_weights)
         cfg = replace(cfg, tr_restart=state["tr_step"])
+        state["config"] = asdict(cfg)
+        save_checkpoint(state)  # saved at once: a run stopped before its first save resumes from here
+        log("from weights", path=str(args.from_weights), step=state["tr_step"],
+            latent_cache=state.get("cache_name", "none found: rebuilt from this VAE"))
     if state is None:
         state = {"stage": "vae"}
     state["config"] = asdict(cfg)

@@ -38,6 +38,13 @@ def state_from_weights(cfg: TrainConfig, weights: Path) -> dict:
     vae = AutoencoderKLWan.from_pretrained(weights / "vae", torch_dtype=torch.float32)
     transformer = WanTransformer3DModel.from_pretrained(weights / "transformer", torch_dtype=torch.float32)
     text_encoder = UMT5EncoderModel.from_pretrained(weights / "text_encoder", dtype=torch.float32)
+    # the run's settings must describe this model (sizes come from TrainConfig, not from the export)
+    sizes = {"layers": "num_layers", "heads": "num_attention_heads", "head_dim": "attention_head_dim",
+             "ffn_dim": "ffn_dim", "freq_dim": "freq_dim", "text_dim": "text_dim", "z_dim": "in_channels"}
+    wrong = [f"{k}={transformer.config[v]}" for k, v in sizes.items() if getattr(cfg, k) != transformer.config[v]]
+    wrong += [f"{k}={reel[k]}" for k in ("shift", "width", "height", "frames") if k in reel and getattr(cfg, k) != reel[k]]
+    if wrong:
+        raise SystemExit(f"--from-weights {weights}: the model was trained with other settings; add --set {' '.join(wrong)}")
     model = {f"transformer.{k}": v.clone() for k, v in transformer.state_dict().items()}
     model |= {f"text_encoder.{k}": v.clone() for k, v in text_encoder.state_dict().items()}
     # the newest complete cache of cfg.cache_clips clips (a smoke run's small cache is not one)
@@ -54,7 +61,8 @@ def state_from_weights(cfg: TrainConfig, weights: Path) -> dict:
         "model": model,
         "ema": {k: v.clone() for k, v in model.items()},
         "tr_step": step,
-        "continued_from": {"weights": str(weights), "step": step},
+        # the source's reel.json travels in the checkpoint: the export keeps its records (preview, VAE widening)
+        "continued_from": {"weights": str(weights), "step": step, "reel": reel},
     }
     if caches:
         state["cache_name"] = caches[-1].name

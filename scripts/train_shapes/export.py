@@ -56,9 +56,10 @@ def export(cfg: TrainConfig, state: dict, log: Logger, out: Path = WEIGHTS_DIR) 
     }
     if state.get("continued_from"):  # trained further from an export: keep its other records (preview, VAE)
         reel["trained"]["continued_from_step"] = state["continued_from"]["step"]
-        source = Path(state["continued_from"]["weights"]) / "reel.json"
-        if source.is_file():
-            reel = {**json.loads(source.read_text()), **reel}
+        reel = {**state["continued_from"].get("reel", {}), **reel}
+        if "lora" in reel.get("preview", {}):
+            log("note: the preview LoRA was distilled for the earlier transformer; re-run "
+                "scripts/distill_shapes_preview.py for these weights")
     (tmp / "reel.json").write_text(json.dumps(reel, indent=2) + "\n")
     size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
     if size > 30 * 2**20:

@@ -57,7 +57,25 @@ def test_from_weights_continues_the_export_and_keeps_its_records(smoke_run, tmp_
     assert out["preview"] == reel["preview"]
 
 
-@pytest.mark.parametrize("case", ["no_more_steps", "not_an_export", "checkpoint_exists"])
+def test_a_continued_run_stopped_early_resumes_its_phase(smoke_run, tmp_path):
+    import torch
+
+    smoke = tmp_path / "continued"
+    smoke.mkdir()
+    (smoke / "latents_old").symlink_to(next(smoke_run.glob("latents_*")), target_is_directory=True)
+    common = ["--stage", "all", "--smoke", "--smoke-dir", str(smoke)]
+    done = run(*common, "--from-weights", str(smoke_run / "weights"), "--set", "tr_steps=9", "--max-steps", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    state = torch.load(smoke / "state.pt", weights_only=False)
+    assert state["tr_step"] == 7 and state["config"]["tr_restart"] == 6 and state["cache_name"] == "latents_old"
+    done = run(*common, "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    state = torch.load(smoke / "state.pt", weights_only=False)
+    assert state["tr_step"] == 9 and state["config"]["tr_restart"] == 6 and state["stage"] == "done"
+    assert json.loads((smoke / "weights" / "reel.json").read_text())["trained"]["continued_from_step"] == 6
+
+
+@pytest.mark.parametrize("case", ["no_more_steps", "not_an_export", "checkpoint_exists", "other_sizes"])
 def test_from_weights_refuses_mistakes(smoke_run, tmp_path, case):
     weights, smoke, extra = smoke_run / "weights", tmp_path / "s", ["--set", "tr_steps=9"]
     smoke.mkdir()
@@ -65,9 +83,11 @@ def test_from_weights_refuses_mistakes(smoke_run, tmp_path, case):
         extra, expect = ["--set", "tr_steps=6"], "pass --set tr_steps=N with N > 6"
     elif case == "not_an_export":
         weights, expect = tmp_path, "no reel.json there"
+    elif case == "other_sizes":
+        extra, expect = ["--set", "tr_steps=9", "ffn_dim=256"], "add --set ffn_dim=512"
     else:
         (smoke / "state.pt").write_bytes((smoke_run / "state.pt").read_bytes())
-        expect = "state.pt exists"
+        extra, expect = ["--resume", "--set", "tr_steps=9"], "drop --from-weights and pass --resume"
     done = run("--stage", "all", "--smoke", "--smoke-dir", str(smoke), "--from-weights", str(weights), *extra)
     assert done.returncode != 0
     assert expect in done.stderr, done.stderr[-2000:]
