@@ -56,7 +56,7 @@ def main() -> None:
                         "out": str(work / "sks.safetensors"), "steps": args.steps, "rank": args.rank, "alpha": float(args.rank), "lr": args.lr,
                         "batch_size": args.batch_size, "schedule": args.schedule,
                         "validate_every": 0, "checkpoint_every": 100}
-                       | ({"shift": args.shift} if args.shift else {}))
+                       | ({"shift": args.shift} if args.shift is not None else {}))
     t = time.perf_counter()
 
     def progress(step: int, total: int, loss: float) -> None:
@@ -89,7 +89,7 @@ def main() -> None:
     w, wo = results["with LoRA"], results["without"]
     md = f"""## Character LoRA on the built-in model (orange star, trigger "sks")
 
-`.venv/bin/python -m benchmarks.bench_train_lora --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} --rank {args.rank} --schedule {args.schedule}{f" --shift {args.shift}" if args.shift else ""} --threads {args.threads}`
+`.venv/bin/python -m benchmarks.bench_train_lora --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} --rank {args.rank} --schedule {args.schedule}{f" --shift {args.shift}" if args.shift is not None else ""} --threads {args.threads}`
 
 24 training clips, {args.steps} steps of batch {args.batch_size}, rank {args.rank}, lr {args.lr} ({args.schedule}): trained in {minutes:.1f} min (target <= 15). {args.prompts} new prompts, new seeds:
 

@@ -30,6 +30,10 @@ def state_from_weights(cfg: TrainConfig, weights: Path) -> dict:
     if not reel_json.is_file():
         raise SystemExit(f"--from-weights {weights}: no reel.json there; point it at an exported model folder "
                          f"(models/shapes/weights)")
+    missing = [d for d in ("vae", "transformer", "text_encoder") if not (weights / d / "config.json").is_file()]
+    if missing:
+        raise SystemExit(f"--from-weights {weights}: no {', '.join(missing)} folder with a config.json; point it at a "
+                         f"whole exported model folder (models/shapes/weights)")
     reel = json.loads(reel_json.read_text())
     step = int(reel.get("trained", {}).get("transformer_steps", 0))
     if cfg.tr_steps <= step:

@@ -75,7 +75,8 @@ def test_a_continued_run_stopped_early_resumes_its_phase(smoke_run, tmp_path):
     assert json.loads((smoke / "weights" / "reel.json").read_text())["trained"]["continued_from_step"] == 6
 
 
-@pytest.mark.parametrize("case", ["no_more_steps", "not_an_export", "checkpoint_exists", "other_sizes"])
+@pytest.mark.parametrize("case", ["no_more_steps", "not_an_export", "half_an_export", "checkpoint_exists",
+                                  "other_sizes"])
 def test_from_weights_refuses_mistakes(smoke_run, tmp_path, case):
     weights, smoke, extra = smoke_run / "weights", tmp_path / "s", ["--set", "tr_steps=9"]
     smoke.mkdir()
@@ -83,6 +84,11 @@ def test_from_weights_refuses_mistakes(smoke_run, tmp_path, case):
         extra, expect = ["--set", "tr_steps=6"], "pass --set tr_steps=N with N > 6"
     elif case == "not_an_export":
         weights, expect = tmp_path, "no reel.json there"
+    elif case == "half_an_export":
+        weights = tmp_path / "half"
+        weights.mkdir()
+        (weights / "reel.json").write_text((smoke_run / "weights" / "reel.json").read_text())
+        expect = "no vae, transformer, text_encoder folder with a config.json"
     elif case == "other_sizes":
         extra, expect = ["--set", "tr_steps=9", "ffn_dim=256"], "add --set ffn_dim=512"
     else:
