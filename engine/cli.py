@@ -320,6 +320,10 @@ def train_lora_cmd(
     extract: str = typer.Option(None, "--extract", help="Frames from a clip: head or uniform (default uniform)."),
     repeats: int = typer.Option(None, "--repeats", help="Times each item appears per epoch (default 1)."),
     seed: int = typer.Option(None, "--seed", help="Training seed (default 0)."),
+    uncond_preservation: float = typer.Option(
+        None, "--uncond-preservation", help="Fraction of samples that keep the empty-prompt prediction as the base "
+        "model makes it, so classifier-free guidance strengthens the character instead of cancelling it "
+        "(default 0.25; 0: off)."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints (default 100)."),
     validate_every: int = typer.Option(None, "--validate-every", help="Steps between validation renders (0: never)."),
     work_dir: Path = typer.Option(None, "--work-dir", help="Checkpoints, loss log and validation sheets "
@@ -346,7 +350,7 @@ def train_lora_cmd(
              "rank": rank, "alpha": alpha, "steps": steps, "lr": lr, "batch_size": batch_size,
              "grad_accum": grad_accum, "schedule": schedule, "warmup_steps": warmup_steps, "frames": frames,
              "width": width, "height": height, "extract": extract, "repeats": repeats, "seed": seed,
-             "checkpoint_every": checkpoint_every, "validate_every": validate_every,
+             "uncond_preservation": uncond_preservation, "checkpoint_every": checkpoint_every, "validate_every": validate_every,
              "work_dir": str(work_dir) if work_dir else None, "device": device,
              "gradient_checkpointing": gradient_checkpointing, "mixed_precision": mixed_precision}
     say = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))

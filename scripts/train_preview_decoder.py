@@ -106,9 +106,15 @@ def main() -> None:
                         "decode of them as targets, mixed 50/50 with clean-clip pairs; --steps then counts these steps")
     p.add_argument("--sharpen", type=float, default=0.0, metavar="WEIGHT",
                    help="add WEIGHT x a gradient-difference loss (blurred edges cost; the VAE's stage 3 uses 1.0)")
+    p.add_argument("--width", type=int, default=64,
+                   help="channels of the decoder's 3-D convolutions (64 ships: 159k parameters); a fresh training only")
     p.add_argument("--out", type=Path, default=OUT,
                    help="where the decoder goes (reel.json names it only at the default path)")
     args = p.parse_args()
+    if args.width < 8:
+        p.error(f"--width {args.width}: give at least 8 channels")
+    if args.width != 64 and args.on_previews:
+        p.error("--width applies to a fresh training; --on-previews fine-tunes the shipped decoder at its own width")
     if args.sharpen < 0:
         p.error(f"--sharpen {args.sharpen}: give a weight >= 0 (a negative one would reward blur)")
     if not (WEIGHTS / "reel.json").is_file():
@@ -141,7 +147,7 @@ def main() -> None:
     t0 = time.time()
     lat, clips, _ = make_pairs(vae, args.clips, seed=31)
     target = to_tensor(clips)  # (n, 3, 17, 64, 64)
-    decoder = PreviewDecoder(z_dim=vae.config.z_dim)
+    decoder = PreviewDecoder(z_dim=vae.config.z_dim, width=args.width)
     peak_lr = 2e-3
     if args.on_previews:  # fine-tune on what the decoder will really see: the preview LoRA's latents
         decoder = load_preview_decoder(OUT, z_dim=vae.config.z_dim).train().requires_grad_(True)  # the shipped one

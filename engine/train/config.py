@@ -58,6 +58,10 @@ class TrainConfig(BaseModel):
     logit_mean: float = 0.0
     logit_std: float = Field(1.0, gt=0)
     caption_dropout: float = Field(0.0, ge=0, le=1)
+    # the fraction of samples that teach the LoRA to leave the unconditional (empty-prompt) prediction as the base
+    # model makes it: empty caption, target = the base's own prediction with the LoRA off. Without it the LoRA
+    # changes both passes of classifier-free guidance alike and guidance cancels part of the character
+    uncond_preservation: float = Field(0.25, ge=0, lt=1)
     # None = auto: on for a GPU (memory), off on the CPU (it recomputes every layer: 1.8x slower per step on
     # the built-in model, and the CPU has memory to spare)
     gradient_checkpointing: bool | None = None

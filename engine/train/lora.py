@@ -170,7 +170,7 @@ class Trainer:
         total = 0.0
         per_step = cfg.batch_size * cfg.grad_accum
         for chunk in range(cfg.grad_accum):  # one transformer batch of batch_size samples per chunk
-            xts, sigmas, texts, targets = [], [], [], []
+            xts, sigmas, texts, targets, preserve = [], [], [], [], []
             for micro in range(chunk * cfg.batch_size, (chunk + 1) * cfg.batch_size):
                 g = step_generator(cfg.seed, step, micro)  # each sample's own draws: same data in any batching
                 idx = sample_index(cfg.seed, step * per_step + micro, n) % len(self.items)
@@ -181,19 +181,25 @@ class Trainer:
                 noise = torch.randn(x0.shape, generator=g)  # (1, C, F', H', W')
                 u = torch.sigmoid(torch.randn((), generator=g) * cfg.logit_std + cfg.logit_mean)
                 sigma = float(self.shift * u / (1 + (self.shift - 1) * u))
+                keep_uncond = bool(cfg.uncond_preservation) and float(torch.rand((), generator=g)) < cfg.uncond_preservation
                 xts.append((1 - sigma) * x0 + sigma * noise)
-                targets.append(noise - x0)  # flow velocity
+                targets.append(noise - x0)  # flow velocity (replaced by the base's own prediction when keep_uncond)
                 sigmas.append(sigma * 1000.0)
-                texts.append(self.text[caption])
+                texts.append(self.text["" if keep_uncond else caption])
+                preserve.append(keep_uncond)
             groups: dict[tuple, list[int]] = {}  # stills have fewer latent frames than clips: batch by shape
             for i, x in enumerate(xts):
                 groups.setdefault(tuple(x.shape), []).append(i)
             for members in groups.values():
                 xt = torch.cat([xts[i] for i in members]).to(self.device, self.dtype)  # (B, C, F', H', W')
                 target = torch.cat([targets[i] for i in members]).to(self.device)  # (B, C, F', H', W')
+                timestep = torch.tensor([sigmas[i] for i in members], device=self.device)  # (B,)
+                context = torch.stack([texts[i] for i in members])  # (B, L, D)
+                kept = [k for k, i in enumerate(members) if preserve[i]]
+                if kept:  # the base model's unconditional prediction on the same noisy input, LoRA off
+                    target[kept] = self.base_prediction(xt[kept], timestep[kept], context[kept])
                 with self.autocast():
-                    pred = tr(hidden_states=xt, timestep=torch.tensor([sigmas[i] for i in members], device=self.device),
-                              encoder_hidden_states=torch.stack([texts[i] for i in members]),
+                    pred = tr(hidden_states=xt, timestep=timestep, encoder_hidden_states=context,
                               return_dict=False)[0]  # (B, C, F', H', W')
                 # the mean over samples of each sample's MSE, over the whole step
                 loss = torch.nn.functional.mse_loss(pred.float(), target) * len(members) / per_step
@@ -201,6 +207,18 @@ class Trainer:
                 total += float(loss.detach())
         self.optimizer_step()
         return total
+
+    @torch.no_grad()
+    def base_prediction(self, xt: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The base model's velocity (B, C, F', H', W') in fp32, with the LoRA switched off for the call."""
+        tr = self.comps.transformer
+        tr.disable_adapters()
+        try:
+            with self.autocast():
+                return tr(hidden_states=xt, timestep=timestep, encoder_hidden_states=context,
+                          return_dict=False)[0].float()
+        finally:
+            tr.enable_adapters()
 
     def autocast(self):
         """bf16 autocast when mixed precision is on (auto: CUDA, or a CPU with native bf16), else a no-op."""
@@ -220,7 +238,7 @@ class Trainer:
                 "targets": list(c.targets), "seed": c.seed, "steps": c.steps, "lr": c.lr, "batch": c.batch_size,
                 "grad_accum": c.grad_accum, "schedule": c.schedule, "warmup": c.warmup_steps,
                 "size": [self.width, self.height, self.frames], "repeats": c.repeats, "shift": self.shift,
-                "kind": c.kind, "teacher": [c.teacher_steps, c.skip, c.teacher_guidance, c.preview_steps],
+                "uncond_preservation": c.uncond_preservation if c.kind == "character" else 0.0, "kind": c.kind, "teacher": [c.teacher_steps, c.skip, c.teacher_guidance, c.preview_steps],
                 "bf16": self.bf16}
 
     def save_checkpoint(self, step: int) -> Path:
