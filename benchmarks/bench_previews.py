@@ -48,10 +48,13 @@ def main() -> None:
     parser.add_argument("--prompt-seed", type=int, default=101,
                         help="prompt draw (101 is the reported set; tune settings on another draw)")
     parser.add_argument("--lora", type=Path, default=None, help="a candidate preview LoRA instead of the shipped one")
+    parser.add_argument("--preview-shift", type=float, default=None,
+                        help="a candidate preview timestep shift instead of the model's (tuning only: printed)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="reel-bench-previews-"))
     prompts = sample_prompts(args.prompts, seed=args.prompt_seed)
-    film_table = {"seed": 99, **({"preview_decoder": args.decoder} if args.decoder else {})}
+    film_table = {"seed": 99, **({"preview_decoder": args.decoder} if args.decoder else {}),
+                  **({"preview_shift": args.preview_shift} if args.preview_shift is not None else {})}
     film = film_from_dict({"film": film_table, "shots": [{"id": f"p{i}", "prompt": p}
                                                            for i, (p, _) in enumerate(prompts)]}, work / "film.toml")
     if film.preview is None:
@@ -97,7 +100,7 @@ Preview decoder: {film.preview.decoder.name if film.preview.decoder else "the mo
 
 Targets: colour agreement >= 95 %, direction >= 90 %, adherence within 5 points, a preview shot >= 8x faster.
 """
-    if args.prompt_seed != 101 or args.lora is not None:  # a tuning run: printed, never written as the result
+    if args.prompt_seed != 101 or args.lora is not None or args.preview_shift is not None:  # tuning: printed only
         print(md)
         print(json.dumps({"agreement": agree, "adherence": adherence, "shot_speedup": shot_speed}))
         return

@@ -183,7 +183,8 @@ class Trainer:
                 noise = torch.randn(x0.shape, generator=g)  # (1, C, F', H', W')
                 u = torch.sigmoid(torch.randn((), generator=g) * cfg.logit_std + cfg.logit_mean)
                 sigma = float(self.shift * u / (1 + (self.shift - 1) * u))
-                keep_uncond = bool(cfg.uncond_preservation) and float(torch.rand((), generator=g)) < cfg.uncond_preservation
+                keep_uncond = (bool(cfg.uncond_preservation)
+                               and float(torch.rand((), generator=g)) < cfg.uncond_preservation)
                 xts.append((1 - sigma) * x0 + sigma * noise)
                 targets.append(noise - x0)  # flow velocity (replaced by the base's own prediction when keep_uncond)
                 sigmas.append(sigma * 1000.0)
@@ -214,13 +215,13 @@ class Trainer:
     def base_prediction(self, xt: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """The base model's velocity (B, C, F', H', W') in fp32, with the LoRA switched off for the call."""
         tr = self.comps.transformer
-        tr.disable_adapters()
+        tr.disable_lora()  # as the distillation's teacher does
         try:
             with self.autocast():
                 return tr(hidden_states=xt, timestep=timestep, encoder_hidden_states=context,
                           return_dict=False)[0].float()
         finally:
-            tr.enable_adapters()
+            tr.enable_lora()
 
     def autocast(self):
         """bf16 autocast when mixed precision is on (auto: CUDA, or a CPU with native bf16), else a no-op."""
@@ -240,8 +241,8 @@ class Trainer:
                 "targets": list(c.targets), "seed": c.seed, "steps": c.steps, "lr": c.lr, "batch": c.batch_size,
                 "grad_accum": c.grad_accum, "schedule": c.schedule, "warmup": c.warmup_steps,
                 "size": [self.width, self.height, self.frames], "repeats": c.repeats, "shift": self.shift,
-                "uncond_preservation": c.uncond_preservation if c.kind == "character" else 0.0, "kind": c.kind, "teacher": [c.teacher_steps, c.skip, c.teacher_guidance, c.preview_steps],
-                "bf16": self.bf16}
+                "uncond_preservation": c.uncond_preservation if c.kind == "character" else 0.0, "kind": c.kind,
+                "teacher": [c.teacher_steps, c.skip, c.teacher_guidance, c.preview_steps], "bf16": self.bf16}
 
     def save_checkpoint(self, step: int) -> Path:
         from peft.utils import get_peft_model_state_dict
