@@ -1,22 +1,33 @@
 """Train the built-in model's tiny preview decoder (models/preview_decoder.py) and ship it with the model.
 
-    .venv/bin/python scripts/train_preview_decoder.py [--steps 3000] [--clips 1536] [--threads 1]
+    .venv/bin/python scripts/train_preview_decoder.py --threads 2                          # 1. fresh, ~15 min
+    .venv/bin/python scripts/train_preview_decoder.py --restore 1024 --steps 1500 --threads 2  # 2. fine-tune, ~9 min
     .venv/bin/python scripts/train_preview_decoder.py --register-only   # after a re-export of the weights
-    .venv/bin/python scripts/train_preview_decoder.py --on-previews 512 --steps 1000   # fine-tune (below)
 
-Pairs: clips of the shapes world (every colour, shape, direction and background) and their latents from
-the model's own VAE (models/shapes/weights/vae, posterior mode). The decoder learns latents -> frames
-with an L1 + MSE loss (`--sharpen W` adds W x a gradient-difference loss against blurred edges). At the end it reports PSNR against the frames and against the full VAE decode on
-clips it never saw, plus how often the shapes judge reads both decodes the same way, then writes
+The shipped decoder is made by those two runs, in that order.
+
+1. A fresh training (width 128 by default, `--width`): pairs are clips of the shapes world (every colour,
+   shape, direction and background) and their latents from the model's own VAE (models/shapes/weights/vae,
+   posterior mode). The decoder learns latents -> frames with an L1 + MSE loss (`--sharpen W` adds W x a
+   gradient-difference loss against blurred edges). 3,000 steps of batch 8 on 1,536 clips by default.
+2. `--restore N` fine-tunes the shipped decoder on what it really decodes: preview latents. For N new world
+   clips, the clip's latents are noised to the preview sampler's level at step 3 or 4 (of 4) and the
+   shipped preview LoRA finishes the consistency sampling from there (bf16 autocast, as in the engine).
+   The target is the clip itself, so the decoder learns to draw the clip that the soft latents of a
+   4-step preview stand for (corners, points), where the VAE draws those latents as they are. Mixed 50/50
+   with clean pairs, lr 5e-4.
+
+At the end each run reports, on clips it never saw: PSNR against the frames and against the full VAE
+decode, and how often the shapes judge reads both decodes the same way; on 64 previews it never saw, PSNR
+and shape agreement against the VAE's decode (`previews`); and on 64 new restoration pairs, how often the
+judge reads each clip's true shape from this decoder and from the VAE (`restoration`). It then writes
 models/shapes/adapters/preview_decoder.safetensors (+ preview_decoder.json, the report) and the `decoder`
-entry of the `preview` block in models/shapes/weights/reel.json. About 12 minutes on two CPU threads, plus
-about a minute to render the 64 previews of the final check. The
-decoder depends on the VAE only: after the transformer is re-exported, `--register-only` restores the entry.
+entry of the `preview` block in models/shapes/weights/reel.json. The decoder depends on the VAE and the
+preview LoRA: after the transformer is re-exported, `--register-only` restores the entry; after the preview
+LoRA is re-distilled, run step 2 again.
 
-`--on-previews N` fine-tunes the shipped decoder on what it will really decode: N preview latents (the
-shipped preview LoRA, consistency sampling, no guidance) with the VAE's decode of the same latents as
-targets, mixed 50/50 with the clean pairs (lr 5e-4). Every run also reports, on 64 previews it never saw,
-PSNR and the judge's shape agreement against the VAE's decode (`previews` in the report).
+`--on-previews N` is an older fine-tune, kept for comparison: N preview latents rendered from prompts, with
+the VAE's decode of the same latents as targets (the decoder imitates the VAE on previews).
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 WEIGHTS = ROOT / "models" / "shapes" / "weights"
 OUT = ROOT / "models" / "shapes" / "adapters" / "preview_decoder.safetensors"
+WIDTH = 128  # the shipped decoder's; 64 (159k parameters) loses about 2 shape points on previews
 
 
 def make_pairs(vae, n: int, seed: int):
@@ -53,6 +65,65 @@ def make_pairs(vae, n: int, seed: int):
     return torch.cat(lat), clips, specs
 
 
+def preview_components():
+    """(the model's components with the shipped preview LoRA loaded, the `preview` block of reel.json)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from models import wan
+
+    reel = json.loads((WEIGHTS / "reel.json").read_text())["preview"]  # checked in main()
+    comps = wan.load(WEIGHTS, torch.device("cpu"), torch.float32)
+    comps.transformer.load_lora_adapter(load_file(str((WEIGHTS / reel["lora"]).resolve())), adapter_name="preview",
+                                        prefix="transformer")
+    return comps, reel
+
+
+def restoration_pairs(n: int, seed: int, starts: tuple[int, ...] = (2, 3), batch: int = 8):
+    """(latents (n, z, F', h, w), clips (n, F, H, W, 3) uint8, specs): preview latents of n world clips.
+
+    Each clip's normalised VAE latents z0 are noised to the preview sampler's level sigma_k (k = 0-based step,
+    taken in turn from `starts`; with 4 steps at shift 3 the levels are 1, 0.9, 0.75, 0.5), and the shipped
+    preview LoRA, prompted with the clip's caption, runs the consistency steps k..end as the engine does
+    (bf16 autocast on the CPU, fresh noise between steps). The result is what a preview of that clip looks
+    like in latent space; the clip is the decoder's target. Latents are denormalised, as decode_preview
+    hands them to the decoder."""
+    import numpy as np
+    import torch
+
+    from engine.sampling import shifted_sigmas
+    from models import wan
+    from models.shapes.world import caption, render_clip, sample_spec
+    from scripts.train_shapes.vae import to_tensor
+
+    steps = int(json.loads((WEIGHTS / "reel.json").read_text())["preview"]["steps"])
+    if max(starts) >= steps:
+        raise ValueError(f"restoration starts {starts}: the preview has only {steps} steps (0-based starts)")
+    comps, reel = preview_components()
+    sigmas = torch.cat([shifted_sigmas(steps, float(reel.get("shift", 3.0))), torch.zeros(1)])  # (steps + 1,)
+    vae, zc = comps.vae, comps.vae.config.z_dim
+    mean = torch.tensor(vae.config.latents_mean).view(1, zc, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, zc, 1, 1, 1)
+    rng = np.random.default_rng(seed)
+    specs = [sample_spec(rng) for _ in range(n)]
+    clips = np.stack([render_clip(s) for s in specs])  # (n, 17, 64, 64, 3)
+    g = torch.Generator().manual_seed(seed)
+    lats = []
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=wan.cpu_bf16_fast(comps.device)):
+        for i in range(0, n, batch):
+            with torch.autocast("cpu", enabled=False):
+                z0 = (vae.encode(to_tensor(clips[i:i + batch])).latent_dist.mode() - mean) / std  # (b, z, 5, 16, 16)
+            b, k = len(z0), starts[(i // batch) % len(starts)]
+            cond = wan.encode_prompts(comps, [caption(s) for s in specs[i:i + batch]], 32)
+            x = (1 - sigmas[k]) * z0 + sigmas[k] * torch.randn(z0.shape, generator=g)
+            for j in range(k, steps):  # the ConsistencyScheduler's step, from level k on
+                x0 = x - sigmas[j] * wan.velocity(comps, x, torch.full((b,), float(sigmas[j] * 1000)), cond).float()
+                x = x0 if j == steps - 1 else (1 - sigmas[j + 1]) * x0 + sigmas[j + 1] * torch.randn(x0.shape, generator=g)
+            lats.append(x.float() * std + mean)
+            print(f"restoration pairs {i + b}/{n}", flush=True)
+    return torch.cat(lats), clips, specs
+
+
 def preview_pairs(n: int, seed: int, batch: int = 8):
     """(latents (n, z, F', h, w), VAE-decoded frames (n, F, H, W, 3) uint8) of n previews as reel renders them:
     the shipped preview LoRA, its steps and consistency sampling, no guidance, prompts from the grammar.
@@ -64,12 +135,7 @@ def preview_pairs(n: int, seed: int, batch: int = 8):
     from models import wan
     from models.shapes.world import sample_prompts
 
-    reel = json.loads((WEIGHTS / "reel.json").read_text())["preview"]  # checked in main()
-    comps = wan.load(WEIGHTS, torch.device("cpu"), torch.float32)
-    from safetensors.torch import load_file
-
-    comps.transformer.load_lora_adapter(load_file(str((WEIGHTS / reel["lora"]).resolve())), adapter_name="preview",
-                                        prefix="transformer")
+    comps, reel = preview_components()
     prompts = [p for p, _ in sample_prompts(n, seed=seed)]
     shape = wan.latent_shape(comps, 17, 64, 64)
     lats, frames = [], []
@@ -106,15 +172,25 @@ def main() -> None:
                         "decode of them as targets, mixed 50/50 with clean-clip pairs; --steps then counts these steps")
     p.add_argument("--sharpen", type=float, default=0.0, metavar="WEIGHT",
                    help="add WEIGHT x a gradient-difference loss (blurred edges cost; the VAE's stage 3 uses 1.0)")
-    p.add_argument("--width", type=int, default=64,
-                   help="channels of the decoder's 3-D convolutions (64 ships: 159k parameters); a fresh training only")
+    p.add_argument("--restore", type=int, default=0, metavar="N",
+                   help="fine-tune the shipped decoder: N world clips' preview latents (the preview LoRA finishes "
+                        "the sampling from the clip's noised latents) with the clips as targets, mixed 50/50 with "
+                        "clean-clip pairs; --steps then counts these steps")
+    p.add_argument("--width", type=int, default=None,
+                   help=f"channels of the decoder's 3-D convolutions (default {WIDTH}: 538k parameters); "
+                        "a fresh training only")
     p.add_argument("--out", type=Path, default=OUT,
                    help="where the decoder goes (reel.json names it only at the default path)")
     args = p.parse_args()
-    if args.width < 8:
+    if args.width is not None and args.width < 8:
         p.error(f"--width {args.width}: give at least 8 channels")
-    if args.width != 64 and args.on_previews:
-        p.error("--width applies to a fresh training; --on-previews fine-tunes the shipped decoder at its own width")
+    if args.on_previews < 0 or args.restore < 0:
+        p.error("--on-previews and --restore take a number of clips >= 1 (0: a fresh training)")
+    if args.on_previews and args.restore:
+        p.error("--on-previews and --restore are two different fine-tunes: give one")
+    fine_tune = "--on-previews" if args.on_previews else "--restore" if args.restore else None
+    if args.width is not None and fine_tune:
+        p.error(f"--width applies to a fresh training; {fine_tune} fine-tunes the shipped decoder at its own width")
     if args.sharpen < 0:
         p.error(f"--sharpen {args.sharpen}: give a weight >= 0 (a negative one would reward blur)")
     if not (WEIGHTS / "reel.json").is_file():
@@ -125,13 +201,13 @@ def main() -> None:
             raise SystemExit(f"{OUT} or {report} missing — train the decoder first (without --register-only)")
         register(json.loads(report.read_text()))
         return
-    if args.on_previews:  # check before minutes of encoding
+    if fine_tune:  # check before minutes of encoding
         preview = json.loads((WEIGHTS / "reel.json").read_text()).get("preview", {})
         if not OUT.is_file():
-            raise SystemExit(f"{OUT}: no shipped decoder to fine-tune — train one first (without --on-previews)")
+            raise SystemExit(f"{OUT}: no shipped decoder to fine-tune — train one first (without {fine_tune})")
         if not preview.get("lora") or not (WEIGHTS / preview["lora"]).is_file():
             raise SystemExit(f"{WEIGHTS / 'reel.json'}: no preview LoRA to render previews with — run "
-                             "scripts/distill_shapes_preview.py first, or train without --on-previews")
+                             f"scripts/distill_shapes_preview.py first, or train without {fine_tune}")
     import numpy as np
     import torch
     from diffusers import AutoencoderKLWan
@@ -147,23 +223,33 @@ def main() -> None:
     t0 = time.time()
     lat, clips, _ = make_pairs(vae, args.clips, seed=31)
     target = to_tensor(clips)  # (n, 3, 17, 64, 64)
-    decoder = PreviewDecoder(z_dim=vae.config.z_dim, width=args.width)
-    peak_lr = 2e-3
-    if args.on_previews:  # fine-tune on what the decoder will really see: the preview LoRA's latents
+    decoder = PreviewDecoder(z_dim=vae.config.z_dim, width=args.width or WIDTH)
+    peak_lr, provenance = 2e-3, {"trained_steps": args.steps, "clips": args.clips, "sharpen": args.sharpen}
+    if fine_tune:  # fine-tune on what the decoder will really see: the preview LoRA's latents
+        from safetensors import safe_open
+
+        with safe_open(str(OUT), "pt") as f:  # the shipped decoder's own provenance, kept as the base's
+            base = {k: v for k, v in (f.metadata() or {}).items() if k not in ("format", "config")}
         decoder = load_preview_decoder(OUT, z_dim=vae.config.z_dim).train().requires_grad_(True)  # the shipped one
-        p_lat, p_frames = preview_pairs(args.on_previews, seed=41)
+        if args.on_previews:  # targets: the VAE's decode of the same latents
+            p_lat, p_frames = preview_pairs(args.on_previews, seed=41)
+        else:  # targets: the clips the preview latents were made from
+            p_lat, p_frames, _ = restoration_pairs(args.restore, seed=51)
         lat, target = torch.cat([lat, p_lat]), torch.cat([target, to_tensor(p_frames)])
         peak_lr = 5e-4
+        provenance = {"fine_tune": f"{fine_tune} {args.on_previews or args.restore}", "fine_tune_steps": args.steps,
+                      "clips": args.clips, "base": json.dumps(base)}
+    n_extra = args.on_previews or args.restore
     opt = torch.optim.AdamW(decoder.parameters(), lr=peak_lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(0)
     for step in range(1, args.steps + 1):
         lr = peak_lr * min(1.0, step / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for grp in opt.param_groups:
             grp["lr"] = lr
-        if args.on_previews:  # half clean pairs, half preview pairs
+        if fine_tune:  # half clean pairs, half preview pairs
             half = args.batch // 2
             idx = torch.cat([torch.randint(args.clips, (half,), generator=g),
-                             args.clips + torch.randint(args.on_previews, (args.batch - half,), generator=g)])
+                             args.clips + torch.randint(n_extra, (args.batch - half,), generator=g)])
         else:
             idx = torch.randint(len(lat), (args.batch,), generator=g)
         pred = decoder(lat[idx])  # (b, 3, 17, 64, 64)
@@ -175,8 +261,7 @@ def main() -> None:
         opt.step()
         if step % 100 == 0 or step == args.steps:
             print(f"step {step}/{args.steps} loss {loss.item():.4f} lr {lr:.1e} {time.time() - t0:.0f} s", flush=True)
-    save_preview_decoder(decoder, out, {"trained_steps": args.steps, "clips": args.clips, "sharpen": args.sharpen,
-                                        "on_previews": args.on_previews, "vae": "models/shapes/weights/vae"})
+    save_preview_decoder(decoder, out, {**provenance, "vae": "models/shapes/weights/vae"})
     # evaluation on new clips: against the frames, against the full VAE decode, judge agreement
     decoder = load_preview_decoder(out, z_dim=vae.config.z_dim)
     lat_t, clips_t, specs_t = make_pairs(vae, 64, seed=32)
@@ -200,10 +285,21 @@ def main() -> None:
         report["previews"] = {"psnr_vs_vae_decode_db": psnr(p_tiny, p_full),
                               "judge_shape_agreement_pct": 100 * float(np.mean(
                                   [judge_clip(a).shape == judge_clip(b).shape for a, b in zip(p_tiny, p_full)]))}
+        # and on preview latents of 64 new clips: how often the judge reads the clip's true shape
+        r_lat_t, r_clips_t, r_specs_t = restoration_pairs(64, seed=52)
+        with torch.no_grad():
+            r_tiny = to_uint8(decoder(r_lat_t))
+            r_full = np.concatenate([to_uint8(vae.decode(r_lat_t[i:i + 16]).sample) for i in range(0, 64, 16)])
+        report["restoration"] = {
+            "psnr_vs_frames_db": psnr(r_tiny, r_clips_t), "vae_psnr_vs_frames_db": psnr(r_full, r_clips_t),
+            "judge_true_shape_pct": 100 * float(np.mean([judge_clip(c).shape == s.shape
+                                                         for c, s in zip(r_tiny, r_specs_t)])),
+            "vae_judge_true_shape_pct": 100 * float(np.mean([judge_clip(c).shape == s.shape
+                                                             for c, s in zip(r_full, r_specs_t)]))}
     else:
-        print("no preview LoRA yet (scripts/distill_shapes_preview.py): the check on previews is skipped")
-    if args.on_previews:
-        report["fine_tuned_on_previews"] = {"previews": args.on_previews, "steps": args.steps}
+        print("no preview LoRA yet (scripts/distill_shapes_preview.py): the checks on previews are skipped")
+    if fine_tune:
+        report["fine_tune"] = {"mode": fine_tune, "clips": n_extra, "steps": args.steps}
     print(json.dumps(report, indent=2))
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     if out == OUT.resolve():
