@@ -1,10 +1,11 @@
 """Train the built-in model's tiny preview decoder (models/preview_decoder.py) and ship it with the model.
 
-    .venv/bin/python scripts/train_preview_decoder.py --threads 2                          # 1. fresh, ~15 min
-    .venv/bin/python scripts/train_preview_decoder.py --restore 1024 --steps 1500 --threads 2  # 2. fine-tune, ~9 min
+    .venv/bin/python scripts/train_preview_decoder.py --threads 2                   # 1. fresh, ~28 min on 1 thread
+    .venv/bin/python scripts/train_preview_decoder.py --restore 1024 --steps 1500 --threads 2  # 2. ~10 min
     .venv/bin/python scripts/train_preview_decoder.py --register-only   # after a re-export of the weights
 
-The shipped decoder is made by those two runs, in that order.
+The shipped decoder is made by those two runs, in that order; step 2 needs the preview LoRA
+(scripts/distill_shapes_preview.py).
 
 1. A fresh training (width 128 by default, `--width`): pairs are clips of the shapes world (every colour,
    shape, direction and background) and their latents from the model's own VAE (models/shapes/weights/vae,
@@ -43,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 WEIGHTS = ROOT / "models" / "shapes" / "weights"
 OUT = ROOT / "models" / "shapes" / "adapters" / "preview_decoder.safetensors"
-WIDTH = 128  # the shipped decoder's; 64 (159k parameters) loses about 2 shape points on previews
+WIDTH = 128  # the shipped decoder's; 64 (159k parameters) loses about 3 shape points on previews (model card)
 
 
 def make_pairs(vae, n: int, seed: int):
