@@ -1,6 +1,6 @@
 """Train the built-in model's tiny preview decoder (models/preview_decoder.py) and ship it with the model.
 
-    .venv/bin/python scripts/train_preview_decoder.py --threads 2                   # 1. fresh, ~28 min on 1 thread
+    .venv/bin/python scripts/train_preview_decoder.py --threads 1                   # 1. fresh, ~28 min
     .venv/bin/python scripts/train_preview_decoder.py --restore 1024 --steps 1500 --threads 2  # 2. ~10 min
     .venv/bin/python scripts/train_preview_decoder.py --register-only   # after a re-export of the weights
 
@@ -25,7 +25,7 @@ judge reads each clip's true shape from this decoder and from the VAE (`restorat
 models/shapes/adapters/preview_decoder.safetensors (+ preview_decoder.json, the report) and the `decoder`
 entry of the `preview` block in models/shapes/weights/reel.json. The decoder depends on the VAE and the
 preview LoRA: after the transformer is re-exported, `--register-only` restores the entry; after the preview
-LoRA is re-distilled, run step 2 again.
+LoRA is re-distilled, run both steps again (a fine-tuned decoder is not fine-tuned a second time).
 
 `--on-previews N` is an older fine-tune, kept for comparison: N preview latents rendered from prompts, with
 the VAE's decode of the same latents as targets (the decoder imitates the VAE on previews).
@@ -66,6 +66,20 @@ def make_pairs(vae, n: int, seed: int):
     return torch.cat(lat), clips, specs
 
 
+def preview_settings() -> tuple[dict, int, float]:
+    """(the `preview` block of reel.json, its steps, its shift) with engine/spec.py's defaults: 4 steps, and
+    the model's own shift when the block names none."""
+    reel = json.loads((WEIGHTS / "reel.json").read_text())
+    preview = reel.get("preview", {})
+    return preview, int(preview.get("steps", 4)), float(preview.get("shift", reel.get("shift", 3.0)))
+
+
+def restoration_starts(steps: int) -> tuple[int, ...]:
+    """The 0-based preview steps restoration pairs start from: the last two (levels 0.75 and 0.5 for 4 steps at
+    shift 3), where the clip still fixes the composition and the preview LoRA draws the rest."""
+    return tuple(range(max(0, steps - 2), steps))
+
+
 def preview_components():
     """(the model's components with the shipped preview LoRA loaded, the `preview` block of reel.json)."""
     import torch
@@ -73,18 +87,19 @@ def preview_components():
 
     from models import wan
 
-    reel = json.loads((WEIGHTS / "reel.json").read_text())["preview"]  # checked in main()
+    reel, _, _ = preview_settings()  # the LoRA file is checked in main()
     comps = wan.load(WEIGHTS, torch.device("cpu"), torch.float32)
     comps.transformer.load_lora_adapter(load_file(str((WEIGHTS / reel["lora"]).resolve())), adapter_name="preview",
                                         prefix="transformer")
     return comps, reel
 
 
-def restoration_pairs(n: int, seed: int, starts: tuple[int, ...] = (2, 3), batch: int = 8):
+def restoration_pairs(n: int, seed: int, starts: tuple[int, ...] | None = None, batch: int = 8):
     """(latents (n, z, F', h, w), clips (n, F, H, W, 3) uint8, specs): preview latents of n world clips.
 
     Each clip's normalised VAE latents z0 are noised to the preview sampler's level sigma_k (k = 0-based step,
-    taken in turn from `starts`; with 4 steps at shift 3 the levels are 1, 0.9, 0.75, 0.5), and the shipped
+    taken in turn from `starts`, default restoration_starts; with 4 steps at shift 3 the levels are 1, 0.9,
+    0.75, 0.5), and the shipped
     preview LoRA, prompted with the clip's caption, runs the consistency steps k..end as the engine does
     (bf16 autocast on the CPU, fresh noise between steps). The result is what a preview of that clip looks
     like in latent space; the clip is the decoder's target. Latents are denormalised, as decode_preview
@@ -97,11 +112,12 @@ def restoration_pairs(n: int, seed: int, starts: tuple[int, ...] = (2, 3), batch
     from models.shapes.world import caption, render_clip, sample_spec
     from scripts.train_shapes.vae import to_tensor
 
-    steps = int(json.loads((WEIGHTS / "reel.json").read_text())["preview"]["steps"])
-    if max(starts) >= steps:
+    _, steps, shift = preview_settings()
+    starts = restoration_starts(steps) if starts is None else tuple(starts)
+    if not starts or max(starts) >= steps or min(starts) < 0:
         raise ValueError(f"restoration starts {starts}: the preview has only {steps} steps (0-based starts)")
-    comps, reel = preview_components()
-    sigmas = torch.cat([shifted_sigmas(steps, float(reel.get("shift", 3.0))), torch.zeros(1)])  # (steps + 1,)
+    comps, _ = preview_components()
+    sigmas = torch.cat([shifted_sigmas(steps, shift), torch.zeros(1)])  # (steps + 1,)
     vae, zc = comps.vae, comps.vae.config.z_dim
     mean = torch.tensor(vae.config.latents_mean).view(1, zc, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std).view(1, zc, 1, 1, 1)
@@ -112,13 +128,14 @@ def restoration_pairs(n: int, seed: int, starts: tuple[int, ...] = (2, 3), batch
     lats = []
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=wan.cpu_bf16_fast(comps.device)):
         for i in range(0, n, batch):
-            with torch.autocast("cpu", enabled=False):
+            with torch.autocast("cpu", enabled=False):  # the engine encodes and embeds before its autocast
                 z0 = (vae.encode(to_tensor(clips[i:i + batch])).latent_dist.mode() - mean) / std  # (b, z, 5, 16, 16)
+                cond = wan.encode_prompts(comps, [caption(s) for s in specs[i:i + batch]], 32)  # (b, L, D)
             b, k = len(z0), starts[(i // batch) % len(starts)]
-            cond = wan.encode_prompts(comps, [caption(s) for s in specs[i:i + batch]], 32)
             x = (1 - sigmas[k]) * z0 + sigmas[k] * torch.randn(z0.shape, generator=g)
             for j in range(k, steps):  # the ConsistencyScheduler's step, from level k on
-                x0 = x - sigmas[j] * wan.velocity(comps, x, torch.full((b,), float(sigmas[j] * 1000)), cond).float()
+                t = sigmas[j] * 1000  # 0-d, as ConsistencyScheduler.timesteps[j]
+                x0 = x - sigmas[j] * wan.velocity(comps, x, t, cond).float()
                 x = x0 if j == steps - 1 else (1 - sigmas[j + 1]) * x0 + sigmas[j + 1] * torch.randn(x0.shape, generator=g)
             lats.append(x.float() * std + mean)
             print(f"restoration pairs {i + b}/{n}", flush=True)
@@ -136,7 +153,8 @@ def preview_pairs(n: int, seed: int, batch: int = 8):
     from models import wan
     from models.shapes.world import sample_prompts
 
-    comps, reel = preview_components()
+    comps, _ = preview_components()
+    _, steps, shift = preview_settings()
     prompts = [p for p, _ in sample_prompts(n, seed=seed)]
     shape = wan.latent_shape(comps, 17, 64, 64)
     lats, frames = [], []
@@ -146,7 +164,7 @@ def preview_pairs(n: int, seed: int, batch: int = 8):
             cond = wan.encode_prompts(comps, prompts[i:i + batch], 32)
             noise = torch.cat([wan.initial_noise(shape, s, comps.device) for s in seeds])
             lat = denoise(lambda x, t, e: wan.velocity(comps, x, t, e), noise,
-                          ConsistencyScheduler(float(reel.get("shift", 3.0)), seeds), int(reel["steps"]), cond, None, 1.0)
+                          ConsistencyScheduler(shift, seeds), steps, cond, None, 1.0)
             video = torch.cat(list(wan.decode_stream(comps, lat)), dim=2)  # (b, 3, 17, 64, 64) in [0, 1]
             lats.append(wan._denormalise(comps.vae, lat))
             frames.append(wan.to_uint8_frames(video))
@@ -185,13 +203,25 @@ def main() -> None:
     args = p.parse_args()
     if args.width is not None and args.width < 8:
         p.error(f"--width {args.width}: give at least 8 channels")
-    if args.on_previews < 0 or args.restore < 0:
-        p.error("--on-previews and --restore take a number of clips >= 1 (0: a fresh training)")
+    for flag, value in (("--on-previews", args.on_previews), ("--restore", args.restore)):
+        if value < 0:
+            p.error(f"{flag} {value}: give a number of clips >= 1 (0: a fresh training)")
+    for flag, value, least in (("--steps", args.steps, 1), ("--clips", args.clips, 1), ("--batch", args.batch, 1),
+                               ("--threads", args.threads, 1)):
+        if value < least:
+            p.error(f"{flag} {value}: give at least {least}")
     if args.on_previews and args.restore:
         p.error("--on-previews and --restore are two different fine-tunes: give one")
     fine_tune = "--on-previews" if args.on_previews else "--restore" if args.restore else None
     if args.width is not None and fine_tune:
         p.error(f"--width applies to a fresh training; {fine_tune} fine-tunes the shipped decoder at its own width")
+    if fine_tune and args.batch < 2:
+        p.error(f"--batch {args.batch}: {fine_tune} mixes clean and preview pairs half and half; give at least 2")
+    if args.register_only:
+        given = [f for f, v in (("--restore", args.restore), ("--on-previews", args.on_previews),
+                                ("--width", args.width), ("--out", args.out != OUT)) if v]
+        if given:
+            p.error(f"--register-only names the decoder already at {OUT} and trains nothing; drop {', '.join(given)}")
     if args.sharpen < 0:
         p.error(f"--sharpen {args.sharpen}: give a weight >= 0 (a negative one would reward blur)")
     if not (WEIGHTS / "reel.json").is_file():
@@ -209,6 +239,17 @@ def main() -> None:
         if not preview.get("lora") or not (WEIGHTS / preview["lora"]).is_file():
             raise SystemExit(f"{WEIGHTS / 'reel.json'}: no preview LoRA to render previews with — run "
                              f"scripts/distill_shapes_preview.py first, or train without {fine_tune}")
+        if preview.get("scheduler", "lcm") != "lcm" or float(preview.get("guidance", 1.0)) != 1.0:
+            raise SystemExit(f"{WEIGHTS / 'reel.json'}: the preview samples with {preview.get('scheduler')} at guidance "
+                             f"{preview.get('guidance')}; {fine_tune} makes its pairs with consistency (lcm) steps "
+                             "without guidance only")
+        from safetensors import safe_open
+
+        with safe_open(str(OUT), "pt") as f:  # the shipped decoder's own provenance, kept as the base's
+            base = {k: v for k, v in (f.metadata() or {}).items() if k not in ("format", "config")}
+        if "fine_tune" in base:  # a second fine-tune would stack on the first
+            raise SystemExit(f"{OUT} is already fine-tuned ({base['fine_tune']}, {base.get('fine_tune_steps')} steps): "
+                             f"train a fresh decoder first (without {fine_tune}), then fine-tune it once")
     import numpy as np
     import torch
     from diffusers import AutoencoderKLWan
@@ -227,10 +268,6 @@ def main() -> None:
     decoder = PreviewDecoder(z_dim=vae.config.z_dim, width=args.width or WIDTH)
     peak_lr, provenance = 2e-3, {"trained_steps": args.steps, "clips": args.clips, "sharpen": args.sharpen}
     if fine_tune:  # fine-tune on what the decoder will really see: the preview LoRA's latents
-        from safetensors import safe_open
-
-        with safe_open(str(OUT), "pt") as f:  # the shipped decoder's own provenance, kept as the base's
-            base = {k: v for k, v in (f.metadata() or {}).items() if k not in ("format", "config")}
         decoder = load_preview_decoder(OUT, z_dim=vae.config.z_dim).train().requires_grad_(True)  # the shipped one
         if args.on_previews:  # targets: the VAE's decode of the same latents
             p_lat, p_frames = preview_pairs(args.on_previews, seed=41)
@@ -239,7 +276,7 @@ def main() -> None:
         lat, target = torch.cat([lat, p_lat]), torch.cat([target, to_tensor(p_frames)])
         peak_lr = 5e-4
         provenance = {"fine_tune": f"{fine_tune} {args.on_previews or args.restore}", "fine_tune_steps": args.steps,
-                      "clips": args.clips, "base": json.dumps(base)}
+                      "clips": args.clips, "lr": peak_lr, "sharpen": args.sharpen, "base": json.dumps(base)}
     n_extra = args.on_previews or args.restore
     opt = torch.optim.AdamW(decoder.parameters(), lr=peak_lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(0)

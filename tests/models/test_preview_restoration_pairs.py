@@ -41,6 +41,35 @@ def test_restoration_pairs_repeat_from_their_seed(pairs):
     assert torch.equal(again, pairs[0])
 
 
+def test_a_restoration_step_is_the_engines_consistency_step(pairs):
+    """From the last start, a pair is one ConsistencyScheduler step (the engine's preview sampler, same sigma,
+    timestep scale and x0 formula) from the clip's noised latents, denormalised as decode_preview expects."""
+    from engine.sampling import ConsistencyScheduler
+    from models import wan
+    from models.shapes.world import caption
+    from scripts.train_preview_decoder import preview_components, preview_settings
+    from scripts.train_shapes.vae import to_tensor
+
+    lat, clips, specs = pairs
+    comps, _ = preview_components()
+    _, steps, shift = preview_settings()
+    vae, zc = comps.vae, comps.vae.config.z_dim
+    mean = torch.tensor(vae.config.latents_mean).view(1, zc, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, zc, 1, 1, 1)
+    scheduler = ConsistencyScheduler(shift, [0] * len(specs))
+    scheduler.set_timesteps(steps)
+    scheduler.set_begin_index(steps - 1)
+    sigma = float(scheduler.sigmas[steps - 1])
+    with torch.no_grad():
+        z0 = (vae.encode(to_tensor(clips)).latent_dist.mode() - mean) / std  # (4, z, 5, 16, 16)
+        x = (1 - sigma) * z0 + sigma * torch.randn(z0.shape, generator=torch.Generator().manual_seed(5))
+        cond = wan.encode_prompts(comps, [caption(s) for s in specs], 32)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=wan.cpu_bf16_fast(comps.device)):
+            v = wan.velocity(comps, x, scheduler.timesteps[steps - 1], cond).float()
+        expected = scheduler.step(v, scheduler.timesteps[steps - 1], x)[0] * std + mean
+    assert torch.allclose(lat, expected, atol=1e-4), (lat - expected).abs().max()
+
+
 def test_a_start_past_the_preview_steps_is_refused():
     with pytest.raises(ValueError, match="only 4 steps"):
         restoration_pairs(1, seed=0, starts=(4,))
