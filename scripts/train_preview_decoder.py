@@ -99,11 +99,11 @@ def restoration_pairs(n: int, seed: int, starts: tuple[int, ...] | None = None, 
 
     Each clip's normalised VAE latents z0 are noised to the preview sampler's level sigma_k (k = 0-based step,
     taken in turn from `starts`, default restoration_starts; with 4 steps at shift 3 the levels are 1, 0.9,
-    0.75, 0.5), and the shipped
-    preview LoRA, prompted with the clip's caption, runs the consistency steps k..end as the engine does
-    (bf16 autocast on the CPU, fresh noise between steps). The result is what a preview of that clip looks
-    like in latent space; the clip is the decoder's target. Latents are denormalised, as decode_preview
-    hands them to the decoder."""
+    0.75, 0.5), and the shipped preview LoRA, prompted with the clip's caption (32 tokens, the model's
+    max_sequence_length), runs the consistency steps k..end as the engine does (captions embedded in fp32,
+    transformer under bf16 autocast on a CPU with native bf16, fresh noise between steps). The result is what a
+    preview of that clip looks like in latent space; the clip is the decoder's target. Latents are
+    denormalised, as decode_preview hands them to the decoder."""
     import numpy as np
     import torch
 
