@@ -99,15 +99,15 @@ def restoration_pairs(n: int, seed: int, starts: tuple[int, ...] | None = None, 
 
     Each clip's normalised VAE latents z0 are noised to the preview sampler's level sigma_k (k = 0-based step,
     taken in turn from `starts`, default restoration_starts; with 4 steps at shift 3 the levels are 1, 0.9,
-    0.75, 0.5), and the shipped preview LoRA, prompted with the clip's caption (32 tokens, the model's
-    max_sequence_length), runs the consistency steps k..end as the engine does (captions embedded in fp32,
-    transformer under bf16 autocast on a CPU with native bf16, fresh noise between steps). The result is what a
-    preview of that clip looks like in latent space; the clip is the decoder's target. Latents are
-    denormalised, as decode_preview hands them to the decoder."""
+    0.75, 0.5) with the engine's own per-shot noise (seed * 100_000 + index), and the shipped preview LoRA,
+    prompted with the clip's caption (32 tokens, the model's max_sequence_length), runs the engine's
+    ConsistencyScheduler from step k on (captions embedded in fp32, transformer under bf16 autocast on a CPU
+    with native bf16). The result is what a preview of that clip looks like in latent space; the clip is the
+    decoder's target. Latents are denormalised, as decode_preview hands them to the decoder."""
     import numpy as np
     import torch
 
-    from engine.sampling import shifted_sigmas
+    from engine.sampling import ConsistencyScheduler
     from models import wan
     from models.shapes.world import caption, render_clip, sample_spec
     from scripts.train_shapes.vae import to_tensor
@@ -117,28 +117,31 @@ def restoration_pairs(n: int, seed: int, starts: tuple[int, ...] | None = None, 
     if not starts or max(starts) >= steps or min(starts) < 0:
         raise ValueError(f"restoration starts {starts}: the preview has only {steps} steps (0-based starts)")
     comps, _ = preview_components()
-    sigmas = torch.cat([shifted_sigmas(steps, shift), torch.zeros(1)])  # (steps + 1,)
     vae, zc = comps.vae, comps.vae.config.z_dim
     mean = torch.tensor(vae.config.latents_mean).view(1, zc, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std).view(1, zc, 1, 1, 1)
     rng = np.random.default_rng(seed)
     specs = [sample_spec(rng) for _ in range(n)]
     clips = np.stack([render_clip(s) for s in specs])  # (n, 17, 64, 64, 3)
-    g = torch.Generator().manual_seed(seed)
     lats = []
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=wan.cpu_bf16_fast(comps.device)):
+    with torch.no_grad():
         for i in range(0, n, batch):
-            with torch.autocast("cpu", enabled=False):  # the engine encodes and embeds before its autocast
-                z0 = (vae.encode(to_tensor(clips[i:i + batch])).latent_dist.mode() - mean) / std  # (b, z, 5, 16, 16)
-                cond = wan.encode_prompts(comps, [caption(s) for s in specs[i:i + batch]], 32)  # (b, L, D)
-            b, k = len(z0), starts[(i // batch) % len(starts)]
-            x = (1 - sigmas[k]) * z0 + sigmas[k] * torch.randn(z0.shape, generator=g)
-            for j in range(k, steps):  # the ConsistencyScheduler's step, from level k on
-                t = sigmas[j] * 1000  # 0-d, as ConsistencyScheduler.timesteps[j]
-                x0 = x - sigmas[j] * wan.velocity(comps, x, t, cond).float()
-                x = x0 if j == steps - 1 else (1 - sigmas[j + 1]) * x0 + sigmas[j + 1] * torch.randn(x0.shape, generator=g)
-            lats.append(x.float() * std + mean)
-            print(f"restoration pairs {i + b}/{n}", flush=True)
+            seeds = [seed * 100_000 + k for k in range(i, min(i + batch, n))]
+            z0 = (vae.encode(to_tensor(clips[i:i + batch])).latent_dist.mode() - mean) / std  # (b, z, 5, 16, 16)
+            cond = wan.encode_prompts(comps, [caption(s) for s in specs[i:i + batch]], 32)  # (b, L, D)
+            k = starts[(i // batch) % len(starts)]
+            scheduler = ConsistencyScheduler(shift, seeds)
+            scheduler.set_timesteps(steps)
+            scheduler.set_begin_index(k)
+            sigma = float(scheduler.sigmas[k])
+            noise = torch.cat([wan.initial_noise(tuple(z0.shape[1:]), s, comps.device) for s in seeds])
+            x = (1 - sigma) * z0 + sigma * noise  # (b, z, 5, 16, 16) at level k
+            for t in scheduler.timesteps[k:]:  # the engine's preview steps from k on (bf16 as in the engine)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=wan.cpu_bf16_fast(comps.device)):
+                    v = wan.velocity(comps, x, t, cond)
+                x = scheduler.step(v.float(), t, x)[0]
+            lats.append(x * std + mean)
+            print(f"restoration pairs {i + len(seeds)}/{n}", flush=True)
     return torch.cat(lats), clips, specs
 
 
@@ -250,13 +253,11 @@ def main() -> None:
         if "fine_tune" in base:  # a second fine-tune would stack on the first
             raise SystemExit(f"{OUT} is already fine-tuned ({base['fine_tune']}, {base.get('fine_tune_steps')} steps): "
                              f"train a fresh decoder first (without {fine_tune}), then fine-tune it once")
-    import numpy as np
     import torch
     from diffusers import AutoencoderKLWan
 
     from models.preview_decoder import PreviewDecoder, load_preview_decoder, save_preview_decoder
-    from models.shapes.judge import judge_clip
-    from scripts.train_shapes.vae import gradient_difference, to_tensor, to_uint8
+    from scripts.train_shapes.vae import gradient_difference, to_tensor
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -299,9 +300,37 @@ def main() -> None:
         opt.step()
         if step % 100 == 0 or step == args.steps:
             print(f"step {step}/{args.steps} loss {loss.item():.4f} lr {lr:.1e} {time.time() - t0:.0f} s", flush=True)
-    save_preview_decoder(decoder, out, {**provenance, "vae": "models/shapes/weights/vae"})
+    # staged beside `out` until the evaluation below is done: a failed evaluation leaves the old decoder, its
+    # report and the reel.json entry as they were (the staged file is removed)
+    staged = out.with_name(out.stem + ".staged.safetensors")
+    save_preview_decoder(decoder, staged, {**provenance, "vae": "models/shapes/weights/vae"})
+    try:
+        report = evaluate(staged, vae, t0)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    if fine_tune:
+        report["fine_tune"] = {"mode": fine_tune, "clips": n_extra, "steps": args.steps}
+    print(json.dumps(report, indent=2))
+    staged.replace(out)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    if out == OUT.resolve():
+        register(report)
+    else:
+        print(f"wrote {out} (not registered: reel.json names {OUT} only)")
+
+
+def evaluate(path: Path, vae, t0: float) -> dict:
+    """The report on the decoder at `path`: clips, previews and restoration pairs it never saw (module doc)."""
+    import numpy as np
+    import torch
+
+    from models.preview_decoder import load_preview_decoder
+    from models.shapes.judge import judge_clip
+    from scripts.train_shapes.vae import to_uint8
+
     # evaluation on new clips: against the frames, against the full VAE decode, judge agreement
-    decoder = load_preview_decoder(out, z_dim=vae.config.z_dim)
+    decoder = load_preview_decoder(path, z_dim=vae.config.z_dim)
     lat_t, clips_t, specs_t = make_pairs(vae, 64, seed=32)
     with torch.no_grad():
         tiny = to_uint8(decoder(lat_t))
@@ -312,7 +341,7 @@ def main() -> None:
              for k in ("color", "background", "shape", "direction")}
     report = {"psnr_vs_frames_db": psnr(tiny, clips_t), "vae_psnr_vs_frames_db": psnr(full, clips_t),
               "psnr_vs_vae_decode_db": psnr(tiny, full), "judge_agreement_pct": agree,
-              "params": sum(p.numel() for p in decoder.parameters()), "bytes": out.stat().st_size,
+              "params": sum(p.numel() for p in decoder.parameters()), "bytes": path.stat().st_size,
               "seconds": round(time.time() - t0)}
     # and on previews it never saw: the judge on the tiny decode against the VAE's decode of the same latents
     lora = json.loads((WEIGHTS / "reel.json").read_text()).get("preview", {}).get("lora")
@@ -336,14 +365,7 @@ def main() -> None:
                                                              for c, s in zip(r_full, r_specs_t)]))}
     else:
         print("no preview LoRA yet (scripts/distill_shapes_preview.py): the checks on previews are skipped")
-    if fine_tune:
-        report["fine_tune"] = {"mode": fine_tune, "clips": n_extra, "steps": args.steps}
-    print(json.dumps(report, indent=2))
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    if out == OUT.resolve():
-        register(report)
-    else:
-        print(f"wrote {out} (not registered: reel.json names {OUT} only)")
+    return report
 
 
 def register(report: dict) -> None:

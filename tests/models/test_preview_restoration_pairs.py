@@ -62,7 +62,8 @@ def test_a_restoration_step_is_the_engines_consistency_step(pairs):
     sigma = float(scheduler.sigmas[steps - 1])
     with torch.no_grad():
         z0 = (vae.encode(to_tensor(clips)).latent_dist.mode() - mean) / std  # (4, z, 5, 16, 16)
-        x = (1 - sigma) * z0 + sigma * torch.randn(z0.shape, generator=torch.Generator().manual_seed(5))
+        noise = torch.cat([wan.initial_noise(tuple(z0.shape[1:]), 5 * 100_000 + i, comps.device) for i in range(4)])
+        x = (1 - sigma) * z0 + sigma * noise  # the engine's per-shot noise, seeds seed * 100_000 + index
         cond = wan.encode_prompts(comps, [caption(s) for s in specs], 32)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=wan.cpu_bf16_fast(comps.device)):
             v = wan.velocity(comps, x, scheduler.timesteps[steps - 1], cond).float()
