@@ -1,15 +1,28 @@
-# Two commands for a fresh machine (each sets up .venv by itself, idempotently):
-#   make demo   render the demo film into reel-out/demo/
-#   make test   run the test suite (offline, CPU)
+# Two commands for a fresh machine (each sets up .venv by itself, idempotently, from requirements.lock):
+#   make demo          render the demo film into reel-out/demo/
+#   make test          run the test suite (offline, CPU)
+# And for maintainers:
+#   make lock          re-resolve requirements.lock from pyproject.toml (uv, hashed)
+#   make test-latest   the suite against the newest versions pyproject.toml allows, in .venv-latest
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# The CPU build of torch 2.13.0 lies on this project's machines; on a CUDA workstation the same pin
-# installs PyPI's CUDA build. Override with `make TORCH=torch==X demo`.
+PIP := -m pip install -q --disable-pip-version-check
+# torch is installed by this pin, not from the lock: the CPU build of torch 2.13.0 lies on this project's
+# machines, and on a CUDA workstation the same pin installs PyPI's CUDA build. `make TORCH=torch==X demo`
+# chooses another build. Everything else comes from requirements.lock, hash-checked.
 TORCH ?= torch==2.13.0
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)
+LOCK := requirements.lock
+# The lock is resolved for the project's machines (CPython 3.11, Linux x86_64). spandrel's torchvision is
+# left out (reel does not use it; PyPI's builds pin a torch release and replace the CPU build).
+LOCK_PYTHON := 3.11
+LOCK_FLAGS := --extra dev --extra upscale --python-version $(LOCK_PYTHON) --python-platform x86_64-manylinux_2_28 \
+	--generate-hashes --no-emit-package torch
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile $(LOCK) | sha256sum | cut -c1-16)
+LATEST := .venv-latest
 
-.PHONY: demo test setup clean-venv browser
+.PHONY: demo test setup lock test-latest clean-venv browser
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/reel demo
@@ -25,13 +38,46 @@ browser:
 
 setup: $(STAMP)
 
+# 1. the locked packages, hash-checked, no resolver  2. torch by its pin (its CPU build's dependencies are
+# in the lock already; a CUDA build adds its own)  3. reel itself, editable, built with the locked setuptools
+# 4. pip check: the set is consistent
 $(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps "spandrel==0.4.2"
+	@$(PY) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == tuple(map(int, "$(LOCK_PYTHON)".split("."))) else \
+		f"$(LOCK) is resolved for CPython $(LOCK_PYTHON); $(VENV) has {v[0]}.{v[1]}: use PYTHON=python$(LOCK_PYTHON) " \
+		"(then make clean-venv), or re-resolve the lock for your Python with make lock LOCK_PYTHON={v[0]}.{v[1]}")'
+	$(PY) $(PIP) --require-hashes --no-deps -r $(LOCK)
+	$(PY) $(PIP) "$(TORCH)"
+	$(PY) $(PIP) --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# Re-resolve the lock: the newest versions pyproject.toml allows today, for CPython $(LOCK_PYTHON) on Linux x86_64.
+# /opt/wheels (this project's machines) offers the CPU torch build, so its dependencies are the ones locked.
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) $(PIP) "uv==$(UV_VERSION)"
+	@printf 'torchvision\n' > $(VENV)/lock-excludes.txt
+	@printf '%s\n' "$(TORCH)" > $(VENV)/lock-constraints.txt
+	$(VENV)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) $$(test -d /opt/wheels && echo --find-links /opt/wheels) \
+		--constraints $(VENV)/lock-constraints.txt --excludes $(VENV)/lock-excludes.txt \
+		--no-header --output-file $(LOCK).new
+	@{ printf '%s\n' "# Resolved from pyproject.toml by \`make lock\` (uv $(UV_VERSION): uv pip compile $(LOCK_FLAGS)," \
+		"# torchvision excluded, torch resolved as $(TORCH) but installed by the Makefile's TORCH pin)." \
+		"# Installed with pip --require-hashes by \`make demo\` and \`make test\`; do not edit by hand."; \
+		cat $(LOCK).new; } > $(LOCK) && rm -f $(LOCK).new
+
+# The suite against the newest releases pyproject.toml allows, in a separate virtualenv; torch stays at
+# $(TORCH) (a newer torch on PyPI is a multi-GB CUDA build: `make test-latest TORCH=torch` to take it).
+test-latest: browser
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python $(PIP) "$(TORCH)"
+	$(LATEST)/bin/python $(PIP) --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LATEST)/bin/python $(PIP) --upgrade --no-deps "spandrel>=0.4,<0.5"
+	$(LATEST)/bin/python -m pip list --format freeze > $(LATEST)/versions.txt
+	HF_HUB_OFFLINE=1 $(LATEST)/bin/python -m pytest -q
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(LATEST)

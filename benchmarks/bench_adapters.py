@@ -18,10 +18,10 @@ import torch
 from safetensors.torch import save_file
 
 from benchmarks.results import model_under_test, write_section
-from engine.plan import adapter_switches, build_plan
-from engine.runtime import Engine
-from engine.spec import film_from_dict
-from engine.store import RenderStore
+from reel.engine.plan import adapter_switches, build_plan
+from reel.engine.runtime import Engine
+from reel.engine.spec import film_from_dict
+from reel.engine.store import RenderStore
 
 
 def random_lora_file(transformer, path: Path, rank: int, seed: int) -> Path:

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from benchmarks.results import write_section
-from engine.plan import build_plan
-from engine.runtime import Engine
-from engine.spec import film_from_dict, load_film
+from reel.engine.plan import build_plan
+from reel.engine.runtime import Engine
+from reel.engine.spec import film_from_dict, load_film
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.toml"
 

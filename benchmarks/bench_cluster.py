@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 from benchmarks.results import model_under_test, write_section
-from engine.cluster import render_on_cluster
-from engine.plan import build_plan
-from engine.spec import film_from_dict
-from models.shapes.world import sample_prompts
+from reel.engine.cluster import render_on_cluster
+from reel.engine.plan import build_plan
+from reel.engine.spec import film_from_dict
+from reel.models.shapes.world import sample_prompts
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from benchmarks.results import write_section
-from engine.estimate import MFU, estimate_shot, gpu_spec, load_model_config
+from reel.engine.estimate import MFU, estimate_shot, gpu_spec, load_model_config
 
 LIGHTX2V_README = ("ModelTC/LightX2V README.md, 'Cross-Framework Performance Comparison (H100)' "
                    "(Wan2.1-I2V-14B-480P, 40 steps, 81 frames)")

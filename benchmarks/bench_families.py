@@ -33,10 +33,10 @@ import torch
 
 from benchmarks.bench_vs_diffusers import ModelTimer, PeakRSS, diffusers_film, psnr
 from benchmarks.results import write_section
-from engine.embed_cache import EmbedCache
-from engine.plan import build_plan
-from engine.runtime import Engine
-from engine.spec import film_from_dict
+from reel.engine.embed_cache import EmbedCache
+from reel.engine.plan import build_plan
+from reel.engine.runtime import Engine
+from reel.engine.spec import film_from_dict
 
 FAMILIES = ("wan", "ltx", "cogvideox", "hunyuan")
 # words every tiny tokenizer knows (LTX's and Hunyuan's vocabularies are the smallest)
@@ -51,7 +51,7 @@ def prompts(n: int) -> list[str]:
 
 def build(family: str, path: Path) -> Path:
     if family == "wan":
-        from models.tiny import build_tiny_wan
+        from reel.models.tiny import build_tiny_wan
 
         return build_tiny_wan(path, variant="t2v")
     if family == "ltx":

@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 from benchmarks.results import write_section
-from engine.plan import build_plan
-from engine.post.contact import read_video
-from engine.runtime import Engine
-from engine.spec import film_from_dict
-from models.shapes.judge import judge_clip
-from models.shapes.world import sample_prompts
+from reel.engine.plan import build_plan
+from reel.engine.post.contact import read_video
+from reel.engine.runtime import Engine
+from reel.engine.spec import film_from_dict
+from reel.models.shapes.judge import judge_clip
+from reel.models.shapes.world import sample_prompts
 
 KEYS = ("color", "background", "shape", "direction")
 

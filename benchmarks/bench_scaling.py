@@ -17,7 +17,7 @@ import torch
 
 from benchmarks.plots import fit_power, line_plot
 from benchmarks.results import HERE, model_under_test, write_section
-from models import wan
+from reel.models import wan
 
 
 def step_seconds(comps, frames: int, size: int, batch: int, repeats: int, text_len: int) -> float:
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--model", default="shapes")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from models.registry import resolve_model
+    from reel.models.registry import resolve_model
 
     ref, note = model_under_test(args.model)
     info = resolve_model(ref)

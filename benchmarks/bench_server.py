@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.results import write_section
-from engine.serve import ServeConfig, serving_in_thread
+from reel.engine.serve import ServeConfig, serving_in_thread
 
 FILM = """[film]
 title = "load {n}"
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds per phase at most")
     args = parser.parse_args()
-    from models.tiny import build_tiny_wan
+    from reel.models.tiny import build_tiny_wan
 
     work = Path(tempfile.mkdtemp(prefix="reel-bench-server-"))
     model = build_tiny_wan(work / "models" / "tiny-wan", seed=0)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.results import model_under_test, write_section
 
-REEL = [sys.executable, "-m", "engine.cli"]
+REEL = [sys.executable, "-m", "reel.engine.cli"]
 
 
 def peak_rss_mb(cmd: list[str]) -> float:

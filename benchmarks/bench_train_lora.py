@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 from benchmarks.results import write_section
-from engine.plan import build_plan
-from engine.post.contact import read_video
-from engine.runtime import Engine
-from engine.spec import film_from_dict
-from engine.train.config import build_config
-from engine.train.lora import train_lora
-from models.shapes.judge import judge_clip
-from models.shapes.world import BACKGROUNDS, DIRECTIONS
+from reel.engine.plan import build_plan
+from reel.engine.post.contact import read_video
+from reel.engine.runtime import Engine
+from reel.engine.spec import film_from_dict
+from reel.engine.train.config import build_config
+from reel.engine.train.lora import train_lora
+from reel.models.shapes.judge import judge_clip
+from reel.models.shapes.world import BACKGROUNDS, DIRECTIONS
 from scripts.world_dataset import write_dataset
 
 

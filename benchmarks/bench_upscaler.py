@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from benchmarks.results import write_section
-from engine.post.upscale import load_upscaler
+from reel.engine.post.upscale import load_upscaler
 from scripts.train_upscaler import FRAMES, heldout_set, psnr
 
 CONDITIONS = {"clean": (0.0, None), "render-like": (0.5, 23)}  # name -> (blur sigma, crf)

@@ -26,11 +26,11 @@ import psutil
 import torch
 
 from benchmarks.results import model_under_test, write_section
-from engine.embed_cache import EmbedCache
-from engine.plan import build_plan
-from engine.post.contact import read_video
-from engine.runtime import Engine
-from engine.spec import film_from_dict
+from reel.engine.embed_cache import EmbedCache
+from reel.engine.plan import build_plan
+from reel.engine.post.contact import read_video
+from reel.engine.runtime import Engine
+from reel.engine.spec import film_from_dict
 
 
 class PeakRSS:
@@ -101,7 +101,7 @@ def diffusers_film(pipe, jobs, out: Path) -> dict[str, np.ndarray]:
 
 def judge_scores(videos: dict[str, np.ndarray], specs: dict) -> dict[str, float] | None:
     try:
-        from models.shapes.judge import judge_clip
+        from reel.models.shapes.judge import judge_clip
     except ImportError:
         return None
     hits = {"color": 0, "background": 0, "shape": 0, "direction": 0}
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from diffusers import WanPipeline
 
-    from models.shapes.world import sample_prompts
+    from reel.models.shapes.world import sample_prompts
 
     model, note = model_under_test(args.model)
     work = Path(tempfile.mkdtemp(prefix="reel-bench-vs-"))

@@ -43,7 +43,7 @@ def eval_prompts(n: int, held: int, seed: int = 2026):
     """(caption, spec) list: n from the full grammar, then `held` from the held-out combinations."""
     import numpy as np
 
-    from models.shapes.world import HELD_OUT_PAIRS, caption, sample_spec
+    from reel.models.shapes.world import HELD_OUT_PAIRS, caption, sample_spec
 
     rng = np.random.default_rng(seed)
     specs = [sample_spec(rng) for _ in range(n)]
@@ -57,7 +57,7 @@ def vae_psnr(vae, n: int) -> float:
     import numpy as np
     import torch
 
-    from models.shapes.world import HELD_OUT_PAIRS, render_clip, sample_spec
+    from reel.models.shapes.world import HELD_OUT_PAIRS, render_clip, sample_spec
 
     rng = np.random.default_rng(99_000_001)
     values = []
@@ -80,8 +80,8 @@ def main(argv=None) -> int:
     import torch
     from diffusers import WanPipeline
 
-    from models.shapes.judge import judge_clip, score
-    from models.shapes.world import COLORS, SHAPES, is_held_out
+    from reel.models.shapes.judge import judge_clip, score
+    from reel.models.shapes.world import COLORS, SHAPES, is_held_out
 
     torch.set_num_threads(args.threads)
     if not (args.weights / "model_index.json").exists():

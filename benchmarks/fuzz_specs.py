@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from engine.cli import app
+from reel.engine.cli import app
 
 FILM_KEYS = ["title", "model", "width", "height", "fps", "frames", "steps", "guidance", "shift", "seed",
              "negative_prompt", "scheduler", "codec", "upscale", "watermark", "characters", "preview_lora"]
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=10_000)
     args = parser.parse_args()
     from benchmarks.results import write_section
-    from models.tiny import build_tiny_wan
+    from reel.models.tiny import build_tiny_wan
 
     work = Path(tempfile.mkdtemp(prefix="reel-fuzz-"))
     os.environ.setdefault("REEL_CACHE_DIR", str(work / "cache"))

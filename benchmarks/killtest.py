@@ -60,12 +60,12 @@ def _default_signals() -> None:
 
 def reel(*args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "engine.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "reel.engine.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, preexec_fn=_default_signals, **kw)
 
 
 def frames_of(path: Path) -> np.ndarray:
-    from engine.post.contact import read_video
+    from reel.engine.post.contact import read_video
 
     return read_video(path)[0]
 

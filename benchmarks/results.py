@@ -62,7 +62,7 @@ def model_under_test(ref: str) -> tuple[str, str]:
     random Wan model — said in the title so nobody mistakes those numbers for the real model's."""
     if ref != "shapes":
         return ref, ""
-    from engine.demo import demo_model_override
+    from reel.engine.demo import demo_model_override
 
     override = demo_model_override(lambda msg: None)
     return (override, " (built-in model untrained: tiny RANDOM Wan model)") if override else (ref, "")

@@ -98,8 +98,8 @@ def plan_memory(components, speed: SpeedConfig, film) -> dict:
     if "auto" not in chosen.values() or film is None:
         return {k: (v if v != "auto" else {"offload": "none", "vae_tiling": False, "weights": "bf16"}[k])
                 for k, v in chosen.items()}
-    from engine.estimate import GPU, estimate_shot, folder_model_config
-    from engine.plan import build_plan
+    from reel.engine.estimate import GPU, estimate_shot, folder_model_config
+    from reel.engine.plan import build_plan
 
     free, total = torch.cuda.mem_get_info(components.device)
     gpu = GPU("local", torch.cuda.get_device_name(components.device), 100.0, 50.0, total / 2**30, 1000.0)
@@ -112,7 +112,7 @@ def plan_memory(components, speed: SpeedConfig, film) -> dict:
 
 def apply_load_time(components, speed: SpeedConfig, film=None) -> dict:
     """Speed-ups applied once after loading; returns what was applied (for manifests and logs)."""
-    from kernels.attention import apply_backend, select_backend
+    from reel.kernels.attention import apply_backend, select_backend
 
     tr = components.transformer
     applied = {}
@@ -142,8 +142,8 @@ def apply_load_time(components, speed: SpeedConfig, film=None) -> dict:
         components.vae.enable_tiling()
         applied["vae_tiling"] = True
     if speed.fused_kernels != "off":
-        from kernels.attention import BackendError
-        from kernels.wan_fused import apply_fused_kernels, fused_reasons
+        from reel.kernels.attention import BackendError
+        from reel.kernels.wan_fused import apply_fused_kernels, fused_reasons
 
         reasons = fused_reasons(components.device)
         if type(tr).__name__ != "WanTransformer3DModel":
@@ -212,8 +212,8 @@ def auto_batch_size(film, device: str = "auto", preview: bool = False, cap: int 
 
     if device == "cpu" or not torch.cuda.is_available():
         return 4
-    from engine.estimate import GPU, estimate_shot, folder_model_config
-    from engine.plan import build_plan
+    from reel.engine.estimate import GPU, estimate_shot, folder_model_config
+    from reel.engine.plan import build_plan
 
     free, total = torch.cuda.mem_get_info()
     gpu = GPU("local", torch.cuda.get_device_name(), 100.0, 50.0, total / 2**30, 1000.0)

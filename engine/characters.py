@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from engine.cast import weight_at
+from reel.engine.cast import weight_at
 
 
 class LoraError(ValueError):

@@ -3,7 +3,7 @@
     reel render film.toml --out out/          render every shot and assemble out/film.mp4
     reel render film.toml --out out/ --shots intro,chase --force
     reel validate film.toml                   check a spec without rendering
-    reel demo                                 render examples/demo.toml into reel-out/demo/
+    reel demo                                 render the demo film (examples/demo.toml) into reel-out/demo/
 
 Exit codes: 0 done, 2 bad input (spec, flags, model folder; nothing written), 1 failure while rendering.
 """
@@ -19,13 +19,12 @@ from pathlib import Path
 
 import typer
 
-from engine.plan import PlanError, build_plan
-from kernels.attention import BACKENDS, BackendError
-from engine.spec import SpecError, load_film
-from models.registry import ModelError
+from reel.engine.plan import PlanError, build_plan
+from reel.kernels.attention import BACKENDS, BackendError
+from reel.engine.spec import SpecError, load_film
+from reel.models.registry import SHAPES_DIR, ModelError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_SPEC = REPO_ROOT / "examples" / "demo.toml"
+DEMO_SPEC = SHAPES_DIR / "demo.toml"  # package data of the built-in model; examples/demo.toml links to it
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="reel: a film as a shot list, rendered with open video diffusion models.")
@@ -46,7 +45,7 @@ def _batch_size(value: str, film, device: str, preview: bool) -> int:
         if n < 1:
             _fail(f"--batch-size {value}: give a whole number >= 1, or auto")
         return n
-    from engine.accel import auto_batch_size
+    from reel.engine.accel import auto_batch_size
 
     return auto_batch_size(film, device, preview)
 
@@ -67,11 +66,11 @@ def _parse_shots(shots: str | None) -> list[str] | None:
 def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, quiet: bool,
             batch_size: str, model: str | None = None, characters: Path | None = None, preview: bool = False,
             speed: dict | None = None, cluster: str | None = None, workers: int | None = None):
-    from engine.characters import LoraError
-    from engine.post.encode import EncodeError
-    from engine.progress import RenderProgress
-    from engine.runtime import DeviceError, Engine, OutOfMemory
-    from engine.store import BusyError
+    from reel.engine.characters import LoraError
+    from reel.engine.post.encode import EncodeError
+    from reel.engine.progress import RenderProgress
+    from reel.engine.runtime import DeviceError, Engine, OutOfMemory
+    from reel.engine.store import BusyError
 
     # 1. everything that can be checked before a file is written
     try:
@@ -121,7 +120,7 @@ def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, 
 
 
 def _render_cluster(plan, out: Path, force: bool, address: str, workers: int | None, progress):
-    from engine.cluster import ClusterError, WorkerInputError, render_on_cluster
+    from reel.engine.cluster import ClusterError, WorkerInputError, render_on_cluster
 
     try:
         return render_on_cluster(plan, out, address=address, workers=workers, force=force, progress=progress)
@@ -209,8 +208,8 @@ def upscale(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
     """Upscale a video frame by frame (tiled, streamed: memory does not grow with its length)."""
-    from engine.post.upscale import UpscaleError, load_upscaler, upscale_video
-    from engine.runtime import DeviceError, pick_device
+    from reel.engine.post.upscale import UpscaleError, load_upscaler, upscale_video
+    from reel.engine.runtime import DeviceError, pick_device
 
     try:
         upscaler = load_upscaler(model, pick_device(device))
@@ -273,9 +272,9 @@ def distill_preview_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
     """Distil a few-step preview LoRA from a base model (latent consistency distillation, LCM-LoRA's recipe)."""
-    from engine.train.config import ConfigError, build_config
-    from engine.train.data import DatasetError
-    from engine.train.lora import TrainError, train_lora
+    from reel.engine.train.config import ConfigError, build_config
+    from reel.engine.train.data import DatasetError
+    from reel.engine.train.lora import TrainError, train_lora
 
     flags = {"kind": "preview", "dataset": str(dataset), "base": base, "out": str(out) if out else None,
              "steps": steps, "rank": rank, "lr": lr, "teacher_steps": teacher_steps, "skip": skip,
@@ -342,9 +341,9 @@ def train_lora_cmd(
     """Train a character LoRA from a folder of captioned clips and images."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from engine.train.config import ConfigError, build_config
-    from engine.train.data import DatasetError
-    from engine.train.lora import TrainError, train_lora
+    from reel.engine.train.config import ConfigError, build_config
+    from reel.engine.train.data import DatasetError
+    from reel.engine.train.lora import TrainError, train_lora
 
     flags = {"dataset": str(dataset), "base": base, "trigger": trigger, "out": str(out) if out else None,
              "rank": rank, "alpha": alpha, "steps": steps, "lr": lr, "batch_size": batch_size,
@@ -372,7 +371,7 @@ def train_lora_cmd(
 @app.command()
 def models(search: list[Path] = typer.Option(None, "--search", help="More folders to look for models in.")) -> None:
     """Model families reel runs, the folder layout each expects, and the model folders found locally."""
-    from engine.doctor import models_report
+    from reel.engine.doctor import models_report
 
     typer.echo(models_report(search or []))
 
@@ -385,7 +384,7 @@ def estimate(
                                      "spec's folder (e.g. wan2.1-t2v-14b), before downloading it."),
 ) -> None:
     """Predict time per shot and per film and peak VRAM on a GPU, from FLOPs counted on the meta device."""
-    from engine.estimate import estimate_film, format_estimate
+    from reel.engine.estimate import estimate_film, format_estimate
 
     try:
         film = load_film(spec)
@@ -402,7 +401,7 @@ def import_model(
     out: Path = typer.Option(..., "--out", help="The model folder to create (links to --base, no copies)."),
 ) -> None:
     """Make a model folder from a single-file transformer and a diffusers folder of the same family."""
-    from models.single_file import SingleFileError, import_single_file
+    from reel.models.single_file import SingleFileError, import_single_file
 
     try:
         folder = import_single_file(file, base, out)
@@ -414,7 +413,7 @@ def import_model(
 @app.command()
 def doctor() -> None:
     """Check this machine: torch and CUDA, VRAM, ffmpeg encoders, attention backends, packages, disk."""
-    from engine.doctor import doctor_report
+    from reel.engine.doctor import doctor_report
 
     typer.echo(doctor_report())
 
@@ -432,7 +431,7 @@ def serve(
     max_body: int = typer.Option(1 << 20, "--max-body", help="Largest spec accepted, in bytes."),
 ) -> None:
     """Serve a render queue over HTTP: JSON API, live progress (SSE) and a web page at http://HOST:PORT/."""
-    from engine.serve import ServeConfig, ServeError, serve as run_server
+    from reel.engine.serve import ServeConfig, ServeError, serve as run_server
 
     try:
         run_server(ServeConfig(host=host, port=port, token=token or None, roots=tuple(root or ()), data=data,
@@ -449,8 +448,8 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
     """Render the demo film (examples/demo.toml) with the built-in model, plus a contact sheet PNG."""
-    from engine.demo import demo_model_override
-    from engine.post.contact import contact_sheet
+    from reel.engine.demo import demo_model_override
+    from reel.engine.post.contact import contact_sheet
 
     override = demo_model_override(lambda msg: typer.echo(msg, err=True))
     film, result = _render(DEMO_SPEC, out, force, None, device, quiet, 1, override)

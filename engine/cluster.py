@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.plan import RenderPlan, ShotJob
-from engine.runtime import Engine, FilmResult, ShotResult
-from engine.store import RenderStore, atomic_path
+from reel.engine.plan import RenderPlan, ShotJob
+from reel.engine.runtime import Engine, FilmResult, ShotResult
+from reel.engine.store import RenderStore, atomic_path
 
 MAX_TRIES = 3
 
@@ -99,7 +99,7 @@ class ShotWorker:
 
 
 def _ext(plan: RenderPlan) -> str:
-    from engine.post.encode import get_codec
+    from reel.engine.post.encode import get_codec
 
     return get_codec(plan.film.codec).ext
 
@@ -135,7 +135,7 @@ def render_on_cluster(plan: RenderPlan, out_dir: Path, address: str = "local", w
 
 
 def _render(ray, plan, store: RenderStore, workers, force, progress, emit) -> FilmResult:
-    from engine.progress import RenderProgress
+    from reel.engine.progress import RenderProgress
 
     progress = progress or RenderProgress(quiet=True)
     driver = Engine("cpu", progress=progress)  # bookkeeping only: fingerprints, audio checks, assembly

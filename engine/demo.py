@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from engine.settings import cache_dir
-from models.registry import BUILTIN_MODELS
+from reel.engine.settings import cache_dir
+from reel.models.registry import BUILTIN_MODELS
 
 
 def demo_model_override(say: Callable[[str], None]) -> str | None:
     """None when the built-in model is trained; else the path of a tiny random stand-in model."""
     if (BUILTIN_MODELS["shapes"] / "model_index.json").is_file():
         return None
-    from models.tiny import build_tiny_wan
+    from reel.models.tiny import build_tiny_wan
 
     path = cache_dir() / "tiny-random-wan"
     if not (path / "model_index.json").is_file():

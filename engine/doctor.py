@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from models.registry import BUILTIN_MODELS, FAMILIES, ModelError, resolve_model
+from reel.models.registry import BUILTIN_MODELS, FAMILIES, ModelError, resolve_model
 
 SEARCH_DIRS = ("~/models", "~/.cache/huggingface/hub", "./models")
 
@@ -60,7 +60,7 @@ def models_report(extra_dirs: list[Path]) -> str:
 
 
 def _ffmpeg_lines() -> list[str]:
-    from engine.post.encode import CODECS, available_encoders, ffmpeg_exe
+    from reel.engine.post.encode import CODECS, available_encoders, ffmpeg_exe
 
     try:
         exe = ffmpeg_exe()
@@ -74,7 +74,7 @@ def _ffmpeg_lines() -> list[str]:
 def doctor_report() -> str:
     import torch
 
-    from kernels.attention import BACKENDS
+    from reel.kernels.attention import BACKENDS
 
     ok, lines = True, ["reel doctor"]
     lines.append(f"  torch {torch.__version__}; CUDA build {torch.version.cuda or 'none'}; "
@@ -113,6 +113,6 @@ def doctor_report() -> str:
 
 
 def _cache() -> Path:
-    from engine.settings import cache_dir
+    from reel.engine.settings import cache_dir
 
     return cache_dir()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from engine.hashing import weights_hash
-from engine.settings import cache_dir
-from engine.store import atomic_path
+from reel.engine.hashing import weights_hash
+from reel.engine.settings import cache_dir
+from reel.engine.store import atomic_path
 
 
 def encoder_hash(model_path: Path, extra: str = "") -> str:

@@ -2,7 +2,7 @@
 
     reel estimate film.toml --gpu h100|h200|a100|l40s|4090 [--model-config wan2.1-i2v-14b]
 
-    from engine.estimate import estimate_film, format_estimate
+    from reel.engine.estimate import estimate_film, format_estimate
     print(format_estimate(estimate_film(load_film("film.toml"), "h100")))
 
 FLOPs and activation bytes are measured by running the film's diffusers transformer and VAE once on the
@@ -23,20 +23,15 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from engine.estimate_meta import MetaCost, measure_transformer, measure_vae_decode, vae_factors
+from reel.models.registry import FAMILIES
+from reel.models.resources import package_folder
+from reel.engine.estimate_meta import MetaCost, measure_transformer, measure_vae_decode, vae_factors
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "models" / "configs"
+CONFIG_DIR = package_folder("reel.models.configs")  # one JSON per published model, plus gpus.json
 MFU = 0.40  # model FLOPs utilisation assumed for every component (a priori, see the module docstring)
 HEADROOM = 0.95  # a card "fits" a peak up to 95 % of its memory (CUDA context, allocator fragmentation)
 BF16, FP32 = 2, 4  # bytes per element
 GB = 1e9
-DEFAULT_TEXT_LEN = {"wan": 512, "ltx": 128, "cogvideox": 226, "hunyuanvideo": 256}
-DEFAULT_VAE = {  # (class, config) when only a transformer config is given
-    "wan": ("AutoencoderKLWan", {}), "ltx": ("AutoencoderKLLTXVideo", {}),
-    "cogvideox": ("AutoencoderKLCogVideoX", {}), "hunyuanvideo": ("AutoencoderKLHunyuanVideo", {}),
-}
-DEFAULT_TRANSFORMER = {"wan": "WanTransformer3DModel", "ltx": "LTXVideoTransformer3DModel",
-                       "cogvideox": "CogVideoXTransformer3DModel", "hunyuanvideo": "HunyuanVideoTransformer3DModel"}
 
 
 @dataclass(frozen=True)
@@ -163,7 +158,7 @@ def _entry(config: dict, family: str) -> dict:
     """{"_class_name", "config"} from either that shape or a raw diffusers config.json dict."""
     if isinstance(config.get("config"), dict):
         return config
-    return {"_class_name": config.get("_class_name") or DEFAULT_TRANSFORMER[family], "config": config}
+    return {"_class_name": config.get("_class_name") or FAMILIES[family].transformer_class, "config": config}
 
 
 def latent_dims(vae: dict, width: int, height: int, frames: int) -> tuple[int, int, int]:
@@ -196,11 +191,11 @@ def estimate_step(transformer_config: dict, family: str, width: int, height: int
 
     `transformer_config`: a diffusers transformer config.json dict (or {"_class_name", "config"});
     `vae_config`: {"_class_name", "config"} of the VAE for the latent size (default: the family's VAE)."""
-    if family not in DEFAULT_TEXT_LEN:
-        raise ValueError(f"unknown family {family!r}; known: {', '.join(DEFAULT_TEXT_LEN)}")
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     entry = _entry(transformer_config, family)
     if vae_config is None:
-        cls, vcfg = DEFAULT_VAE[family]
+        cls, vcfg = FAMILIES[family].vae_class, {}
         if family == "wan" and entry["config"].get("in_channels") == 48:  # Wan 2.2 TI2V: the 16x VAE
             vcfg = {"scale_factor_spatial": 16, "z_dim": 48}
         vae_config = {"_class_name": cls, "config": vcfg}
@@ -208,7 +203,7 @@ def estimate_step(transformer_config: dict, family: str, width: int, height: int
     rows = batch * (2 if cfg else 1)  # reel runs cond + uncond in one forward
     try:
         cost = _step_cost(json.dumps(entry, sort_keys=True), family, latent, rows,
-                          text_len or DEFAULT_TEXT_LEN[family], expand_timesteps)
+                          text_len or FAMILIES[family].default_max_sequence_length, expand_timesteps)
     except (RuntimeError, ValueError, TypeError, KeyError) as err:
         raise ValueError(f"{entry['_class_name']} cannot run at {width}x{height}, {frames} frames (latent {latent}): "
                          f"{err} — check the size against the model (e.g. its rope_max_seq_len) or the config"
@@ -297,7 +292,7 @@ def estimate_shot(model: dict, gpu: str | GPU, width: int, height: int, frames: 
     cfg_steps = (steps - int(round(steps * cfg_skip_last))) if cfg else 0
     # 1. one step (cond + uncond rows when CFG); a step without CFG costs half (FLOPs are linear in rows)
     step = estimate_step(model["transformer"], family, width, height, frames, 1, cfg, vae_config=model["vae"],
-                         text_len=pipe.get("max_sequence_length") or DEFAULT_TEXT_LEN[family],
+                         text_len=pipe.get("max_sequence_length") or FAMILIES[family].default_max_sequence_length,
                          expand_timesteps=bool(pipe.get("expand_timesteps")))
     w_tr = step.params * BF16
     plain_flops = step.flops / 2 if cfg else step.flops
@@ -331,7 +326,7 @@ def estimate_film(film, gpu: str, *, model_config: str | None = None) -> FilmEst
     """Time per shot and per film, and peak VRAM with recommendations, for `film` (engine.spec.Film) on `gpu`.
 
     `model_config`: a shipped config name (see shipped_configs()) to use instead of the film's model folder."""
-    from engine.plan import build_plan
+    from reel.engine.plan import build_plan
 
     spec = gpu_spec(gpu)
     if model_config:

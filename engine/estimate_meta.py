@@ -22,7 +22,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-FAMILIES = ("wan", "ltx", "cogvideox", "hunyuanvideo")
 
 
 @dataclass(frozen=True)
@@ -177,14 +176,14 @@ def transformer_inputs(family: str, cfg: dict, batch: int, latent: tuple[int, in
             kw["image_rotary_emb"] = (_meta(n, cfg["attention_head_dim"], dtype=torch.float32),
                                       _meta(n, cfg["attention_head_dim"], dtype=torch.float32))  # (N, D) cos, sin
         return kw
-    if family == "hunyuanvideo":
+    if family == "hunyuan":
         return {"hidden_states": _meta(b, cfg["in_channels"], f, h, w),  # (B, C, F', H', W')
                 "timestep": _meta(b, dtype=torch.float32),
                 "encoder_hidden_states": _meta(b, text_len, cfg["text_embed_dim"]),  # (B, L, 4096)
                 "encoder_attention_mask": _meta(b, text_len),
                 "pooled_projections": _meta(b, cfg["pooled_projection_dim"]),  # (B, 768) CLIP pooled
                 "guidance": _meta(b, dtype=torch.float32)}
-    raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    raise ValueError(f"unknown family {family!r}; known: wan, ltx, cogvideox, hunyuan")
 
 
 def measure_transformer(entry: dict, family: str, latent: tuple[int, int, int], batch: int, text_len: int,
@@ -219,6 +218,8 @@ def measure_vae_decode(entry: dict, latent: tuple[int, int, int], batch: int = 1
 
     def decode():
         z = _meta(batch, channels, *run, dtype=dtype)  # (B, C, F', H', W')
+        if entry["config"].get("timestep_conditioning"):  # LTX 0.9.1+: the decoder takes the decode timestep
+            return model.decode(z, temb=_meta(batch, dtype=dtype), return_dict=False)[0]  # (B, 3, F, H, W)
         return model.decode(z, return_dict=False)[0]  # (B, 3, F, H, W)
 
     flops, peak = run_on_meta(decode, model)

@@ -10,8 +10,8 @@ import json
 import os
 from pathlib import Path
 
-from engine.settings import cache_dir
-from engine.store import atomic_write_json, read_json
+from reel.engine.settings import cache_dir
+from reel.engine.store import atomic_write_json, read_json
 
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".ckpt")
 CHUNK = 1 << 20

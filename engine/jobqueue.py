@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.progress import RenderProgress
-from engine.sampling import StepState
-from engine.store import atomic_path
+from reel.engine.progress import RenderProgress
+from reel.engine.sampling import StepState
+from reel.engine.store import atomic_path
 
 log = logging.getLogger("reel.serve")
 
@@ -343,13 +343,13 @@ class Worker(threading.Thread):
 
     def engine(self):
         if self._engine is None:
-            from engine.runtime import Engine
+            from reel.engine.runtime import Engine
 
             self._engine = Engine(device=self.device)
         return self._engine
 
     def run_job(self, job: Job) -> None:
-        from engine.spec import SpecError
+        from reel.engine.spec import SpecError
 
         folder = self.jobs_dir / str(job.id)
 

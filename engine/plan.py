@@ -11,8 +11,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from engine.cast import cast_prompt
-from engine.spec import Film
+from reel.engine.cast import cast_prompt
+from reel.engine.spec import Film
 
 SEED_BITS = 63
 

@@ -22,23 +22,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.accel import SpeedConfig, apply_load_time, apply_offload, apply_threads, step_cache_session
-from engine.characters import AdapterBank, LoraError
-from engine.embed_cache import EmbedCache, encoder_hash
-from engine.hashing import weights_hash
-from engine.weights_check import WeightsError, check_weight_files
-from engine.plan import RenderPlan, ShotJob, preview_job, resolve_job
-from engine.post.assemble import assemble
-from engine.post.export import export_timeline
-from engine.post.storyboard import preview_sheets
-from engine.post.probe import check_audio
-from engine.post.encode import VideoWriter, get_codec, pick_encoder
-from engine.post.timeline import Timeline, place_audio, place_clips
-from engine.post.watermark import Watermark
-from engine.progress import RenderProgress
-from engine.sampling import ConsistencyScheduler, cat_cond, denoise
-from engine.store import RenderStore, atomic_write_json, read_json
-from models.registry import ModelInfo
+from reel.engine.accel import SpeedConfig, apply_load_time, apply_offload, apply_threads, step_cache_session
+from reel.engine.characters import AdapterBank, LoraError
+from reel.engine.embed_cache import EmbedCache, encoder_hash
+from reel.engine.hashing import weights_hash
+from reel.engine.load_errors import load_failure
+from reel.engine.weights_check import check_weight_files
+from reel.engine.plan import RenderPlan, ShotJob, preview_job, resolve_job
+from reel.engine.post.assemble import assemble
+from reel.engine.post.export import export_timeline
+from reel.engine.post.storyboard import preview_sheets
+from reel.engine.post.probe import check_audio
+from reel.engine.post.encode import VideoWriter, get_codec, pick_encoder
+from reel.engine.post.timeline import Timeline, place_audio, place_clips
+from reel.engine.post.watermark import Watermark
+from reel.engine.progress import RenderProgress
+from reel.engine.sampling import ConsistencyScheduler, cat_cond, denoise
+from reel.engine.store import RenderStore, atomic_write_json, read_json
+from reel.models.registry import ModelInfo
 
 MANIFEST_VERSION = 1
 
@@ -196,9 +197,10 @@ class Engine:
             check_weight_files(model.path, [Path(single)] if single else [])
             try:
                 comps = family.load(model.path, self.device, self.dtype)
-            except (OSError, ValueError, RuntimeError) as err:
-                raise WeightsError(f"{model.path}: the model could not be loaded ({type(err).__name__}: "
-                                   f"{str(err)[:300]}) — check the folder is complete (re-download it)") from None
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as err:  # noqa: BLE001 - every cause is named: a package, a version or the weights
+                raise load_failure(model.path, err) from err
             self.applied[key] = apply_load_time(comps, self.speed, getattr(self, "_film", None))
             self._models[key] = (family, comps)
         return self._models[key]
@@ -272,14 +274,14 @@ class Engine:
                 self.dtype = torch.bfloat16
         self.check_inputs(plan)
         if film.upscale and film.upscale not in self._upscalers:
-            from engine.post.upscale import load_upscaler
+            from reel.engine.post.upscale import load_upscaler
 
             self._upscalers[film.upscale] = load_upscaler(film.upscale, self.device)
         _, comps = self.load(plan.film.model)
         self.weights_hash(plan.film.model)
         for path in sorted({j.preview_decoder for j in plan.jobs if j.preview_decoder}):
             if path not in self._preview_decoders:
-                from models.preview_decoder import load_preview_decoder
+                from reel.models.preview_decoder import load_preview_decoder
 
                 self._preview_decoders[path] = load_preview_decoder(
                     Path(path), comps.vae.config.z_dim, comps.device, (comps.temporal_factor, comps.spatial_factor))
@@ -530,7 +532,7 @@ class Engine:
         if job.image:
             with Image.open(job.image) as img:
                 return np.asarray(img.convert("RGB"))  # (H, W, 3) uint8
-        from engine.post.contact import read_video
+        from reel.engine.post.contact import read_video
 
         frames, _ = read_video(store.shot_video(job.continue_from))
         return frames[-1]

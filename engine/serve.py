@@ -44,8 +44,8 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Str
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from engine.jobqueue import TERMINAL, Job, JobQueue, Worker
-from engine.serve_security import (
+from reel.engine.jobqueue import TERMINAL, Job, JobQueue, Worker
+from reel.engine.serve_security import (
     TOKEN_COOKIE,
     ApiError,
     Roots,
@@ -56,10 +56,11 @@ from engine.serve_security import (
     spec_path_problems,
     token_matches,
 )
-from engine.store import atomic_write_text
+from reel.engine.store import atomic_write_text
+from reel.models.resources import package_folder
 
 log = logging.getLogger("reel.serve")
-WEB = Path(__file__).resolve().parent / "web"
+WEB = package_folder("reel.engine.web")  # index.html, app.js, style.css
 STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
 SPEC_TYPES = {"application/toml": "toml", "application/x-toml": "toml", "text/x-toml": "toml", "text/toml": "toml",
               "application/json": "json"}
@@ -96,7 +97,7 @@ def check_config(config: ServeConfig) -> None:
     for root in config.roots:
         if not Path(root).expanduser().is_dir():
             raise ServeError(f"--root {root}: not a folder — create it or fix the path")
-    from engine.runtime import DeviceError, pick_device
+    from reel.engine.runtime import DeviceError, pick_device
 
     try:
         names = [str(pick_device(d)) for d in config.devices]
@@ -165,7 +166,7 @@ class Server:
     # -- specs -----------------------------------------------------------------------------------
     def parse(self, body: bytes, content_type: str) -> tuple[str, str, dict]:
         """(text, format, data) of a submitted spec."""
-        from engine.spec import SpecError
+        from reel.engine.spec import SpecError
 
         kind = content_type.split(";")[0].strip().lower()
         fmt = SPEC_TYPES.get(kind)
@@ -187,9 +188,9 @@ class Server:
 
     def plan(self, data: dict, fmt: str, base: Path, preview: bool):
         """The RenderPlan of a parsed spec, with every path checked against the roots first (SpecError)."""
-        from engine.plan import build_plan
-        from engine.spec import SpecError, film_from_dict
-        from kernels.attention import BACKENDS
+        from reel.engine.plan import build_plan
+        from reel.engine.spec import SpecError, film_from_dict
+        from reel.kernels.attention import BACKENDS
 
         source = base / f"submitted.{fmt}"
         problems = spec_path_problems(data, base, self.roots)  # 1. before reel opens any file the spec names
@@ -212,7 +213,7 @@ class Server:
 
     def check(self, body: bytes, content_type: str, preview: bool):
         """(text, format, plan) of an acceptable spec; ApiError 4xx with the problems otherwise."""
-        from engine.spec import SpecError
+        from reel.engine.spec import SpecError
 
         text, fmt, data = self.parse(body, content_type)
         try:

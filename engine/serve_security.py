@@ -154,8 +154,8 @@ def _names(value) -> list[str]:
 def raw_spec_paths(data: dict) -> Iterator[tuple[str, str]]:
     """(field, value) for every file or folder a spec as written names; wrong types are left to the spec's
     own validation. Field names follow engine.spec (`shots[1].image (shot 'b')`)."""
-    from engine.spec_post import BUILTIN_UPSCALERS
-    from models.registry import BUILTIN_MODELS
+    from reel.engine.spec_post import BUILTIN_UPSCALERS
+    from reel.models.registry import BUILTIN_MODELS
 
     film = data.get("film") if isinstance(data.get("film"), dict) else {}
     model = film.get("model")
@@ -191,7 +191,7 @@ def film_path_problems(film, roots: Roots) -> list[tuple[str, str]]:
     """Problems with the paths of a validated Film: also the LoRAs of library characters, and every path
     as reel resolved it. Built-in models (and the preview adapters they ship beside their weights, e.g.
     models/shapes/adapters/) are always allowed."""
-    from models.registry import BUILTIN_MODELS
+    from reel.models.registry import BUILTIN_MODELS
 
     builtin = tuple(Path(os.path.realpath(p)).parent for p in BUILTIN_MODELS.values())
     base = Path(film.source).parent

@@ -18,9 +18,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.accel import SpeedConfig, SpeedSection
-from engine.cast import Character, load_library, load_library_character, parse_character, placeholders
-from engine.spec_post import (
+from reel.engine.accel import SpeedConfig, SpeedSection
+from reel.engine.cast import Character, load_library, load_library_character, parse_character, placeholders
+from reel.engine.spec_post import (
     AudioSection,
     AudioTrack,
     TransitionName,
@@ -28,7 +28,7 @@ from engine.spec_post import (
     check_transitions,
     resolve_upscale,
 )
-from models.registry import ModelError, ModelInfo, resolve_model
+from reel.models.registry import ModelError, ModelInfo, resolve_model
 
 SCHEDULERS = ("unipc", "euler")
 SHOT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")

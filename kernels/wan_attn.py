@@ -21,7 +21,7 @@ class WanSelfAttnProcessorBase:
         return norm(x)
 
     def rotary(self, x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tensor) -> torch.Tensor:
-        from kernels.rotary import rotary_reference
+        from reel.kernels.rotary import rotary_reference
 
         return rotary_reference(x, freqs_cos, freqs_sin)
 

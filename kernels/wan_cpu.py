@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.rotary import rotary_complex
-from kernels.wan_attn import WanSelfAttnProcessorBase
+from reel.kernels.rotary import rotary_complex
+from reel.kernels.wan_attn import WanSelfAttnProcessorBase
 
 
 class WanSelfAttnProcessorCPU(WanSelfAttnProcessorBase):

@@ -17,10 +17,10 @@ import types
 
 import torch
 
-from kernels.modulate import gated_residual_triton, ln_modulate_triton
-from kernels.rmsnorm import rms_norm_triton
-from kernels.rotary import rotary_triton
-from kernels.wan_attn import WanSelfAttnProcessorBase
+from reel.kernels.modulate import gated_residual_triton, ln_modulate_triton
+from reel.kernels.rmsnorm import rms_norm_triton
+from reel.kernels.rotary import rotary_triton
+from reel.kernels.wan_attn import WanSelfAttnProcessorBase
 
 
 def fused_reasons(device: torch.device, interpret_ok: bool = False) -> list[str]:

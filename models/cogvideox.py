@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from models.single_file import load_transformer
+from reel.models.single_file import load_transformer
 
 GUIDANCE = "cfg"
 SCHEDULERS = ("default", "ddim", "dpm")  # "default": the folder's own (CogVideoXDDIMScheduler or ...DPMScheduler)

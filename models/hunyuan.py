@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from models.single_file import load_transformer
+from reel.models.single_file import load_transformer
 
 GUIDANCE = "embedded"  # the guidance scale is a transformer input (guidance-distilled model), one pass per step
 CLIP_LENGTH = 77  # the pipeline always pads CLIP prompts to 77 tokens

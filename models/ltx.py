@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from models.single_file import load_transformer
+from reel.models.single_file import load_transformer
 
 GUIDANCE = "cfg"  # LTXPipeline: uncond + g * (cond - uncond), guidance_rescale 0.0 by default
 IMAGE_PIPELINES = ("LTXImageToVideoPipeline",)  # folders whose every shot starts from an image
@@ -85,7 +85,7 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> LTXCompo
     from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
     from transformers import AutoTokenizer, T5EncoderModel
 
-    from models.registry import resolve_model
+    from reel.models.registry import resolve_model
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()

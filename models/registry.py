@@ -28,8 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BUILTIN_DIR = Path(__file__).resolve().parent
-BUILTIN_MODELS = {"shapes": BUILTIN_DIR / "shapes" / "weights"}
+from reel.models.resources import package_folder
+
+SHAPES_DIR = package_folder("reel.models.shapes")  # the built-in model's package: weights/, adapters/, upscalers/
+BUILTIN_MODELS = {"shapes": SHAPES_DIR / "weights"}
 
 
 class ModelError(ValueError):
@@ -69,6 +71,8 @@ class Family:
     name: str
     pipeline_classes: tuple[str, ...]  # model_index.json `_class_name` values (text-to-video first)
     module: str  # lazy import path of the reel module that loads and runs it
+    transformer_class: str  # the diffusers transformer class (the estimator builds it from a config on meta)
+    vae_class: str  # the diffusers video VAE class
     factors: Callable[[dict, dict], tuple[int, int]]  # (vae cfg, transformer cfg) -> (temporal, size multiple)
     default_fps: int
     default_steps: int
@@ -86,16 +90,19 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {
-    "wan": Family("wan", ("WanPipeline", "WanImageToVideoPipeline"), "models.wan", _wan_factors,
+    "wan": Family("wan", ("WanPipeline", "WanImageToVideoPipeline"), "reel.models.wan",
+                  "WanTransformer3DModel", "AutoencoderKLWan", _wan_factors,
                   16, 50, 5.0, 3.0, 832, 480, 81, 512, image_pipelines=("WanImageToVideoPipeline",), default_scheduler="unipc",
                   hub_example="Wan-AI/Wan2.1-T2V-1.3B-Diffusers"),
-    "ltx": Family("ltx", ("LTXPipeline", "LTXImageToVideoPipeline"), "models.ltx", _ltx_factors,
+    "ltx": Family("ltx", ("LTXPipeline", "LTXImageToVideoPipeline"), "reel.models.ltx",
+                  "LTXVideoTransformer3DModel", "AutoencoderKLLTXVideo", _ltx_factors,
                   24, 50, 3.0, 1.0, 704, 480, 161, 128, image_pipelines=("LTXImageToVideoPipeline",),
                   hub_example="Lightricks/LTX-Video"),
-    "cogvideox": Family("cogvideox", ("CogVideoXPipeline", "CogVideoXImageToVideoPipeline"), "models.cogvideox",
-                        _cog_factors, 8, 50, 6.0, 1.0, 720, 480, 49, 226, flow_matching=False,
+    "cogvideox": Family("cogvideox", ("CogVideoXPipeline", "CogVideoXImageToVideoPipeline"), "reel.models.cogvideox",
+                        "CogVideoXTransformer3DModel", "AutoencoderKLCogVideoX", _cog_factors, 8, 50, 6.0, 1.0, 720, 480, 49, 226, flow_matching=False,
                         image_pipelines=("CogVideoXImageToVideoPipeline",), hub_example="THUDM/CogVideoX-5b"),
-    "hunyuan": Family("hunyuan", ("HunyuanVideoPipeline",), "models.hunyuan", _hunyuan_factors,
+    "hunyuan": Family("hunyuan", ("HunyuanVideoPipeline",), "reel.models.hunyuan",
+                      "HunyuanVideoTransformer3DModel", "AutoencoderKLHunyuanVideo", _hunyuan_factors,
                       24, 50, 6.0, 7.0, 1280, 720, 129, 256, hub_example="hunyuanvideo-community/HunyuanVideo"),
 }
 

@@ -60,7 +60,7 @@ def detect_family(path: Path) -> str:
 
 def import_single_file(file: Path, base: Path, out: Path) -> Path:
     """Make `out` a model folder: `base`'s other components linked, `file` as its transformer."""
-    from models.registry import resolve_model
+    from reel.models.registry import resolve_model
 
     file, base = file.resolve(), base.resolve()
     if not file.is_file():

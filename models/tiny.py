@@ -26,7 +26,7 @@ def build_tiny_wan(path: str | Path, seed: int = 0, text_len: int = 16, variant:
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from models.wordtok import build_word_tokenizer
+    from reel.models.wordtok import build_word_tokenizer
 
     import diffusers
     import transformers

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from kernels.channel_norm import use_fast_vae_norms
-from kernels.wan_cpu import use_cpu_fast_paths
+from reel.kernels.channel_norm import use_fast_vae_norms
+from reel.kernels.wan_cpu import use_cpu_fast_paths
 
-from models.single_file import load_transformer
+from reel.models.single_file import load_transformer
 
 
 @dataclass

@@ -22,9 +22,9 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     import torch
 
-    from engine.train.config import build_config
-    from engine.train.lora import train_lora
-    from models.registry import BUILTIN_MODELS
+    from reel.engine.train.config import build_config
+    from reel.engine.train.lora import train_lora
+    from reel.models.registry import BUILTIN_MODELS
     from scripts.world_dataset import write_dataset
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

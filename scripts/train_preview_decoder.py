@@ -52,7 +52,7 @@ def make_pairs(vae, n: int, seed: int):
     import numpy as np
     import torch
 
-    from models.shapes.world import render_clip, sample_spec
+    from reel.models.shapes.world import render_clip, sample_spec
     from scripts.train_shapes.vae import to_tensor
 
     rng = np.random.default_rng(seed)
@@ -85,7 +85,7 @@ def preview_components():
     import torch
     from safetensors.torch import load_file
 
-    from models import wan
+    from reel.models import wan
 
     reel, _, _ = preview_settings()  # the LoRA file is checked in main()
     comps = wan.load(WEIGHTS, torch.device("cpu"), torch.float32)
@@ -107,9 +107,9 @@ def restoration_pairs(n: int, seed: int, starts: tuple[int, ...] | None = None, 
     import numpy as np
     import torch
 
-    from engine.sampling import ConsistencyScheduler
-    from models import wan
-    from models.shapes.world import caption, render_clip, sample_spec
+    from reel.engine.sampling import ConsistencyScheduler
+    from reel.models import wan
+    from reel.models.shapes.world import caption, render_clip, sample_spec
     from scripts.train_shapes.vae import to_tensor
 
     _, steps, shift = preview_settings()
@@ -152,9 +152,9 @@ def preview_pairs(n: int, seed: int, batch: int = 8):
     import numpy as np
     import torch
 
-    from engine.sampling import ConsistencyScheduler, denoise
-    from models import wan
-    from models.shapes.world import sample_prompts
+    from reel.engine.sampling import ConsistencyScheduler, denoise
+    from reel.models import wan
+    from reel.models.shapes.world import sample_prompts
 
     comps, _ = preview_components()
     _, steps, shift = preview_settings()
@@ -256,7 +256,7 @@ def main() -> None:
     import torch
     from diffusers import AutoencoderKLWan
 
-    from models.preview_decoder import PreviewDecoder, load_preview_decoder, save_preview_decoder
+    from reel.models.preview_decoder import PreviewDecoder, load_preview_decoder, save_preview_decoder
     from scripts.train_shapes.vae import gradient_difference, to_tensor
 
     torch.set_num_threads(args.threads)
@@ -325,8 +325,8 @@ def evaluate(path: Path, vae, t0: float) -> dict:
     import numpy as np
     import torch
 
-    from models.preview_decoder import load_preview_decoder
-    from models.shapes.judge import judge_clip
+    from reel.models.preview_decoder import load_preview_decoder
+    from reel.models.shapes.judge import judge_clip
     from scripts.train_shapes.vae import to_uint8
 
     # evaluation on new clips: against the frames, against the full VAE decode, judge agreement

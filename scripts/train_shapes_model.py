@@ -24,7 +24,6 @@ Smoke test (tiny step counts, separate checkpoint/output dirs):
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -53,7 +52,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root, for `models`
     args = parse_args(argv)
     import torch
 

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.registry import BUILTIN_DIR
-from models.shapes.world import HELD_OUT_PAIRS, ORANGE_STAR, render_clip, sample_spec
+from reel.models.registry import SHAPES_DIR
+from reel.models.shapes.world import HELD_OUT_PAIRS, ORANGE_STAR, render_clip, sample_spec
 
-OUT = BUILTIN_DIR / "shapes" / "upscalers" / "x2.safetensors"
+OUT = SHAPES_DIR / "upscalers" / "x2.safetensors"
 FRAMES = 17
 HR_SIZES = ((128, 128), (128, 128), (96, 160), (160, 96), (192, 128), (96, 96))  # (height, width), % 8
 
@@ -81,8 +81,8 @@ def h264_roundtrip(frames: np.ndarray, crf: int, workdir: Path) -> np.ndarray:
     """Encode (N, H, W, 3) uint8 frames with reel's VideoWriter at `crf`, decode them as upscale_video does."""
     import imageio_ffmpeg
 
-    from engine.post.encode import VideoWriter
-    from engine.post.upscale import DECODE_PARAMS
+    from reel.engine.post.encode import VideoWriter
+    from reel.engine.post.upscale import DECODE_PARAMS
 
     path = workdir / f"rt-{crf}.mp4"
     with VideoWriter(path, width=frames.shape[2], height=frames.shape[1], fps=8, crf=crf) as writer:
@@ -188,7 +188,7 @@ def run_model(model: torch.nn.Module, lr: np.ndarray) -> np.ndarray:
 # ---- training -----------------------------------------------------------------------------------
 def build_model(cfg: Config) -> torch.nn.Module:
     """spandrel's SRVGGNetCompact class, x2, PReLU (the only activation spandrel detects)."""
-    from engine.post.upscale import import_spandrel
+    from reel.engine.post.upscale import import_spandrel
 
     import_spandrel()
     from spandrel.architectures.Compact import Compact
@@ -209,8 +209,8 @@ def train(cfg: Config, out: Path, log=print) -> dict:
     """Train, evaluate on held-out clips, save safetensors at `out` (atomically); return a summary."""
     from safetensors.torch import save_file
 
-    from engine.post.upscale import load_upscaler
-    from engine.store import atomic_path
+    from reel.engine.post.upscale import load_upscaler
+    from reel.engine.store import atomic_path
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed + 1)

@@ -59,7 +59,7 @@ def batch_specs(step: int, batch: int, seed: int) -> list:
     any shape with at least one of them outside the base vocabulary (orange, star)."""
     import numpy as np
 
-    from models.shapes.world import ALL_COLORS, ALL_SHAPES, COLORS, HELD_OUT_PAIRS, SHAPES, sample_spec
+    from reel.models.shapes.world import ALL_COLORS, ALL_SHAPES, COLORS, HELD_OUT_PAIRS, SHAPES, sample_spec
 
     rng = np.random.default_rng([seed, 7, step])
     specs = []
@@ -79,7 +79,7 @@ def training_batch(step: int, batch: int, cfg):
     """(B, 3, f, crop, crop) in [-1, 1]: batch_specs rendered, random frame window and crop per clip."""
     import numpy as np
 
-    from models.shapes.world import render_clip
+    from reel.models.shapes.world import render_clip
     from scripts.train_shapes.vae import to_tensor
 
     rng = np.random.default_rng([cfg.seed, 8, step])
@@ -97,8 +97,8 @@ def evaluate(vae, cfg) -> dict:
     """Base PSNR (16 unseen clips) and the judge's star / orange rate on 16 unseen orange-star clips."""
     import numpy as np
 
-    from models.shapes.judge import judge_clip
-    from models.shapes.world import ORANGE_STAR, render_clip
+    from reel.models.shapes.judge import judge_clip
+    from reel.models.shapes.world import ORANGE_STAR, render_clip
     from scripts.train_shapes.vae import psnr, reconstruct, validation_clips
 
     vae.eval()

@@ -6,15 +6,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.post.encode import VideoWriter  # noqa: E402
-from models.shapes.world import (  # noqa: E402
+from reel.engine.post.encode import VideoWriter
+from reel.models.shapes.world import (
     BACKGROUNDS, CHARACTERS, DIRECTIONS, HELD_OUT_PAIRS, caption, render_clip, sample_spec)
 
 

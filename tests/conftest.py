@@ -23,7 +23,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A random tiny Wan T2V model written as a diffusers folder (VAE 4x/4x, patch 2: sizes % 8, 4k+1 frames)."""
-    from models.tiny import build_tiny_wan
+    from reel.models.tiny import build_tiny_wan
 
     return build_tiny_wan(tmp_path_factory.mktemp("models") / "tiny-wan", seed=0)
 

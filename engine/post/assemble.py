@@ -13,9 +13,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from engine.post.encode import Codec, EncodeError, color_args, container_args, ffmpeg_env, ffmpeg_exe, metadata_args
-from engine.post.timeline import AudioPlacement, Timeline
-from engine.store import atomic_path
+from reel.engine.post.encode import Codec, EncodeError, color_args, container_args, ffmpeg_env, ffmpeg_exe, metadata_args
+from reel.engine.post.timeline import AudioPlacement, Timeline
+from reel.engine.store import atomic_path
 
 AUDIO_RATE = 48000
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.store import atomic_path
+from reel.engine.store import atomic_path
 
 
 def read_video(path: Path) -> tuple[np.ndarray, float]:
     """All frames (N, H, W, 3) uint8 and the fps of a video file, through imageio-ffmpeg."""
     import imageio_ffmpeg
 
-    from engine.post.encode import DECODE_PARAMS
+    from reel.engine.post.encode import DECODE_PARAMS
 
     reader = imageio_ffmpeg.read_frames(str(path), output_params=list(DECODE_PARAMS))  # accurate YUV->RGB rounding
     meta = next(reader)
@@ -37,7 +37,7 @@ def read_videos(paths: list[Path], counts: list[int]) -> list[np.ndarray]:
 
     import imageio_ffmpeg
 
-    from engine.post.encode import DECODE_PARAMS
+    from reel.engine.post.encode import DECODE_PARAMS
 
     paths = [Path(p) for p in paths]
     if len(paths) < 2:

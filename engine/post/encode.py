@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.store import tmp_name
+from reel.engine.store import tmp_name
 
 CRF = 18
 DECODE_PARAMS = ["-sws_flags", "accurate_rnd+full_chroma_int"]  # YUV->RGB without ffmpeg's default darkening bias

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.post.timeline import Timeline
-from engine.store import atomic_path
+from reel.engine.post.timeline import Timeline
+from reel.engine.store import atomic_path
 
 EXPORTS = {"otio": ("otio_json", ".otio"), "fcp7": ("fcp_xml", ".xml"), "edl": ("cmx_3600", ".edl")}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.post.encode import ffmpeg_exe
+from reel.engine.post.encode import ffmpeg_exe
 
 
 class MediaError(ValueError):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.post.contact import contact_sheet, read_video
-from engine.store import atomic_path
+from reel.engine.post.contact import contact_sheet, read_video
+from reel.engine.store import atomic_path
 
 
 def storyboard_gif(film: Path, out: Path, fps: float | None = None, max_side: int = 256) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.spec_post import AudioTrack
+from reel.engine.spec_post import AudioTrack
 
 
 class TimelineError(ValueError):

@@ -26,15 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.registry import BUILTIN_DIR
+from reel.models.registry import SHAPES_DIR
 
-BUILTIN_UPSCALERS: dict[str, Path] = {"x2": BUILTIN_DIR / "shapes" / "upscalers" / "x2.safetensors"}
+BUILTIN_UPSCALERS: dict[str, Path] = {"x2": SHAPES_DIR / "upscalers" / "x2.safetensors"}
 LANCZOS: dict[str, int] = {"lanczos2": 2, "lanczos4": 4}
 MODEL_SUFFIXES = (".pth", ".safetensors", ".pt", ".ckpt")
 TILE = 256  # LR pixels per tile side, overlap included
 OVERLAP = 16  # LR pixels of context on each side of a tile's core
 # swscale's default YUV -> RGB rounding darkens decoded frames by ~1.2 levels; accurate rounding does not.
-from engine.post.encode import DECODE_PARAMS  # noqa: E402  (re-exported: the decode settings reel uses)
+from reel.engine.post.encode import DECODE_PARAMS  # noqa: E402  (re-exported: the decode settings reel uses)
 CHOICES = "'x2' (built-in), 'lanczos2', 'lanczos4' or the path of a .pth/.safetensors model file spandrel loads"
 
 
@@ -253,7 +253,7 @@ def upscale_video(src: Path, dst: Path, upscaler: Upscaler, chunk_frames: int = 
     """
     import imageio_ffmpeg
 
-    from engine.post.encode import VideoWriter
+    from reel.engine.post.encode import VideoWriter
 
     src, dst = Path(src), Path(dst)
     if not src.is_file():

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from engine.settings import cache_dir
-from engine.store import atomic_path
+from reel.engine.settings import cache_dir
+from reel.engine.store import atomic_path
 
 
 class LatentCache:

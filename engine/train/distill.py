@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from engine.sampling import shifted_sigmas
-from engine.train.lora import sample_index, step_generator
+from reel.engine.sampling import shifted_sigmas
+from reel.engine.train.lora import sample_index, step_generator
 
 
 def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from engine.store import atomic_path
-from models.wan import COMFY_NAMES
+from reel.engine.store import atomic_path
+from reel.models.wan import COMFY_NAMES
 
 
 class ExportError(ValueError):

@@ -23,18 +23,18 @@ from pathlib import Path
 
 import torch
 
-from engine.embed_cache import EmbedCache, encoder_hash
-from engine.hashing import weights_hash
-from engine.runtime import pick_device
-from engine.sampling import denoise
-from engine.store import atomic_write_json, read_json
-from engine.train.cache import LatentCache
-from engine.train.config import TrainConfig
-from engine.train.data import DatasetError, dataset_hash, load_sample, scan_dataset
-from engine.train.export import folded, save_comfyui, save_diffusers
-from engine.train.plot import loss_plot
-from models import wan
-from models.registry import ModelError, resolve_model
+from reel.engine.embed_cache import EmbedCache, encoder_hash
+from reel.engine.hashing import weights_hash
+from reel.engine.runtime import pick_device
+from reel.engine.sampling import denoise
+from reel.engine.store import atomic_write_json, read_json
+from reel.engine.train.cache import LatentCache
+from reel.engine.train.config import TrainConfig
+from reel.engine.train.data import DatasetError, dataset_hash, load_sample, scan_dataset
+from reel.engine.train.export import folded, save_comfyui, save_diffusers
+from reel.engine.train.plot import loss_plot
+from reel.models import wan
+from reel.models.registry import ModelError, resolve_model
 
 
 class TrainError(ValueError):
@@ -164,7 +164,7 @@ class Trainer:
     # -- one optimisation step ---------------------------------------------------------------------------
     def loss_at(self, step: int) -> float:
         if self.cfg.kind == "preview":
-            from engine.train.distill import consistency_loss_at
+            from reel.engine.train.distill import consistency_loss_at
 
             return consistency_loss_at(self, step)
         cfg, tr = self.cfg, self.comps.transformer
@@ -291,8 +291,8 @@ class Trainer:
     # -- validation --------------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self, step: int) -> Path:
-        from engine.post.contact import contact_sheet
-        from engine.post.encode import VideoWriter
+        from reel.engine.post.contact import contact_sheet
+        from reel.engine.post.encode import VideoWriter
 
         cfg, comps = self.cfg, self.comps
         prompts = [p.replace("{trigger}", cfg.trigger) for p in cfg.validation_prompts] or [self.items[0].caption]
@@ -307,7 +307,7 @@ class Trainer:
             noise = wan.initial_noise(wan.latent_shape(comps, self.frames, self.height, self.width),
                                       cfg.validation_seed + i, comps.device)
             if cfg.kind == "preview":  # what the preview will render: few steps, no CFG
-                from engine.sampling import ConsistencyScheduler
+                from reel.engine.sampling import ConsistencyScheduler
 
                 sched, steps, guidance = ConsistencyScheduler(self.shift, [cfg.validation_seed + i]), cfg.preview_steps, 1.0
             else:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.store import atomic_path
+from reel.engine.store import atomic_path
 
 
 def loss_plot(points: list[tuple[int, float]], out: Path, width: int = 640, height: int = 320,

@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from models.shapes.world import ALL_COLORS, ALL_SHAPES, BACKGROUNDS, ClipSpec, shape_mask
+from reel.models.shapes.world import ALL_COLORS, ALL_SHAPES, BACKGROUNDS, ClipSpec, shape_mask
 
 TEMPLATE = 20  # side of the normalised bounding-box crop used for shape matching
 

@@ -1,13 +1,13 @@
 """Vocabulary of the built-in shapes model: the grammar's words, the character words and reserved
 trigger words (for character LoRAs), in a fixed order so token ids never move.
 
-    from models.shapes.vocab import build_tokenizer
+    from reel.models.shapes.vocab import build_tokenizer
     tok = build_tokenizer()          # PreTrainedTokenizerFast, pad=0, eos=1, unk=2
 """
 
 from __future__ import annotations
 
-from models.shapes.world import BACKGROUNDS, COLORS, DIRECTIONS, EXTRA_COLORS, EXTRA_SHAPES, SHAPES
+from reel.models.shapes.world import BACKGROUNDS, COLORS, DIRECTIONS, EXTRA_COLORS, EXTRA_SHAPES, SHAPES
 
 GRAMMAR_WORDS: tuple[str, ...] = ("a", "moving", "on", "background")
 # Reserved trigger words: rare tokens a LoRA can bind to a character (never in base captions).
@@ -25,6 +25,6 @@ def vocabulary() -> list[str]:
 
 def build_tokenizer(model_max_length: int = 512):
     """The word-level tokenizer of the shapes model (see models/wordtok.py)."""
-    from models.wordtok import build_word_tokenizer
+    from reel.models.wordtok import build_word_tokenizer
 
     return build_word_tokenizer(vocabulary(), model_max_length=model_max_length)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from models.shapes.vocab import build_tokenizer
+from reel.models.shapes.vocab import build_tokenizer
 
 from .common import WEIGHTS_DIR, Logger, TrainConfig, build_text_encoder, build_transformer
 from .transformer import vae_from_state

@@ -12,9 +12,9 @@ import time
 import numpy as np
 import torch
 
-from models.shapes.judge import judge_clip, score
-from models.shapes.vocab import build_tokenizer
-from models.shapes.world import COLORS, HELD_OUT_PAIRS, SHAPES, caption, render_clip, sample_prompts, sample_spec
+from reel.models.shapes.judge import judge_clip, score
+from reel.models.shapes.vocab import build_tokenizer
+from reel.models.shapes.world import COLORS, HELD_OUT_PAIRS, SHAPES, caption, render_clip, sample_prompts, sample_spec
 
 from . import common
 from .common import (

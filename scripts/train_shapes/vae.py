@@ -10,7 +10,7 @@ import time
 import numpy as np
 import torch
 
-from models.shapes.world import HELD_OUT_PAIRS, render_clip, sample_spec
+from reel.models.shapes.world import HELD_OUT_PAIRS, render_clip, sample_spec
 
 from .common import Logger, TrainConfig, build_vae, compact_optimizer, eta, load_optimizer, save_checkpoint
 

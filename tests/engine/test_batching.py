@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from engine.plan import build_plan
-from engine.runtime import Engine
-from engine.sampling import denoise
-from engine.spec import load_film
+from reel.engine.plan import build_plan
+from reel.engine.runtime import Engine
+from reel.engine.sampling import denoise
+from reel.engine.spec import load_film
 
 FILM = """
 [film]
@@ -78,8 +78,8 @@ def test_prompt_embeddings_cached_on_disk_across_engines(write_spec):
 def test_batch_size_auto_and_bad_values(write_spec, tmp_path):
     from typer.testing import CliRunner
 
-    from engine.accel import auto_batch_size
-    from engine.cli import app
+    from reel.engine.accel import auto_batch_size
+    from reel.engine.cli import app
 
     film = load_film(write_spec(FILM))
     assert auto_batch_size(film, "cpu") == 4

@@ -10,13 +10,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine.cast import weight_at
-from engine.cli import app
-from engine.plan import adapter_switches, build_plan
-from engine.post.contact import read_video
-from engine.runtime import Engine
-from engine.spec import SpecError, load_film
-from models import wan
+from reel.engine.cast import weight_at
+from reel.engine.cli import app
+from reel.engine.plan import adapter_switches, build_plan
+from reel.engine.post.contact import read_video
+from reel.engine.runtime import Engine
+from reel.engine.spec import SpecError, load_film
+from reel.models import wan
 from tests.lora_files import random_lora, write_lora
 
 runner = CliRunner()
@@ -79,7 +79,7 @@ def latents_for(tiny_model, spec_path, shot_id, engine=None):
     adapters = tuple((engine.peft_name(a, p), w) for a, p, w in job.adapters)
     hook = bank.schedule(adapters, job.steps)
     seen = []
-    from engine.sampling import denoise
+    from reel.engine.sampling import denoise
 
     key = str(plan.film.model.path)
     cond = engine.embed(family, comps, key, [job.prompt], job.max_sequence_length)
@@ -265,7 +265,7 @@ def test_same_frames_from_render_for_plain_shot_with_and_without_loras(write_spe
 def test_fused_adapters_match_unfused_and_restore_the_base_exactly(comps, loras):
     """Constant-weight adapters are merged into the weights for speed; the output matches the unfused LoRA
     and unfusing restores every base weight bit for bit."""
-    from engine.characters import AdapterBank
+    from reel.engine.characters import AdapterBank
 
     tr = comps.transformer
     bank = AdapterBank(tr, wan.lora_to_diffusers)

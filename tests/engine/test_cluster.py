@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import app
-from engine.plan import build_plan
-from engine.post.contact import read_video
-from engine.spec import load_film
+from reel.engine.cli import app
+from reel.engine.plan import build_plan
+from reel.engine.post.contact import read_video
+from reel.engine.spec import load_film
 
 ray = pytest.importorskip("ray", reason="the render farm needs the optional Ray extra")
 runner = CliRunner()
@@ -74,7 +74,7 @@ def test_cluster_render_matches_local_and_resumes(local_ray, write_spec, tmp_pat
 
 
 def test_killed_worker_is_replaced_and_nothing_is_lost(local_ray, write_spec, tmp_path):
-    from engine.cluster import render_on_cluster
+    from reel.engine.cluster import render_on_cluster
 
     plan = build_plan(load_film(write_spec(FILM.replace("steps = 4", "steps = 40"))))
     events, killed = [], []
@@ -108,7 +108,7 @@ def test_cluster_without_ray_says_what_to_install(write_spec, tmp_path, monkeypa
 def test_continue_from_shots_wait_for_their_source_on_the_farm(local_ray, tmp_path):
     from PIL import Image
 
-    from models.tiny import build_tiny_wan
+    from reel.models.tiny import build_tiny_wan
 
     model = build_tiny_wan(tmp_path / "ti2v", variant="ti2v")
     Image.new("RGB", (32, 32), (200, 40, 40)).save(tmp_path / "first.png")

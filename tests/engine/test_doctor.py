@@ -6,7 +6,7 @@ import shutil
 
 from typer.testing import CliRunner
 
-from engine.cli import app
+from reel.engine.cli import app
 
 runner = CliRunner()
 

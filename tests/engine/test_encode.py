@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.post.assemble import assemble
-from engine.post.encode import CODECS
-from engine.post.timeline import Timeline, place_clips
-from engine.post.contact import read_video
-from engine.post.encode import EncodeError, VideoWriter
+from reel.engine.post.assemble import assemble
+from reel.engine.post.encode import CODECS
+from reel.engine.post.timeline import Timeline, place_clips
+from reel.engine.post.contact import read_video
+from reel.engine.post.encode import EncodeError, VideoWriter
 from tests.conftest import probe
 
 

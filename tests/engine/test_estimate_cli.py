@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from engine.cli import app
+from reel.engine.cli import app
 
 runner = CliRunner()
 SPEC = '[film]\nmodel = "{model}"\n[[shots]]\nid = "a"\nprompt = "x"\n[[shots]]\nid = "b"\nprompt = "y"\nframes = 13\n'

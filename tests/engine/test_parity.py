@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.sampling import denoise
-from models import wan
+from reel.engine.sampling import denoise
+from reel.models import wan
 
 PROMPT = "a red circle moving left on a black background"
 NEGATIVE = "a blue square"

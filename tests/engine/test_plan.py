@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.plan import PlanError, build_plan, stable_seed
-from engine.spec import load_film
+from reel.engine.plan import PlanError, build_plan, stable_seed
+from reel.engine.spec import load_film
 
 SPEC = """
 [film]

@@ -11,12 +11,12 @@ import opentimelineio as otio
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import app
-from engine.post.assemble import assemble
-from engine.post.contact import read_video
-from engine.post.encode import CODECS, VideoWriter, ffmpeg_exe
-from engine.post.probe import decode_audio, probe
-from engine.post.timeline import AudioPlacement, Timeline, place_clips
+from reel.engine.cli import app
+from reel.engine.post.assemble import assemble
+from reel.engine.post.contact import read_video
+from reel.engine.post.encode import CODECS, VideoWriter, ffmpeg_exe
+from reel.engine.post.probe import decode_audio, probe
+from reel.engine.post.timeline import AudioPlacement, Timeline, place_clips
 
 runner = CliRunner()
 
@@ -248,8 +248,8 @@ def test_upscale_command_and_bad_upscaler(write_spec, tmp_path):
 def test_read_videos_decodes_many_clips_in_one_process(tmp_path):
     """A film's clips (one size) decode through one ffmpeg (concat demuxer), split by frame counts; counts
     that do not add up fall back to one read per clip."""
-    from engine.post.contact import read_video, read_videos
-    from engine.post.encode import VideoWriter
+    from reel.engine.post.contact import read_video, read_videos
+    from reel.engine.post.encode import VideoWriter
 
     rng = np.random.default_rng(0)
     paths, counts = [], [5, 9, 3]

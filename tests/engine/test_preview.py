@@ -11,8 +11,8 @@ from PIL import Image
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from engine.cli import app
-from engine.sampling import ConsistencyScheduler, denoise, shifted_sigmas
+from reel.engine.cli import app
+from reel.engine.sampling import ConsistencyScheduler, denoise, shifted_sigmas
 from tests.engine.test_train_lora import make_dataset
 
 runner = CliRunner()

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import app
-from engine.plan import build_plan
-from engine.post.contact import read_video
-from engine.progress import RenderProgress
-from engine.runtime import Engine
-from engine.spec import load_film
+from reel.engine.cli import app
+from reel.engine.plan import build_plan
+from reel.engine.post.contact import read_video
+from reel.engine.progress import RenderProgress
+from reel.engine.runtime import Engine
+from reel.engine.spec import load_film
 from tests.conftest import probe
 
 FILM = """

@@ -23,12 +23,12 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from engine.cli import app as cli
-from engine.jobqueue import TERMINAL
-from engine.post.contact import read_video
-from engine.serve import ServeConfig, create_app
-from engine.serve_security import BindError, check_bind
-from engine.spec import SpecError, load_film
+from reel.engine.cli import app as cli
+from reel.engine.jobqueue import TERMINAL
+from reel.engine.post.contact import read_video
+from reel.engine.serve import ServeConfig, create_app
+from reel.engine.serve_security import BindError, check_bind
+from reel.engine.spec import SpecError, load_film
 
 REPO = Path(__file__).resolve().parents[2]
 FILM = """
@@ -364,7 +364,7 @@ def test_queued_job_survives_a_restart(tmp_path, tiny_model, root):
 
 
 def start_server(tmp_path, tiny_model, root) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "engine.cli", "serve", "--port", "0", "--root", str(root), "--root",
+    cmd = [sys.executable, "-m", "reel.engine.cli", "serve", "--port", "0", "--root", str(root), "--root",
            str(tiny_model.parent), "--data", str(tmp_path / "data"), "--device", "cpu"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})

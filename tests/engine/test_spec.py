@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine.spec import SpecError, load_film
+from reel.engine.spec import SpecError, load_film
 
 GOOD = """
 [film]

@@ -7,13 +7,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine.accel import SpeedConfig
-from engine.cli import app
-from engine.plan import build_plan
-from engine.runtime import Engine
-from engine.sampling import denoise
-from engine.spec import SpecError, load_film
-from kernels.attention import BACKENDS, BackendError, select_backend
+from reel.engine.accel import SpeedConfig
+from reel.engine.cli import app
+from reel.engine.plan import build_plan
+from reel.engine.runtime import Engine
+from reel.engine.sampling import denoise
+from reel.engine.spec import SpecError, load_film
+from reel.kernels.attention import BACKENDS, BackendError, select_backend
 
 runner = CliRunner()
 
@@ -73,7 +73,7 @@ def trajectory(spec_path, engine=None, calls=None):
     hook = None
     if calls is not None:
         hook = comps.transformer.blocks[1].ffn.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
-    from engine.accel import step_cache_session
+    from reel.engine.accel import step_cache_session
 
     key = str(plan.film.model.path)
     cond = engine.embed(family, comps, key, [job.prompt], job.max_sequence_length)
@@ -137,7 +137,7 @@ def test_compiled_transformer_matches_eager(write_spec):
 
 
 def test_memory_plan_picks_the_first_that_fits():
-    from engine.accel import choose_memory
+    from reel.engine.accel import choose_memory
 
     gb = 2**30
     mem = {"peak": 40 * gb, "peak, tiled VAE": 30 * gb, "peak, offload model": 20 * gb,
@@ -185,7 +185,7 @@ def test_cpu_bf16_compute_is_opt_in_and_close(write_spec):
 def test_decode_under_autocast_yields_fp32_and_leaves_the_consumer_alone():
     """engine/runtime.py `_in_autocast`: each decode step runs under bf16 autocast, what the consumer does with
     a chunk (upscaler, encoder) does not, and chunks come out fp32."""
-    from engine.runtime import _in_autocast
+    from reel.engine.runtime import _in_autocast
 
     def decode():
         for _ in range(3):

@@ -13,12 +13,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from engine.cli import app
-from engine.post.encode import VideoWriter
-from engine.train.config import ConfigError, build_config
-from engine.train.data import DatasetError
-from engine.train.lora import TrainError, train_lora
-from models.shapes.world import ORANGE_STAR, render_clip
+from reel.engine.cli import app
+from reel.engine.post.encode import VideoWriter
+from reel.engine.train.config import ConfigError, build_config
+from reel.engine.train.data import DatasetError
+from reel.engine.train.lora import TrainError, train_lora
+from reel.models.shapes.world import ORANGE_STAR, render_clip
 
 runner = CliRunner()
 
@@ -74,8 +74,8 @@ def test_train_writes_both_formats_with_metadata_and_logs(tmp_path, tiny_model, 
 def test_lora_loads_in_reel_and_diffusers_and_formats_agree(tmp_path, tiny_model, data):
     from diffusers import WanPipeline
 
-    from engine.characters import AdapterBank
-    from models import wan
+    from reel.engine.characters import AdapterBank
+    from reel.models import wan
 
     result = train_lora(config(tmp_path, tiny_model))
     pipe = WanPipeline.from_pretrained(tiny_model, local_files_only=True)
@@ -135,8 +135,8 @@ def test_a_batch_equals_accumulated_samples_and_checkpointing_changes_nothing(tm
 def test_uncond_preservation_keeps_the_empty_prompt_prediction(tmp_path, tiny_model, data):
     """Samples with the empty caption and the base's own prediction as target keep the LoRA's unconditional pass
     near the base's (classifier-free guidance then amplifies the character instead of cancelling it)."""
-    from engine.characters import AdapterBank
-    from models import wan
+    from reel.engine.characters import AdapterBank
+    from reel.models import wan
 
     comps = wan.load(tiny_model, torch.device("cpu"), torch.float32)
     x = torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(0))  # (1, C, F', H', W')

@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from engine.post.contact import read_video
-from engine.post.encode import VideoWriter
-from engine.post.upscale import (BUILTIN_UPSCALERS, LanczosUpscaler, UpscaleError, import_spandrel, load_upscaler,
+from reel.engine.post.contact import read_video
+from reel.engine.post.encode import VideoWriter
+from reel.engine.post.upscale import (BUILTIN_UPSCALERS, LanczosUpscaler, UpscaleError, import_spandrel, load_upscaler,
                                  upscale_video)
-from models.shapes.world import HELD_OUT_PAIRS, render_clip, sample_spec
+from reel.models.shapes.world import HELD_OUT_PAIRS, render_clip, sample_spec
 
 
 @pytest.fixture(autouse=True)
@@ -154,8 +154,8 @@ def test_upscale_video_keeps_the_audio(tmp_path):
     """A clip with sound (the assembled film) keeps its sound: ffmpeg muxes the source's audio back in."""
     import subprocess
 
-    from engine.post.encode import ffmpeg_exe
-    from engine.post.probe import decode_audio, probe
+    from reel.engine.post.encode import ffmpeg_exe
+    from reel.engine.post.probe import decode_audio, probe
 
     silent, src, dst = tmp_path / "silent.mp4", tmp_path / "film.mp4", tmp_path / "up.mp4"
     with VideoWriter(silent, width=32, height=32, fps=8) as writer:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.serve import ServeConfig, serving_in_thread
+from reel.engine.serve import ServeConfig, serving_in_thread
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]

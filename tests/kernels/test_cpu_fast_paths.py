@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.channel_norm import channel_normalize, channel_normalize_reference, use_fast_vae_norms
-from kernels.rotary import rotary_complex, rotary_reference
-from kernels.wan_cpu import WanSelfAttnProcessorCPU, use_cpu_fast_paths
+from reel.kernels.channel_norm import channel_normalize, channel_normalize_reference, use_fast_vae_norms
+from reel.kernels.rotary import rotary_complex, rotary_reference
+from reel.kernels.wan_cpu import WanSelfAttnProcessorCPU, use_cpu_fast_paths
 
 g = torch.Generator().manual_seed(0)
 
@@ -67,7 +67,7 @@ def test_cpu_attention_processor_gives_the_same_transformer_output(tiny_model):
 
 
 def test_wan_load_uses_the_fast_paths_on_the_cpu(tiny_model):
-    from models import wan
+    from reel.models import wan
 
     comps = wan.load(tiny_model, torch.device("cpu"), torch.float32)
     assert all(isinstance(b.attn1.processor, WanSelfAttnProcessorCPU) for b in comps.transformer.blocks)

@@ -10,9 +10,9 @@ import torch
 os.environ["TRITON_INTERPRET"] = "1"  # before triton compiles anything: run kernels on the CPU
 pytest.importorskip("triton", reason="triton is in the dev extra; install it to test the kernels")
 
-from kernels.modulate import gated_residual_reference, gated_residual_triton, ln_modulate_reference, ln_modulate_triton  # noqa: E402
-from kernels.rmsnorm import rms_norm_reference, rms_norm_triton  # noqa: E402
-from kernels.rotary import rotary_reference, rotary_triton  # noqa: E402
+from reel.kernels.modulate import gated_residual_reference, gated_residual_triton, ln_modulate_reference, ln_modulate_triton  # noqa: E402
+from reel.kernels.rmsnorm import rms_norm_reference, rms_norm_triton  # noqa: E402
+from reel.kernels.rotary import rotary_reference, rotary_triton  # noqa: E402
 
 TOL = {torch.float32: 1e-5, torch.bfloat16: 3e-2}  # absolute, used with close() below
 
@@ -70,7 +70,7 @@ def test_rotary_matches_wan_rotary_embedding(dtype):
 def test_fused_wan_transformer_matches_stock_on_cpu_interpreter(tiny_model):
     from diffusers import WanTransformer3DModel
 
-    from kernels.wan_fused import apply_fused_kernels, fused_reasons
+    from reel.kernels.wan_fused import apply_fused_kernels, fused_reasons
 
     assert "needs a CUDA device" in " ".join(fused_reasons(torch.device("cpu"))) or not torch.cuda.is_available()
     stock = WanTransformer3DModel.from_pretrained(tiny_model / "transformer").eval()

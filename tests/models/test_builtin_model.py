@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.registry import BUILTIN_MODELS, resolve_model
+from reel.models.registry import BUILTIN_MODELS, resolve_model
 
 WEIGHTS = BUILTIN_MODELS["shapes"]
 pytestmark = pytest.mark.skipif(not (WEIGHTS / "model_index.json").is_file(),
@@ -25,8 +25,8 @@ def test_weights_are_small_and_self_describing():
 def test_engine_matches_wanpipeline_on_the_builtin_weights():
     from diffusers import UniPCMultistepScheduler, WanPipeline
 
-    from engine.sampling import denoise
-    from models import wan
+    from reel.engine.sampling import denoise
+    from reel.models import wan
 
     d = resolve_model("shapes").defaults
     length, steps, guidance, shift = int(d["max_sequence_length"]), 4, float(d["guidance"]), float(d["shift"])
@@ -47,11 +47,11 @@ def test_engine_matches_wanpipeline_on_the_builtin_weights():
 
 
 def test_fixed_seed_shots_pass_the_judge_on_colour(tmp_path):
-    from engine.plan import build_plan
-    from engine.post.contact import read_video
-    from engine.runtime import Engine
-    from engine.spec import film_from_dict
-    from models.shapes.judge import judge_clip
+    from reel.engine.plan import build_plan
+    from reel.engine.post.contact import read_video
+    from reel.engine.runtime import Engine
+    from reel.engine.spec import film_from_dict
+    from reel.models.shapes.judge import judge_clip
 
     shots = [("red", "a red circle moving right on a black background"),
              ("blue", "a blue square moving up on a gray background"),
@@ -69,11 +69,11 @@ def test_shipped_preview_adapters_render_the_final_composition(tmp_path):
     preview of a fixed-seed shot reads the same colour and direction as its final render."""
     import json
 
-    from engine.plan import build_plan
-    from engine.post.contact import read_video
-    from engine.runtime import Engine
-    from engine.spec import film_from_dict
-    from models.shapes.judge import judge_clip
+    from reel.engine.plan import build_plan
+    from reel.engine.post.contact import read_video
+    from reel.engine.runtime import Engine
+    from reel.engine.spec import film_from_dict
+    from reel.models.shapes.judge import judge_clip
 
     film = film_from_dict({"film": {"seed": 2026}, "shots": [
         {"id": "a", "prompt": "a red circle moving right on a black background"},
@@ -95,8 +95,8 @@ def test_vae_draws_the_character_it_was_widened_to():
     included (before the widening: every star read as a circle and orange often as red)."""
     from diffusers import AutoencoderKLWan
 
-    from models.shapes.judge import judge_clip
-    from models.shapes.world import ORANGE_STAR, render_clip
+    from reel.models.shapes.judge import judge_clip
+    from reel.models.shapes.world import ORANGE_STAR, render_clip
     from scripts.train_shapes.vae import reconstruct
 
     vae = AutoencoderKLWan.from_pretrained(WEIGHTS / "vae").eval()
@@ -112,7 +112,7 @@ def test_vae_draws_the_character_it_was_widened_to():
 
 
 def test_widening_script_mixes_extra_shapes_into_every_batch():
-    from models.shapes.world import COLORS, SHAPES, is_held_out
+    from reel.models.shapes.world import COLORS, SHAPES, is_held_out
     from scripts.train_shapes.common import TrainConfig
     from scripts.widen_shapes_vae import batch_specs, training_batch
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine.characters import AdapterBank
-from engine.sampling import denoise
-from models import cogvideox as cog
-from models.tiny import TINY_WORDS
+from reel.engine.characters import AdapterBank
+from reel.engine.sampling import denoise
+from reel.models import cogvideox as cog
+from reel.models.tiny import TINY_WORDS
 
 PROMPT = "a red circle moving left on a black background"
 NEGATIVE = "a blue square"
@@ -33,7 +33,7 @@ def build_tiny_cogvideox(path, version: str = "1.0", image: bool = False, schedu
                            CogVideoXImageToVideoPipeline, CogVideoXPipeline, CogVideoXTransformer3DModel)
     from transformers import T5Config, T5EncoderModel
 
-    from models.wordtok import build_word_tokenizer
+    from reel.models.wordtok import build_word_tokenizer
 
     torch.manual_seed(seed)
     tokenizer = build_word_tokenizer(TINY_WORDS, model_max_length=TEXT_LEN)
@@ -206,8 +206,8 @@ frames = 17
 
 
 def test_reel_render_end_to_end(folders, tmp_path):
-    from engine.cli import app
-    from engine.post.contact import read_video
+    from reel.engine.cli import app
+    from reel.engine.post.contact import read_video
 
     spec = tmp_path / "film.toml"
     spec.write_text(FILM.replace("{model}", str(folders["t2v"])))
@@ -258,8 +258,8 @@ def test_reel_render_image_to_video(folders, tmp_path):
     """A CogVideoX 1.5 I2V folder through `reel render`: a first-frame image, then a continuation."""
     from PIL import Image
 
-    from engine.cli import app
-    from engine.post.contact import read_video
+    from reel.engine.cli import app
+    from reel.engine.post.contact import read_video
 
     Image.fromarray(first_frame()).resize((48, 48)).save(tmp_path / "first.png")  # resized like the pipeline does
     spec = tmp_path / "film.toml"

@@ -13,9 +13,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine.characters import AdapterBank
-from engine.sampling import denoise
-from models import hunyuan
+from reel.engine.characters import AdapterBank
+from reel.engine.sampling import denoise
+from reel.models import hunyuan
 
 PROMPT = "a red circle moving left on a black background"
 WORDS = ("a red green blue circle square triangle moving left right up down on black gray navy background "
@@ -29,7 +29,7 @@ def llama_like_tokenizer(template: str):
     markers are single special tokens, a begin-of-text token starts every text, no end token is added."""
     from tokenizers import pre_tokenizers, processors
 
-    from models.wordtok import build_word_tokenizer
+    from reel.models.wordtok import build_word_tokenizer
 
     plain = re.sub(r"<\|\w+\|>", " ", template.replace("{}", " "))
     template_words = [w for w, _ in pre_tokenizers.Whitespace().pre_tokenize_str(plain)]
@@ -48,7 +48,7 @@ def build_tiny_hunyuan(path: Path, seed: int = 0) -> Path:
                            HunyuanVideoTransformer3DModel)
     from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
 
-    from models.wordtok import build_word_tokenizer
+    from reel.models.wordtok import build_word_tokenizer
 
     template = hunyuan.default_prompt_template()["template"]
     tokenizer = llama_like_tokenizer(template)
@@ -112,7 +112,7 @@ def reel_frames(comps, seed: int, steps: int, guidance: float, scheduler: str = 
 
 
 def test_registry_factors_match_the_vae_and_transformer(folder, comps):
-    from models.registry import resolve_model
+    from reel.models.registry import resolve_model
 
     info = resolve_model(str(folder))
     assert info.family.name == "hunyuan" and info.pipeline == "HunyuanVideoPipeline" and not info.takes_image
@@ -200,8 +200,8 @@ frames = 5
 
 
 def test_reel_render_end_to_end(folder, tmp_path):
-    from engine.cli import app
-    from engine.post.contact import read_video
+    from reel.engine.cli import app
+    from reel.engine.post.contact import read_video
 
     spec = tmp_path / "film.toml"
     spec.write_text(textwrap.dedent(FILM).replace("{model}", str(folder)))
@@ -220,7 +220,7 @@ def test_reel_render_end_to_end(folder, tmp_path):
 
 
 def test_image_shots_are_rejected_with_a_clear_error(folder, tmp_path):
-    from engine.cli import app
+    from reel.engine.cli import app
 
     spec = tmp_path / "film.toml"
     spec.write_text(textwrap.dedent(FILM).replace("{model}", str(folder)).replace('frames = 5', 'continue_from = "a"'))

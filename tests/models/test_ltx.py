@@ -14,12 +14,12 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from engine.characters import AdapterBank
-from engine.cli import app
-from engine.post.contact import read_video
-from engine.sampling import denoise
-from models import ltx
-from models.registry import resolve_model
+from reel.engine.characters import AdapterBank
+from reel.engine.cli import app
+from reel.engine.post.contact import read_video
+from reel.engine.sampling import denoise
+from reel.models import ltx
+from reel.models.registry import resolve_model
 
 WORDS = ("a red green blue circle square moving left right up down on black gray background the of and with "
          "fast slow").split()
@@ -34,7 +34,7 @@ def build_tiny_ltx(path, pipeline: str = "LTXPipeline", decode_noise: bool = Fal
     from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXVideoTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
-    from models.wordtok import build_word_tokenizer
+    from reel.models.wordtok import build_word_tokenizer
 
     torch.manual_seed(0)
     tokenizer = build_word_tokenizer(WORDS, model_max_length=TEXT_LEN)

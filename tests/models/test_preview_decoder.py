@@ -8,9 +8,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine.cli import app
-from engine.post.contact import read_video
-from models.preview_decoder import PreviewDecoder, PreviewDecoderError, load_preview_decoder, save_preview_decoder
+from reel.engine.cli import app
+from reel.engine.post.contact import read_video
+from reel.models.preview_decoder import PreviewDecoder, PreviewDecoderError, load_preview_decoder, save_preview_decoder
 from tests.engine.test_preview import FILM, preview_lora  # noqa: F401  (module fixture reused)
 
 runner = CliRunner()

@@ -44,9 +44,9 @@ def test_restoration_pairs_repeat_from_their_seed(pairs):
 def test_a_restoration_step_is_the_engines_consistency_step(pairs):
     """From the last start, a pair is one ConsistencyScheduler step (the engine's preview sampler, same sigma,
     timestep scale and x0 formula) from the clip's noised latents, denormalised as decode_preview expects."""
-    from engine.sampling import ConsistencyScheduler
-    from models import wan
-    from models.shapes.world import caption
+    from reel.engine.sampling import ConsistencyScheduler
+    from reel.models import wan
+    from reel.models.shapes.world import caption
     from scripts.train_preview_decoder import preview_components, preview_settings
     from scripts.train_shapes.vae import to_tensor
 

@@ -9,8 +9,8 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from models.shapes.judge import judge_clip, score
-from models.shapes.world import ORANGE_STAR, render_clip, sample_spec
+from reel.models.shapes.judge import judge_clip, score
+from reel.models.shapes.world import ORANGE_STAR, render_clip, sample_spec
 
 
 def h264_round_trip(clip: np.ndarray, path) -> np.ndarray:

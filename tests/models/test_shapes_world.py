@@ -6,9 +6,9 @@
 import numpy as np
 import pytest
 
-from models.shapes import world
-from models.shapes.vocab import TEXT_LEN, build_tokenizer, vocabulary
-from models.shapes.world import (
+from reel.models.shapes import world
+from reel.models.shapes.vocab import TEXT_LEN, build_tokenizer, vocabulary
+from reel.models.shapes.world import (
     BACKGROUNDS,
     COLORS,
     HELD_OUT_PAIRS,

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from engine.cli import app
-from engine.post.contact import read_video
-from models.single_file import SingleFileError, detect_family
+from reel.engine.cli import app
+from reel.engine.post.contact import read_video
+from reel.models.single_file import SingleFileError, detect_family
 
 runner = CliRunner()
 

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from engine.cli import app
-from engine.post.contact import read_video
-from engine.sampling import cat_cond, denoise
-from models import wan
-from models.tiny import build_tiny_wan
+from reel.engine.cli import app
+from reel.engine.post.contact import read_video
+from reel.engine.sampling import cat_cond, denoise
+from reel.models import wan
+from reel.models.tiny import build_tiny_wan
 
 runner = CliRunner()
 PROMPT, NEGATIVE = "a red circle moving left", "a blue square"
@@ -145,9 +145,9 @@ def test_image_shots_need_an_image_model(write_spec, tmp_path):
 
 
 def test_loras_target_one_wan22_expert_or_both(folders, tmp_path, tiny_model):
-    from engine.plan import build_plan
-    from engine.runtime import Engine
-    from engine.spec import load_film
+    from reel.engine.plan import build_plan
+    from reel.engine.runtime import Engine
+    from reel.engine.spec import load_film
     from tests.lora_files import random_lora, write_lora
 
     comps = wan.load(folders["a14b"], torch.device("cpu"), torch.float32)

@@ -14,11 +14,11 @@ import torch
 from typer.testing import CliRunner
 
 from benchmarks.killtest import check_outputs, make_spec
-from engine.cli import app
-from engine.plan import build_plan
-from engine.runtime import Engine, OutOfMemory
-from engine.spec import load_film
-from engine.store import RenderStore
+from reel.engine.cli import app
+from reel.engine.plan import build_plan
+from reel.engine.runtime import Engine, OutOfMemory
+from reel.engine.spec import load_film
+from reel.engine.store import RenderStore
 
 runner = CliRunner()
 
@@ -38,7 +38,7 @@ def test_two_processes_on_one_folder(tiny_model, tmp_path):
     spec = make_spec(tmp_path, str(tiny_model), shots=3, steps=300)  # slow enough to overlap
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [str(shutil.which("python") or "python"), "-m", "engine.cli", "render", str(spec), "--out", str(out), "-q"]
+    cmd = [str(shutil.which("python") or "python"), "-m", "reel.engine.cli", "render", str(spec), "--out", str(out), "-q"]
     import sys
 
     cmd[0] = sys.executable
@@ -81,7 +81,7 @@ def test_out_of_memory_halves_the_batch_then_gives_advice(tiny_model, tmp_path):
 def test_out_of_memory_mid_denoise_kills_the_started_encoders(tiny_model, tmp_path, monkeypatch):
     """A batch starts its clip encoders before denoising; an out-of-memory error inside the denoise must stop
     them and remove their temporary files before the halved batch runs."""
-    import engine.runtime as runtime
+    import reel.engine.runtime as runtime
 
     spec = make_spec(tmp_path, str(tiny_model), shots=4, steps=2)
     real = runtime.denoise
