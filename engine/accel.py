@@ -20,8 +20,9 @@ From the spec's `[speed]` table or the CLI (flags win):
                     slightly: ~50 dB against fp32 on the built-in model); the scheduler math stays fp32. "auto" (CUDA only) asks the estimator (engine/estimate.py) for the
                     film's peak VRAM and turns on the first of tiling, fp8, model offload, group offload that
                     fits in the free memory; on the CPU nothing changes.
-    fused_kernels   auto | on | off: Triton RMSNorm, rotary and adaLN kernels (CUDA with triton; auto uses
-                    them when they can run, on fails with the reasons when they cannot)
+    fused_kernels   auto | on | off: Triton RMSNorm, rotary and adaLN kernels (CUDA with triton). auto leaves them
+                    off until a GPU measurement shows them faster than diffusers' ops (none does yet: see
+                    FUSED_AUTO_OFF); on uses them, or fails with every reason they cannot run
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ class SpeedSection(BaseModel):
     fused_kernels: Literal["auto", "on", "off"] = "auto"
 
 
+# What `fused_kernels = "auto"` does on CUDA, and why. On one H200 (2026-12-04, Wan 2.1 1.3B size, 832x480x81)
+# the fused kernels made a step 1.41x slower than diffusers' own ops (benchmarks/RESULTS.md). Each call then
+# built a new Triton function; that is fixed (one build per process), but no GPU has measured the fix, so auto
+# stays off until a recorded measurement shows them faster.
+FUSED_AUTO_OFF = "off (auto: no GPU measurement shows them faster than diffusers' ops; fused_kernels = \"on\" to try)"
+
+
 @dataclass(frozen=True)
 class SpeedConfig:
     step_cache: float | None = None
@@ -59,7 +67,7 @@ class SpeedConfig:
     offload: str = "auto"
     vae_tiling: bool | str = "auto"
     weights: str = "auto"
-    fused_kernels: str = "auto"  # Triton RMSNorm/rotary/adaLN (kernels/): auto = on CUDA when triton is there
+    fused_kernels: str = "auto"  # Triton RMSNorm/rotary/adaLN (kernels/): auto = off until measured faster
 
     def cfg_steps(self, steps: int) -> int:
         """How many leading steps run the unconditional pass."""
@@ -141,17 +149,18 @@ def apply_load_time(components, speed: SpeedConfig, film=None) -> dict:
     if memory["vae_tiling"]:
         components.vae.enable_tiling()
         applied["vae_tiling"] = True
-    if speed.fused_kernels != "off":
+    if speed.fused_kernels == "on":
         from reel.kernels.attention import BackendError
         from reel.kernels.wan_fused import apply_fused_kernels, fused_reasons
 
         reasons = fused_reasons(components.device)
         if type(tr).__name__ != "WanTransformer3DModel":
             reasons.append(f"the fused kernels cover Wan transformers, not {type(tr).__name__}")
-        if not reasons:
-            applied["fused_kernels"] = apply_fused_kernels(tr)
-        elif speed.fused_kernels == "on":
+        if reasons:
             raise BackendError("fused_kernels = on cannot run here: " + "; ".join(reasons))
+        applied["fused_kernels"] = apply_fused_kernels(tr)
+    elif speed.fused_kernels == "auto" and components.device.type == "cuda":
+        applied["fused_kernels"] = FUSED_AUTO_OFF
     if speed.compile:
         tr.compile()  # nn.Module.compile: in place, torch.compile under the hood
         applied["compile"] = True

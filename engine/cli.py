@@ -67,6 +67,7 @@ def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, 
             batch_size: str, model: str | None = None, characters: Path | None = None, preview: bool = False,
             speed: dict | None = None, cluster: str | None = None, workers: int | None = None):
     from reel.engine.characters import LoraError
+    from reel.engine.load_errors import ModelLoadError
     from reel.engine.post.encode import EncodeError
     from reel.engine.progress import RenderProgress
     from reel.engine.runtime import DeviceError, Engine, OutOfMemory
@@ -101,6 +102,8 @@ def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, 
             engine.prepare(plan)
         except (LoraError, ValueError) as err:
             _fail(str(err))
+        except ModelLoadError as err:  # the installation, not the input: a package or a version conflict
+            _fail(str(err), code=1)
         except KeyboardInterrupt:
             _fail("interrupted while loading; nothing was written", code=130)
         try:

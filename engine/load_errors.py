@@ -12,7 +12,8 @@ RuntimeError whose __cause__ is the ImportError):
    resolved to, the distributions that install that name and their versions;
 2. a version conflict (a library asks for another version of a package): the versions installed now;
 3. weights that are incomplete or do not match their config: only then "download it again".
-Anything else is reported as it is, with the versions of the libraries involved.
+Anything else is reported as it is, with the versions of the libraries involved. Weights problems are
+WeightsError (bad input: exit 2, like a bad spec); the others are ModelLoadError (the installation: exit 1).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ PACKAGES = LIBRARIES + ("tokenizers", "numpy", "kernels", "sentencepiece", "ftfy
 VERSION_WORDS = re.compile(r"\b(version|requires?|required|incompatible)\b|(==|>=|<=|~=)\s*\d", re.IGNORECASE)
 
 
-class ModelLoadError(WeightsError):
-    """A model folder that could not be loaded; the message says whether the cause is a package or the weights."""
+class ModelLoadError(RuntimeError):
+    """A model that failed to load for a reason outside its folder: a package, a version conflict, or unknown."""
 
 
 def _chain(err: BaseException) -> list[BaseException]:
@@ -82,7 +83,7 @@ def _import_culprit(err: ImportError) -> str:
     return text
 
 
-def load_failure(path: Path, err: BaseException) -> ModelLoadError:
+def load_failure(path: Path, err: BaseException) -> ModelLoadError | WeightsError:
     """The error to raise when `family.load(path, ...)` raised `err`."""
     chain = _chain(err)
     head = f"{path}: the model could not be loaded"
@@ -103,6 +104,6 @@ def load_failure(path: Path, err: BaseException) -> ModelLoadError:
         return ModelLoadError(f"{head} ({what}): this looks like a version conflict between installed packages. "
                               f"Installed: {installed_versions()}. Install the locked versions (make setup)")
     if any(sign in text for sign in WEIGHT_SIGNS):
-        return ModelLoadError(f"{head} ({what}) — the weights look incomplete or do not match the folder's "
+        return WeightsError(f"{head} ({what}) — the weights look incomplete or do not match the folder's "
                               "configs: check the folder is complete (download it again)")
     return ModelLoadError(f"{head} ({what}). Installed: {installed_versions()}")

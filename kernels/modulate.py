@@ -8,6 +8,8 @@ kernels (one program per token row).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -21,7 +23,9 @@ def gated_residual_reference(x: torch.Tensor, y: torch.Tensor, gate: torch.Tenso
     return (x.float() + y.float() * gate.float()).to(x.dtype)
 
 
+@functools.cache
 def _kernels():
+    """Built once per process: a new @triton.jit function per call would recompile on every op."""
     import triton
     import triton.language as tl
 

@@ -9,6 +9,8 @@ fp32 and returned in x's dtype.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -20,7 +22,9 @@ def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor | None, eps: float)
     return y.to(x.dtype)
 
 
+@functools.cache
 def _kernel():
+    """Built once per process: a new @triton.jit function per call would recompile on every op."""
     import triton
     import triton.language as tl
 

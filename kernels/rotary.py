@@ -7,6 +7,8 @@ WanAttnProcessor math) and a Triton kernel (one program per (token, head) row).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -30,7 +32,9 @@ def rotary_complex(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Te
     return torch.view_as_real(z * f).flatten(-2).to(x.dtype)  # (B, S, H, Dh)
 
 
+@functools.cache
 def _kernel():
+    """Built once per process: a new @triton.jit function per call would recompile on every op."""
     import triton
     import triton.language as tl
 

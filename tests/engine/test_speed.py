@@ -197,3 +197,27 @@ def test_decode_under_autocast_yields_fp32_and_leaves_the_consumer_alone():
     for chunk in _in_autocast(decode(), "cpu", torch.bfloat16):
         assert chunk.dtype == torch.float32 and float(chunk[0, 0]) == 3.0
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_fused_kernels_auto_stays_off_on_cuda_until_measured_faster(tiny_model):
+    """`auto` leaves the Triton kernels off (on one H200 they made a step 1.41x slower); `on` asks for them.
+
+    The components claim a CUDA device: apply_load_time decides from the device type, and with the kernels
+    off nothing touches the GPU, so this runs on the CPU."""
+    from types import SimpleNamespace
+
+    from diffusers import WanTransformer3DModel
+
+    from reel.engine.accel import FUSED_AUTO_OFF, apply_load_time
+
+    transformer = WanTransformer3DModel.from_pretrained(tiny_model / "transformer").eval()
+    processors = {name: type(p) for name, p in transformer.attn_processors.items()}
+    comps = SimpleNamespace(device=torch.device("cuda"), dtype=torch.bfloat16, transformer=transformer, vae=None)
+    applied = apply_load_time(comps, SpeedConfig())
+    assert applied["fused_kernels"] == FUSED_AUTO_OFF
+    assert {name: type(p) for name, p in transformer.attn_processors.items()} == processors
+    assert all("forward" not in vars(block) for block in transformer.blocks)  # the blocks keep diffusers' forward
+    assert "fused_kernels" not in apply_load_time(comps, SpeedConfig(fused_kernels="off"))
+    cpu = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, transformer=transformer, vae=None)
+    with pytest.raises(BackendError, match="fused_kernels = on cannot run here: .*needs a CUDA device"):
+        apply_load_time(cpu, SpeedConfig(fused_kernels="on"))

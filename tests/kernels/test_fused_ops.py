@@ -83,3 +83,22 @@ def test_fused_wan_transformer_matches_stock_on_cpu_interpreter(tiny_model):
         a = stock(hidden_states=x, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
         b = fused(hidden_states=x, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_each_triton_kernel_is_built_once_per_process():
+    """A @triton.jit function built per call recompiled on every op (1.4x slower renders on an H200)."""
+    from reel.kernels import modulate, rmsnorm, rotary
+
+    x, w = rand(2, 5, 16), rand(16)
+    cos, sin = rand(1, 5, 1, 8), rand(1, 5, 1, 8)
+    first = (rmsnorm._kernel(), modulate._kernels(), rotary._kernel())
+    for _ in range(2):
+        rms_norm_triton(x, w, 1e-6)
+        ln_modulate_triton(x, rand(2, 1, 16), rand(2, 1, 16), 1e-6)
+        gated_residual_triton(x, x, rand(2, 1, 16))
+        rotary_triton(rand(2, 5, 2, 8), cos, sin)
+    again = (rmsnorm._kernel(), modulate._kernels(), rotary._kernel())
+    for built, reused in zip(first, again):
+        assert all(a is b for a, b in zip(built, reused))  # the same JITFunction objects: compiled once
+    for builder in (rmsnorm._kernel, modulate._kernels, rotary._kernel):
+        assert builder.cache_info().misses == 1
