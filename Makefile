@@ -38,16 +38,16 @@ browser:
 
 setup: $(STAMP)
 
-# 1. the locked packages, hash-checked, no resolver  2. torch by its pin (its CPU build's dependencies are
-# in the lock already; a CUDA build adds its own)  3. reel itself, editable, built with the locked setuptools
-# 4. pip check: the set is consistent (but for spandrel's torchvision, left out on purpose)
+# 1. torch by its pin (a CUDA build brings its own libraries)  2. the locked packages, hash-checked, no
+# resolver: torch's other dependencies end at their locked versions  3. reel itself, editable, built with the
+# locked setuptools  4. pip check: the set is consistent (but for spandrel's torchvision, left out on purpose)
 $(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == tuple(map(int, "$(LOCK_PYTHON)".split("."))) else \
 		f"$(LOCK) is resolved for CPython $(LOCK_PYTHON); $(VENV) has {v[0]}.{v[1]}: use PYTHON=python$(LOCK_PYTHON) " \
 		"(then make clean-venv), or re-resolve the lock for your Python with make lock LOCK_PYTHON={v[0]}.{v[1]}")'
-	$(PY) $(PIP) --require-hashes --no-deps -r $(LOCK)
 	$(PY) $(PIP) "$(TORCH)"
+	$(PY) $(PIP) --require-hashes --no-deps -r $(LOCK)
 	$(PY) $(PIP) --no-deps --no-build-isolation -e .
 	@$(PY) -m pip check > $(VENV)/pip-check.txt || grep -v "^spandrel .* requires torchvision, which is not installed" \
 		$(VENV)/pip-check.txt | { ! grep .; } || { echo "pip check: the installed set is inconsistent"; exit 1; }
@@ -74,8 +74,9 @@ lock:
 test-latest: browser
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
+	@printf '%s\n' "$(TORCH)" > $(LATEST)/torch-pin.txt
 	$(LATEST)/bin/python $(PIP) "$(TORCH)"
-	$(LATEST)/bin/python $(PIP) --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LATEST)/bin/python $(PIP) --upgrade --upgrade-strategy eager -c $(LATEST)/torch-pin.txt -e ".[dev]"
 	$(LATEST)/bin/python $(PIP) --upgrade --no-deps "spandrel>=0.4,<0.5"
 	$(LATEST)/bin/python -m pip list --format freeze > $(LATEST)/versions.txt
 	HF_HUB_OFFLINE=1 $(LATEST)/bin/python -m pytest -q
