@@ -118,8 +118,10 @@ def plan_memory(components, speed: SpeedConfig, film) -> dict:
     return {k: (auto[k] if v == "auto" else v) for k, v in chosen.items()} | {"why": auto["why"]}
 
 
-def apply_load_time(components, speed: SpeedConfig, film=None) -> dict:
-    """Speed-ups applied once after loading; returns what was applied (for manifests and logs)."""
+def apply_load_time(components, speed: SpeedConfig, film=None, *, family=None) -> dict:
+    """Speed-ups applied once after loading; returns what was applied (for manifests and logs).
+
+    `family`: the model's registry Family (its capability flags say which speed-ups cover it)."""
     from reel.kernels.attention import apply_backend, select_backend
 
     tr = components.transformer
@@ -154,8 +156,8 @@ def apply_load_time(components, speed: SpeedConfig, film=None) -> dict:
         from reel.kernels.wan_fused import apply_fused_kernels, fused_reasons
 
         reasons = fused_reasons(components.device)
-        if type(tr).__name__ != "WanTransformer3DModel":
-            reasons.append(f"the fused kernels cover Wan transformers, not {type(tr).__name__}")
+        if family is None or not family.fused_kernels:
+            reasons.append(f"the fused kernels cover Wan transformers, not {family.name if family else 'this'} ones")
         if reasons:
             raise BackendError("fused_kernels = on cannot run here: " + "; ".join(reasons))
         applied["fused_kernels"] = apply_fused_kernels(tr)

@@ -195,10 +195,7 @@ def estimate_step(transformer_config: dict, family: str, width: int, height: int
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     entry = _entry(transformer_config, family)
     if vae_config is None:
-        cls, vcfg = FAMILIES[family].vae_class, {}
-        if family == "wan" and entry["config"].get("in_channels") == 48:  # Wan 2.2 TI2V: the 16x VAE
-            vcfg = {"scale_factor_spatial": 16, "z_dim": 48}
-        vae_config = {"_class_name": cls, "config": vcfg}
+        vae_config = {"_class_name": FAMILIES[family].vae_class, "config": FAMILIES[family].vae_defaults(entry["config"])}
     latent = latent_dims(vae_config, width, height, frames)
     rows = batch * (2 if cfg else 1)  # reel runs cond + uncond in one forward
     try:

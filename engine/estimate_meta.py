@@ -150,40 +150,15 @@ def _meta(*shape: int, dtype=torch.bfloat16) -> torch.Tensor:
 
 def transformer_inputs(family: str, cfg: dict, batch: int, latent: tuple[int, int, int], text_len: int,
                        expand_timesteps: bool = False) -> dict:
-    """Forward kwargs of the family's transformer for `batch` sequences of latent (F', H', W'), on meta."""
-    f, h, w = latent
-    b = batch
-    if family == "wan":
-        tokens = f * (h // cfg["patch_size"][1]) * (w // cfg["patch_size"][2])
-        kw = {"hidden_states": _meta(b, cfg["in_channels"], f, h, w),  # (B, C_in, F', H', W')
-              "timestep": _meta(b, tokens, dtype=torch.float32) if expand_timesteps else _meta(b, dtype=torch.float32),
-              "encoder_hidden_states": _meta(b, text_len, cfg["text_dim"])}  # (B, L, D_text)
-        if cfg.get("image_dim"):
-            kw["encoder_hidden_states_image"] = _meta(b, 257, cfg["image_dim"])  # (B, 257, D_clip)
-        return kw
-    if family == "ltx":
-        return {"hidden_states": _meta(b, f * h * w, cfg["in_channels"]),  # (B, F'*H'*W', C) packed, patch 1
-                "encoder_hidden_states": _meta(b, text_len, cfg["caption_channels"]),  # (B, L, 4096)
-                "timestep": _meta(b, dtype=torch.float32), "encoder_attention_mask": _meta(b, text_len),
-                "num_frames": f, "height": h, "width": w, "rope_interpolation_scale": (8 / 25, 32.0, 32.0)}
-    if family == "cogvideox":
-        p = cfg["patch_size"]
-        kw = {"hidden_states": _meta(b, f, cfg["in_channels"], h, w),  # (B, F', C, H', W')
-              "encoder_hidden_states": _meta(b, text_len, cfg["text_embed_dim"]),  # (B, 226, 4096)
-              "timestep": _meta(b, dtype=torch.float32)}
-        if cfg.get("use_rotary_positional_embeddings"):
-            n = f * (h // p) * (w // p)
-            kw["image_rotary_emb"] = (_meta(n, cfg["attention_head_dim"], dtype=torch.float32),
-                                      _meta(n, cfg["attention_head_dim"], dtype=torch.float32))  # (N, D) cos, sin
-        return kw
-    if family == "hunyuan":
-        return {"hidden_states": _meta(b, cfg["in_channels"], f, h, w),  # (B, C, F', H', W')
-                "timestep": _meta(b, dtype=torch.float32),
-                "encoder_hidden_states": _meta(b, text_len, cfg["text_embed_dim"]),  # (B, L, 4096)
-                "encoder_attention_mask": _meta(b, text_len),
-                "pooled_projections": _meta(b, cfg["pooled_projection_dim"]),  # (B, 768) CLIP pooled
-                "guidance": _meta(b, dtype=torch.float32)}
-    raise ValueError(f"unknown family {family!r}; known: wan, ltx, cogvideox, hunyuan")
+    """Forward kwargs of the family's transformer for `batch` sequences of latent (F', H', W'), on meta
+    (the family module's meta_inputs)."""
+    from reel.models.family import family_module
+    from reel.models.registry import FAMILIES
+
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    return family_module(FAMILIES[family]).meta_inputs(cfg, batch=batch, latent=latent, text_len=text_len,
+                                                       expand_timesteps=expand_timesteps)
 
 
 def measure_transformer(entry: dict, family: str, latent: tuple[int, int, int], batch: int, text_len: int,

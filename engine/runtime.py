@@ -10,8 +10,6 @@ Per batch: 1. text embeddings (cached per unique prompt)  2. noise from each sho
 from __future__ import annotations
 
 import hashlib
-import importlib
-import inspect
 import json
 import platform
 import time
@@ -39,6 +37,8 @@ from reel.engine.post.watermark import Watermark
 from reel.engine.progress import RenderProgress
 from reel.engine.sampling import ConsistencyScheduler, cat_cond, denoise
 from reel.engine.store import RenderStore, atomic_write_json, read_json
+from reel.models.common import cpu_bf16_fast
+from reel.models.family import family_module
 from reel.models.registry import ModelInfo
 
 MANIFEST_VERSION = 1
@@ -65,23 +65,9 @@ def _in_autocast(chunks, device_type: str, dtype: torch.dtype):
         yield chunk.float()
 
 
-def _preview_decoder_compute(family_module: str, device: torch.device) -> str:
-    """What the family's decode_preview runs the tiny decoder in on this device (for the manifest)."""
-    import importlib
-
-    fast = getattr(importlib.import_module(family_module), "cpu_bf16_fast", None)
-    return "bf16 autocast" if fast is not None and fast(device) else "fp32"
-
-
-def _kw(fn, **optional) -> dict:
-    """The optional arguments a family function accepts (families differ in what they need)."""
-    params = inspect.signature(fn).parameters
-    return {k: v for k, v in optional.items() if k in params}
-
-
-def _image_kw(fn, image) -> dict:
-    """Pass a shot's image conditioning to a family function that wants it (LTX draws noise after it)."""
-    return {"image": image} if image is not None and "image" in inspect.signature(fn).parameters else {}
+def _preview_decoder_compute(device: torch.device) -> str:
+    """What decode_preview runs the tiny decoder in on this device (for the manifest)."""
+    return "bf16 autocast" if cpu_bf16_fast(device) else "fp32"
 
 
 def _as_dict(cond) -> dict:
@@ -186,12 +172,13 @@ class Engine:
         self._memory_savers = False
         self.applied: dict[str, dict] = {}  # model path -> speed-ups applied at load
         self.embed_cache = EmbedCache()
+        self._film = None  # the film being prepared or rendered (its [speed] plans memory at load)
 
     # -- models ------------------------------------------------------------------------------------
     def load(self, model: ModelInfo):
         key = str(model.path)
         if key not in self._models:
-            family = importlib.import_module(model.family.module)
+            family = family_module(model.family)
             self.progress.say(f"loading {model.name} ({model.family.name}) on {self.device} ...")
             single = model.defaults.get("transformer_file")
             check_weight_files(model.path, [Path(single)] if single else [])
@@ -201,7 +188,7 @@ class Engine:
                 raise
             except Exception as err:  # noqa: BLE001 - every cause is named: a package, a version or the weights
                 raise load_failure(model.path, err) from err
-            self.applied[key] = apply_load_time(comps, self.speed, getattr(self, "_film", None))
+            self.applied[key] = apply_load_time(comps, self.speed, self._film, family=model.family)
             self._models[key] = (family, comps)
         return self._models[key]
 
@@ -229,13 +216,12 @@ class Engine:
         key = f"{model.path}|{expert}"
         if key not in self._banks:
             family, comps = self.load(model)
-            module = comps.transformer if expert == "high" else getattr(comps, "transformer_2", None)
-            self._banks[key] = AdapterBank(module, family.lora_to_diffusers)
+            self._banks[key] = AdapterBank(family.experts(comps)[expert], family.lora_to_diffusers)
         return self._banks[key]
 
     def experts(self, model: ModelInfo) -> tuple[str, ...]:
-        _, comps = self.load(model)
-        return ("high", "low") if getattr(comps, "transformer_2", None) is not None else ("high",)
+        family, comps = self.load(model)
+        return tuple(family.experts(comps))
 
     @staticmethod
     def targets(adapter: str, expert: str) -> bool:
@@ -301,8 +287,7 @@ class Engine:
         missing = sorted({p for p in prompts if (model_key, p, length) not in self._embeds})
         if missing:
             if model_key not in self._encoder_hashes:
-                extra = family.embed_key(comps) if hasattr(family, "embed_key") else ""
-                self._encoder_hashes[model_key] = encoder_hash(Path(model_key), extra)
+                self._encoder_hashes[model_key] = encoder_hash(Path(model_key), family.embed_key(comps))
             keys = {p: self.embed_cache.key(self._encoder_hashes[model_key], p, length, comps.dtype) for p in missing}
             for p in missing:
                 cached = self.embed_cache.get(keys[p])
@@ -408,11 +393,11 @@ class Engine:
                 writer.abort()
             raise
 
-    def _preview_bf16(self, family, job: ShotJob) -> bool:
+    def _preview_bf16(self, model: ModelInfo, job: ShotJob) -> bool:
         """Previews are drafts: on a CPU with native bf16 the transformer runs under bf16 autocast for families
-        that measured it (built-in model: 184 -> 160 ms a batch of 4 previews), as the tiny decoder does."""
+        that measured it (registry cpu_bf16_preview; benchmarks/RESULTS.md, previews), as the tiny decoder does."""
         return (job.preview and self.device.type == "cpu" and self.dtype == torch.float32
-                and getattr(family, "CPU_BF16_PREVIEW", False) and family.cpu_bf16_fast(self.device))
+                and model.family.cpu_bf16_preview and cpu_bf16_fast(self.device))
 
     def _render_batch_into(self, writers, upscaler, family, comps, model: ModelInfo, jobs: tuple[ShotJob, ...],
                            store: RenderStore, whash: str, lhash: dict[str, str], t0: float) -> list[ShotResult]:
@@ -423,23 +408,21 @@ class Engine:
         # 1. text embeddings (cached per unique prompt)
         cond = self.embed(family, comps, str(model.path), [j.prompt for j in jobs], first.max_sequence_length)
         uncond = None
-        if first.guidance > 1.0 and getattr(family, "GUIDANCE", "cfg") == "cfg":
+        if first.guidance > 1.0 and model.family.guidance == "cfg":  # "embedded": one pass, guidance an input
             uncond = self.embed(family, comps, str(model.path), [j.negative_prompt for j in jobs],
                                 first.max_sequence_length)
+        batch_extra = {"guidance": first.guidance, "fps": first.fps, "batch": len(jobs)}
+        cond = family.batch_conditioning(comps, cond, **batch_extra)
+        uncond = family.batch_conditioning(comps, uncond, **batch_extra) if uncond is not None else None
         t1 = time.perf_counter()
         # 2. noise from each shot's own CPU generator
-        if hasattr(comps, "frame_rate"):  # LTX's rotary positions depend on the frame rate
-            comps.frame_rate = first.fps
         shape = family.latent_shape(comps, first.frames, first.height, first.width)  # (C, F', H', W') for Wan
         images = [None] * len(jobs)
         if first.image or first.continue_from:  # image-to-video: the first frame joins the conditioning
             images = [family.image_condition(comps, self.shot_image(j, store), j.frames, j.height, j.width,
-                                             **_kw(family.image_condition, seed=j.seed)) for j in jobs]
-        noise = torch.cat([family.initial_noise(shape, j.seed, comps.device, **_image_kw(family.initial_noise, img))
+                                             seed=j.seed) for j in jobs]
+        noise = torch.cat([family.initial_noise(shape, j.seed, comps.device, image=img)
                            for j, img in zip(jobs, images)])  # (B, *shape)
-        if getattr(family, "GUIDANCE", "cfg") == "embedded":  # guidance is an input of the model, not 2 passes
-            cond = family.with_guidance(cond, first.guidance, len(jobs))
-            uncond = None
         image_cond = None
         if images[0] is not None:
             image_cond = cat_cond(images)
@@ -457,11 +440,10 @@ class Engine:
         if first.scheduler == "lcm":
             scheduler = ConsistencyScheduler(first.shift, [j.seed for j in jobs])
         else:
-            scheduler = family.make_scheduler(comps, first.scheduler, first.shift, shape=shape,
-                                              **({"image": image_cond} if image_cond is not None else {}),
-                                              **_kw(family.make_scheduler, seeds=[j.seed for j in jobs]))
+            scheduler = family.make_scheduler(comps, first.scheduler, first.shift, shape=shape, image=image_cond,
+                                              seeds=[j.seed for j in jobs])
         cfg_steps = first.steps - int(round(first.steps * first.cfg_skip_last)) if first.cfg_skip_last else None
-        draft_bf16 = self._preview_bf16(family, first)
+        draft_bf16 = self._preview_bf16(model, first)
         with step_cache_session(comps.transformer, SpeedConfig(step_cache=first.step_cache)) as context, \
                 torch.autocast("cpu", dtype=torch.bfloat16, enabled=draft_bf16):
             latents = denoise(lambda x, t, e: family.velocity(comps, x, t, e), noise, scheduler, first.steps,
@@ -475,10 +457,9 @@ class Engine:
         if first.preview_decoder:  # previews: the tiny decoder instead of the VAE
             chunks = family.decode_preview(comps, self._preview_decoders[first.preview_decoder], latents)
         else:
-            extra = _kw(family.decode_stream, seeds=[j.seed for j in jobs], frames=first.frames)  # LTX noise,
-            chunks = family.decode_stream(comps, latents, **extra)  # Cog 1.5 padding
-            if self.device.type == "cpu" and self.dtype == torch.bfloat16 and getattr(family, "CPU_BF16_DECODE", False) \
-                    and family.cpu_bf16_fast(self.device):  # [speed] weights = "bf16", measured families only
+            chunks = family.decode_stream(comps, latents, seeds=[j.seed for j in jobs], frames=first.frames)
+            if self.device.type == "cpu" and self.dtype == torch.bfloat16 and model.family.cpu_bf16_decode \
+                    and cpu_bf16_fast(self.device):  # [speed] weights = "bf16", measured families only
                 chunks = _in_autocast(chunks, self.device.type, torch.bfloat16)
         for chunk in chunks:  # (B, 3, f, H, W)
             frames = family.to_uint8_frames(chunk)  # (B, f, H, W, 3)
@@ -572,10 +553,10 @@ class Engine:
             "model": {"name": job.model_name, "path": job.model_path, "family": model.family.name,
                       "weights_hash": whash},
             "characters": list(job.characters), "adapters": adapters, "preview": job.preview,
-            "preview_transformer": ("bf16 autocast" if self._preview_bf16(importlib.import_module(model.family.module), job)
+            "preview_transformer": ("bf16 autocast" if self._preview_bf16(model, job)
                                     else str(self.dtype).replace("torch.", "")) if job.preview else None,
             "preview_decoder": ({"file": job.preview_decoder, "sha256": self.file_hash(job.preview_decoder),
-                                 "compute": _preview_decoder_compute(model.family.module, self.device)}
+                                 "compute": _preview_decoder_compute(self.device)}
                                 if job.preview_decoder else None),
             "speed": {"step_cache": job.step_cache, "cfg_skip_last": job.cfg_skip_last,
                       **self.applied.get(str(model.path), {})},

@@ -429,7 +429,7 @@ def _preview_decoder(f: FilmSection, model: ModelInfo, base: dict, source: Path,
     if f.preview_decoder == "vae":
         return None
     if f.preview_decoder is not None:
-        if model.family.name != "wan":
+        if not model.family.preview_decoder:
             problems.append(("film.preview_decoder", f"preview decoders read Wan-family latents; {model.family.name} "
                                                      "previews decode with the model's VAE — remove preview_decoder"))
             return None
@@ -440,7 +440,7 @@ def _preview_decoder(f: FilmSection, model: ModelInfo, base: dict, source: Path,
                                                      "scripts/train_preview_decoder.py, or write \"vae\""))
             return None
         return path.resolve()
-    if "decoder" in base and model.family.name == "wan" and (model.path / base["decoder"]).is_file():
+    if "decoder" in base and model.family.preview_decoder and (model.path / base["decoder"]).is_file():
         return (model.path / base["decoder"]).resolve()
     return None
 

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 
+from reel.models.common import cpu_generator, freeze, meta_tensor, quiet_loading, scheduler_config, to_uint8_frames
 from reel.models.single_file import load_transformer
 
-GUIDANCE = "cfg"
+__all__ = ["to_uint8_frames"]  # shared helper, part of this module's contract
 SCHEDULERS = ("default", "ddim", "dpm")  # "default": the folder's own (CogVideoXDDIMScheduler or ...DPMScheduler)
 OFS = 2.0  # CogVideoX 1.5 I2V's ofs embedding input, as the pipeline sets it
 
@@ -42,7 +43,6 @@ class CogVideoXComponents:
     scheduler_config: dict
     device: torch.device
     dtype: torch.dtype  # transformer and text encoder dtype; the VAE stays fp32
-    pads: dict = field(default_factory=dict)  # padded latent frames N -> front padding (last latent_shape call)
     _rope: dict = field(default_factory=dict)  # (F', H', W') -> (cos, sin)
 
     @property
@@ -70,13 +70,11 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> CogVideo
     Never contacts a hub (local_files_only). The tokenizer class is the one model_index.json names (as the
     pipeline loads it). Transformer and text encoder in `dtype` (bf16 on CUDA), the VAE in fp32 everywhere.
     """
-    import diffusers
     import transformers
     from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
     from transformers import T5EncoderModel
 
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_loading()
     path = Path(path)
     index = json.loads((path / "model_index.json").read_text())
     tok_cls = getattr(transformers, (index.get("tokenizer") or [None, "AutoTokenizer"])[1], transformers.AutoTokenizer)
@@ -84,11 +82,9 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> CogVideo
     text_encoder = T5EncoderModel.from_pretrained(path / "text_encoder", local_files_only=True, dtype=dtype)
     transformer = load_transformer(CogVideoXTransformer3DModel, path, dtype)  # folder or single file
     vae = AutoencoderKLCogVideoX.from_pretrained(path / "vae", local_files_only=True, dtype=torch.float32)
-    for module in (text_encoder, transformer, vae):
-        module.to(device).eval().requires_grad_(False)
-    scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    freeze((text_encoder, transformer, vae), device)
     return CogVideoXComponents(path, index.get("_class_name", ""), tokenizer, text_encoder, transformer, vae,
-                               scheduler_config, device, dtype)
+                               scheduler_config(path), device, dtype)
 
 
 # -- scheduling --------------------------------------------------------------------------------------
@@ -127,7 +123,7 @@ class CogScheduler:
         if self.seeds is not None:
             if len(self.seeds) != latents.shape[0]:
                 raise ValueError(f"{len(self.seeds)} seeds for a batch of {latents.shape[0]} shots")
-            gens = [torch.Generator("cpu").manual_seed(s) for s in self.seeds]
+            gens = [cpu_generator(s) for s in self.seeds]
             for g in gens:
                 if self._image:  # the I2V pipeline draws the image's VAE posterior sample first
                     torch.randn(_image_sample_shape(latents.shape[1:]), generator=g)
@@ -154,8 +150,8 @@ class CogScheduler:
         return (prev,)
 
 
-def make_scheduler(components: CogVideoXComponents, name: str, shift: float, shape=None, image=None,
-                   seeds: list[int] | None = None) -> CogScheduler:
+def make_scheduler(components: CogVideoXComponents, name: str, shift: float, *, shape: tuple | None = None,
+                   image: dict | bool | None = None, seeds: list[int] | None = None) -> CogScheduler:
     """A fresh scheduler: "default" (the folder's own class), "ddim" or "dpm" (CogVideoX's DDIM / DPM
     schedulers built from the folder's config). `shift` is unused (CogVideoX is not a flow model; the
     folder's snr_shift_scale applies). `seeds`: one per shot, for the DPM scheduler's step noise to equal
@@ -191,6 +187,21 @@ def encode_prompts(components: CogVideoXComponents, prompts: list[str], max_sequ
     return hidden.to(components.dtype)
 
 
+def embed_key(components: CogVideoXComponents) -> str:
+    """Nothing but the prompt and the weights decides CogVideoX's embeddings."""
+    return ""
+
+
+def batch_conditioning(components: CogVideoXComponents, cond, *, guidance: float, fps: int, batch: int):
+    """CogVideoX's conditioning is the same for any batch: guidance runs as two passes."""
+    return cond
+
+
+def experts(components: CogVideoXComponents) -> dict[str, torch.nn.Module]:
+    """One transformer."""
+    return {"high": components.transformer}
+
+
 # -- latents -------------------------------------------------------------------------------------------
 def _latent_frames(components: CogVideoXComponents, frames: int) -> tuple[int, int]:
     """(latent frames F', front padding) — CogVideoX 1.5 (patch_size_t) pads F' to a multiple of patch_size_t."""
@@ -218,7 +229,6 @@ def latent_shape(components: CogVideoXComponents, frames: int, height: int, widt
                              f"cover {f} frames at {w}x{h} only (CogVideoX-5b-I2V) — use width = {w}, "
                              f"height = {h}, frames = {f}")
     f, pad = _latent_frames(components, frames)
-    components.pads[f + pad] = pad
     return (f + pad, components.latent_channels, height // s, width // s)
 
 
@@ -227,21 +237,22 @@ def _image_sample_shape(shape) -> tuple[int, ...]:
     return (1, shape[1], 1, shape[2], shape[3])
 
 
-def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device, image: bool = False) -> torch.Tensor:
+def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device, *,
+                  image: dict | bool | None = None) -> torch.Tensor:
     """Starting noise (1, F', C, H', W') drawn on the CPU from the shot's own generator, then moved.
 
     Equals the pipeline's latents for generator=torch.Generator("cpu").manual_seed(seed) (both CogVideoX
-    schedulers have init_noise_sigma = 1). `image=True` for image-to-video: the pipeline's generator draws
-    the image's posterior sample first, so the same draw is skipped here.
+    schedulers have init_noise_sigma = 1). `image` (the shot's image_condition, or True) for image-to-video:
+    the pipeline's generator draws the image's posterior sample first, so the same draw is skipped here.
     """
-    generator = torch.Generator("cpu").manual_seed(seed)
-    if image:
+    generator = cpu_generator(seed)
+    if image is not None and image is not False:
         torch.randn(_image_sample_shape(shape), generator=generator)
     return torch.randn((1, *shape), generator=generator, dtype=torch.float32).to(device)  # (1, F', C, H', W')
 
 
 @torch.no_grad()
-def image_condition(components: CogVideoXComponents, image, frames: int, height: int, width: int,
+def image_condition(components: CogVideoXComponents, image, frames: int, height: int, width: int, *,
                     seed: int | None = None) -> dict:
     """The I2V pipeline's image latents for a first frame `image` (H, W, 3) uint8: {"image_latents":
     (1, F' + pad, C, H', W')}, the scaled image latent in frame 0 (1.5: the padding frame), zeros after.
@@ -265,7 +276,7 @@ def image_condition(components: CogVideoXComponents, image, frames: int, height:
     if seed is None:
         z = posterior.mode()
     else:
-        z = posterior.sample(torch.Generator("cpu").manual_seed(seed))  # (1, C, 1, H', W')
+        z = posterior.sample(cpu_generator(seed))  # (1, C, 1, H', W')
     z = z.permute(0, 2, 1, 3, 4)  # (1, 1, C, H', W')
     sf = vae.config.scaling_factor
     z = (1 / sf) * z if vae.config.invert_scale_latents else sf * z
@@ -327,15 +338,15 @@ def velocity(components: CogVideoXComponents, latents: torch.Tensor, t: torch.Te
 
 # -- decode --------------------------------------------------------------------------------------------
 @torch.no_grad()
-def decode_stream(components: CogVideoXComponents, latents: torch.Tensor, frames: int | None = None
-                  ) -> Iterator[torch.Tensor]:
+def decode_stream(components: CogVideoXComponents, latents: torch.Tensor, *, seeds: list[int] | None = None,
+                  frames: int | None = None) -> Iterator[torch.Tensor]:
     """Decode latents (B, N, C, H', W') frame batch by frame batch, yielding (B, 3, f, H, W) in [0, 1].
 
     Follows AutoencoderKLCogVideoX._decode (its conv cache carries across batches of
     `num_latent_frames_batch_size` latent frames), yielding each batch's pixels as they come; a tiled VAE
     (`vae_tiling`) decodes the whole clip at once and yields it as one chunk. CogVideoX 1.5's front padding
-    frame is dropped first: its size comes from `frames` (the shot's frame count) when given, else from the
-    last `latent_shape` call that produced N latent frames.
+    frame is dropped first: its size comes from `frames`, the shot's frame count, which a 1.5 model needs
+    (N latent frames can hide one padding frame or none). `seeds`: unused (the decode draws no noise).
     """
     vae = components.vae
     n = latents.shape[1]
@@ -343,8 +354,11 @@ def decode_stream(components: CogVideoXComponents, latents: torch.Tensor, frames
         f, pad = _latent_frames(components, frames)
         if f + pad != n:
             raise ValueError(f"latents hold {n} frames but {frames} frames need {f + pad}")
+    elif components.transformer.config.patch_size_t:
+        raise ValueError("CogVideoX 1.5 latents may begin with a padding frame: pass frames= (the shot's frame "
+                         "count) to decode_stream")
     else:
-        pad = components.pads.get(n, 0)
+        pad = 0
     z = latents[:, pad:].to(components.device, torch.float32).permute(0, 2, 1, 3, 4)  # (B, C, F', H', W')
     z = 1 / vae.config.scaling_factor * z
     b, _, nf, h, w = z.shape
@@ -363,13 +377,29 @@ def decode_stream(components: CogVideoXComponents, latents: torch.Tensor, frames
         yield (out * 0.5 + 0.5).clamp(0, 1)
 
 
-def to_uint8_frames(chunk: torch.Tensor):
-    """(B, 3, f, H, W) in [0, 1] -> (B, f, H, W, 3) uint8, rounded like diffusers' numpy_to_pil."""
-    return (chunk.permute(0, 2, 3, 4, 1) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-
-
 def lora_to_diffusers(state: dict) -> dict:
     """A CogVideoX LoRA state dict (diffusers/peft `transformer.` keys, as CogVideoX trainers save them)."""
     from diffusers.loaders.lora_pipeline import CogVideoXLoraLoaderMixin
 
     return CogVideoXLoraLoaderMixin.lora_state_dict(state)
+
+
+def decode_preview(components: CogVideoXComponents, decoder: torch.nn.Module,
+                   latents: torch.Tensor) -> Iterator[torch.Tensor]:
+    """CogVideoX has no tiny preview decoder (registry preview_decoder is off): previews decode with the VAE."""
+    raise ValueError("CogVideoX previews decode with the model's VAE: no tiny preview decoder reads CogVideoX latents")
+
+
+def meta_inputs(config: dict, *, batch: int, latent: tuple[int, int, int], text_len: int,
+                expand_timesteps: bool = False) -> dict:
+    """The transformer's forward kwargs for `batch` sequences of latent (F', H', W'), on the meta device."""
+    f, h, w = latent
+    p = config["patch_size"]
+    kw = {"hidden_states": meta_tensor(batch, f, config["in_channels"], h, w),  # (B, F', C, H', W')
+          "encoder_hidden_states": meta_tensor(batch, text_len, config["text_embed_dim"]),  # (B, 226, 4096)
+          "timestep": meta_tensor(batch, dtype=torch.float32)}
+    if config.get("use_rotary_positional_embeddings"):
+        n = f * (h // p) * (w // p)
+        kw["image_rotary_emb"] = (meta_tensor(n, config["attention_head_dim"], dtype=torch.float32),
+                                  meta_tensor(n, config["attention_head_dim"], dtype=torch.float32))  # (N, D) cos, sin
+    return kw

@@ -21,9 +21,19 @@ from pathlib import Path
 
 import torch
 
+from reel.models.common import (
+    cpu_noise,
+    fold_alpha,
+    flow_unipc,
+    freeze,
+    meta_tensor,
+    quiet_loading,
+    scheduler_config,
+    to_uint8_frames,
+)
 from reel.models.single_file import load_transformer
 
-GUIDANCE = "embedded"  # the guidance scale is a transformer input (guidance-distilled model), one pass per step
+__all__ = ["to_uint8_frames"]  # shared helper, part of this module's contract
 CLIP_LENGTH = 77  # the pipeline always pads CLIP prompts to 77 tokens
 HIDDEN_LAYERS_TO_SKIP = 2  # prompt embeddings are hidden_states[-(2 + 1)] of the Llama encoder
 
@@ -86,12 +96,9 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> HunyuanC
     Never contacts a hub (local_files_only). Text encoders and transformer in `dtype` (bf16 on CUDA,
     fp32 on the CPU); the VAE in fp32 on every device.
     """
-    import diffusers
-    import transformers
     from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoTransformer3DModel
 
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_loading()
     path = Path(path)
     index = json.loads((path / "model_index.json").read_text())
     tok_cls = _class_from_index(index, "tokenizer", "AutoTokenizer")
@@ -104,11 +111,9 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> HunyuanC
     text_encoder_2 = te2_cls.from_pretrained(path / "text_encoder_2", local_files_only=True, dtype=dtype)
     transformer = load_transformer(HunyuanVideoTransformer3DModel, path, dtype)  # folder or single file
     vae = AutoencoderKLHunyuanVideo.from_pretrained(path / "vae", local_files_only=True, dtype=torch.float32)
-    for module in (text_encoder, text_encoder_2, transformer, vae):
-        module.to(device).eval().requires_grad_(False)
-    scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    freeze((text_encoder, text_encoder_2, transformer, vae), device)
     return HunyuanComponents(path, tokenizer, text_encoder, tokenizer_2, text_encoder_2, transformer, vae,
-                             scheduler_config, device, dtype, _prompt_template(path))
+                             scheduler_config(path), device, dtype, _prompt_template(path))
 
 
 def embed_key(components: HunyuanComponents) -> str:
@@ -134,11 +139,11 @@ def _pipeline_sigmas_scheduler():
     return PipelineSigmasEuler
 
 
-def make_scheduler(components: HunyuanComponents, name: str, shift: float, shape=None, image=None):
+def make_scheduler(components: HunyuanComponents, name: str, shift: float, *, shape: tuple | None = None,
+                   image: dict | None = None, seeds: list[int] | None = None):
     """A fresh flow-matching scheduler with the given shift: "default" (the folder's FlowMatchEuler config,
-    with the pipeline's sigmas), "euler" (a plain FlowMatchEuler, the pipeline's sigmas) or "unipc"."""
-    from diffusers import UniPCMultistepScheduler
-
+    with the pipeline's sigmas), "euler" (a plain FlowMatchEuler, the pipeline's sigmas) or "unipc".
+    `shape`, `seeds`: unused."""
     if image is not None:
         raise ValueError("HunyuanVideo (HunyuanVideoPipeline) is text-to-video only: it takes no input image")
     euler = _pipeline_sigmas_scheduler()
@@ -153,8 +158,7 @@ def make_scheduler(components: HunyuanComponents, name: str, shift: float, shape
     if name == "euler":
         return euler(num_train_timesteps=1000, shift=shift)
     if name == "unipc":
-        return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
-                                       num_train_timesteps=1000, flow_shift=shift)
+        return flow_unipc(shift)
     raise ValueError(f"unknown scheduler {name!r}; use 'default', 'euler' or 'unipc'")
 
 
@@ -181,6 +185,16 @@ def encode_prompts(components: HunyuanComponents, prompts: list[str], max_sequen
     return {"embeds": embeds.to(c.dtype), "mask": mask.long(), "pooled": pooled.to(c.dtype)}
 
 
+def batch_conditioning(components: HunyuanComponents, cond: dict, *, guidance: float, fps: int, batch: int) -> dict:
+    """Embedded guidance: the scale is a transformer input (one pass per step, no negative prompt)."""
+    return with_guidance(cond, guidance, batch)
+
+
+def experts(components: HunyuanComponents) -> dict[str, torch.nn.Module]:
+    """One transformer."""
+    return {"high": components.transformer}
+
+
 def with_guidance(cond: dict, guidance: float, batch: int) -> dict:
     """Add the embedded guidance input, built like the pipeline: tensor([g] * B, model dtype) * 1000."""
     ref = cond["embeds"]
@@ -195,10 +209,16 @@ def latent_shape(components: HunyuanComponents, frames: int, height: int, width:
     return (channels, (frames - 1) // t + 1, height // s, width // s)
 
 
-def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device) -> torch.Tensor:
-    """Starting noise drawn on the CPU from the shot's own generator, then moved: same on any device."""
-    generator = torch.Generator("cpu").manual_seed(seed)
-    return torch.randn((1, *shape), generator=generator, dtype=torch.float32).to(device)  # (1, C, F', H', W')
+def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device, *, image: dict | None = None) -> torch.Tensor:
+    """Starting noise (1, C, F', H', W') drawn on the CPU from the shot's own generator, then moved: same on any
+    device. `image`: unused (text-to-video only)."""
+    return cpu_noise(shape, seed, device)
+
+
+def image_condition(components: HunyuanComponents, image, frames: int, height: int, width: int, *,
+                    seed: int | None = None) -> dict:
+    """HunyuanVideo (HunyuanVideoPipeline) is text-to-video only; the spec refuses images before this."""
+    raise ValueError("HunyuanVideo (HunyuanVideoPipeline) is text-to-video only: it takes no input image")
 
 
 def velocity(components: HunyuanComponents, latents: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
@@ -228,7 +248,8 @@ def _decode_tile(vae, z: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decode_stream(components: HunyuanComponents, latents: torch.Tensor) -> Iterator[torch.Tensor]:
+def decode_stream(components: HunyuanComponents, latents: torch.Tensor, *, seeds: list[int] | None = None,
+                  frames: int | None = None) -> Iterator[torch.Tensor]:
     """Decode latents (B, C, F', H', W') and yield pixel chunks (B, 3, f, H, W) in [0, 1], float32.
 
     Truly streamed for long clips: the VAE's own frame batching (`_temporal_tiled_decode`: tiles of
@@ -237,6 +258,7 @@ def decode_stream(components: HunyuanComponents, latents: torch.Tensor) -> Itera
     decoded (13 frames for the first tile, 12 after, with the VAE's defaults) and only two tiles of
     pixels are held. Clips short enough that the VAE decodes them whole (<= 16 pixel frames after the
     first, i.e. F' <= 4) come as one chunk. Frames equal `vae.decode(latents / scaling_factor)`.
+    `seeds`, `frames`: unused.
     """
     vae = components.vae
     z = latents.to(components.device, vae.dtype) / vae.config.scaling_factor  # (B, C, F', H', W')
@@ -265,11 +287,6 @@ def decode_stream(components: HunyuanComponents, latents: torch.Tensor) -> Itera
         yield (part / 2 + 0.5).clamp(0.0, 1.0)
 
 
-def to_uint8_frames(chunk: torch.Tensor):
-    """(B, 3, f, H, W) in [0, 1] -> (B, f, H, W, 3) uint8, rounded like diffusers' numpy_to_pil."""
-    return (chunk.permute(0, 2, 3, 4, 1) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-
-
 # musubi-tuner / kohya module names (underscored) inside a block -> the original HunyuanVideo (dotted) names
 _KOHYA_KEY = re.compile(r"^lora_unet_(double_blocks|single_blocks)_(\d+)_(\w+)$")
 _KOHYA_DOTS = (("img_mlp_fc", "img_mlp.fc"), ("txt_mlp_fc", "txt_mlp.fc"), ("img_mod_linear", "img_mod.linear"),
@@ -295,10 +312,8 @@ def _lora_ab(state: dict) -> dict:
         if tag == "lora_down.weight":
             out[f"{name}.lora_A.weight"] = value
         elif tag == "lora_up.weight":
-            alpha = state.get(f"{base}.alpha")
             rank = state[f"{base}.lora_down.weight"].shape[0]
-            scale = float(alpha) / rank if alpha is not None else 1.0
-            out[f"{name}.lora_B.weight"] = (value.float() * scale).to(value.dtype)
+            out[f"{name}.lora_B.weight"] = fold_alpha(value, rank, state.get(f"{base}.alpha"))
     return out
 
 
@@ -314,3 +329,21 @@ def lora_to_diffusers(state: dict) -> dict:
     from diffusers.loaders.lora_pipeline import HunyuanVideoLoraLoaderMixin
 
     return HunyuanVideoLoraLoaderMixin.lora_state_dict(_lora_ab(dict(state)))
+
+
+def decode_preview(components: HunyuanComponents, decoder: torch.nn.Module,
+                   latents: torch.Tensor) -> Iterator[torch.Tensor]:
+    """HunyuanVideo has no tiny preview decoder (registry preview_decoder is off): previews decode with the VAE."""
+    raise ValueError("HunyuanVideo previews decode with the model's VAE: no tiny preview decoder reads its latents")
+
+
+def meta_inputs(config: dict, *, batch: int, latent: tuple[int, int, int], text_len: int,
+                expand_timesteps: bool = False) -> dict:
+    """The transformer's forward kwargs for `batch` sequences of latent (F', H', W'), on the meta device."""
+    f, h, w = latent
+    return {"hidden_states": meta_tensor(batch, config["in_channels"], f, h, w),  # (B, C, F', H', W')
+            "timestep": meta_tensor(batch, dtype=torch.float32),
+            "encoder_hidden_states": meta_tensor(batch, text_len, config["text_embed_dim"]),  # (B, L, 4096)
+            "encoder_attention_mask": meta_tensor(batch, text_len),
+            "pooled_projections": meta_tensor(batch, config["pooled_projection_dim"]),  # (B, 768) CLIP pooled
+            "guidance": meta_tensor(batch, dtype=torch.float32)}

@@ -12,9 +12,9 @@ What the pipelines do that this module reproduces (numbers in brackets: reel's d
 - "default" scheduler: the folder's FlowMatchEulerDiscreteScheduler with sigmas linspace(1, 1/steps, steps)
   and the dynamic shift `mu` computed from the latent grid size (calculate_shift), so `shift` is unused.
 - rope_interpolation_scale = (temporal ratio / frame rate, spatial ratio, spatial ratio). The frame rate is
-  `components.frame_rate`: the folder's default fps (reel.json "fps", else the family's 24) — LTXPipeline's
-  own default is 25. reel's runtime does not pass a shot's fps to the family yet; set `comps.frame_rate`
-  before a batch to condition on another rate.
+  the batch's fps, which `batch_conditioning` puts in the conditioning ("frame_rate"); without it,
+  `components.frame_rate`, the folder's default fps (reel.json "fps", else the family's 24) — LTXPipeline's
+  own default is 25. The components never change while a render runs.
 - Decode: denormalise (latents_mean/std, scaling_factor); a timestep-conditioned VAE (0.9.1+) gets
   reel.json "decode_timestep" [0.0] and "decode_noise_scale" [= decode_timestep], noise mixed in as the
   pipeline does. The LTX VAE decoder is not causal, so the whole clip is decoded at once and then yielded
@@ -22,24 +22,36 @@ What the pipelines do that this module reproduces (numbers in brackets: reel's d
 - Image-to-video: the first latent frame is the VAE-encoded image (a posterior sample drawn from the shot's
   generator before the noise, as the pipeline draws it); its tokens get timestep 0 and are never stepped.
 
-Two optional keywords beyond the registry's contract: `initial_noise(..., image=)` (image-to-video needs it)
-and `decode_stream(..., seeds=)` (without it, the decode noise of a timestep-conditioned VAE with a
-non-zero decode_noise_scale comes from a generator seeded with 0 instead of the shot's). On CUDA the
-pipelines mix that decode noise in bf16; here it is mixed in fp32 (the only known CUDA-side difference).
+`initial_noise(..., image=)` takes the image's conditioning (image-to-video draws the image's posterior sample
+first), and `decode_stream(..., seeds=)` the shots' seeds (without them, the decode noise of a timestep-
+conditioned VAE with a non-zero decode_noise_scale comes from a generator seeded with 0 instead of the
+shot's). On CUDA the pipelines mix that decode noise in bf16; here it is mixed in fp32 (the only known
+CUDA-side difference).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from reel.models.common import (
+    channel_stats,
+    cpu_generator,
+    cpu_noise,
+    fold_alpha,
+    flow_unipc,
+    freeze,
+    meta_tensor,
+    quiet_loading,
+    scheduler_config,
+    to_uint8_frames,
+)
 from reel.models.single_file import load_transformer
 
-GUIDANCE = "cfg"  # LTXPipeline: uncond + g * (cond - uncond), guidance_rescale 0.0 by default
+__all__ = ["to_uint8_frames"]  # shared helper, part of this module's contract
 IMAGE_PIPELINES = ("LTXImageToVideoPipeline",)  # folders whose every shot starts from an image
 
 
@@ -80,27 +92,22 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> LTXCompo
     Never contacts a hub (local_files_only). The frame rate for the rope scale and the decode timestep
     come from the folder's reel.json when it has them.
     """
-    import diffusers
-    import transformers
     from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
     from transformers import AutoTokenizer, T5EncoderModel
 
     from reel.models.registry import resolve_model
 
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_loading()
     path = Path(path)
     info = resolve_model(str(path))
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
     text_encoder = T5EncoderModel.from_pretrained(path / "text_encoder", local_files_only=True, dtype=dtype)
     transformer = load_transformer(LTXVideoTransformer3DModel, path, dtype)  # folder or single file
     vae = AutoencoderKLLTXVideo.from_pretrained(path / "vae", local_files_only=True, dtype=torch.float32)
-    for module in (text_encoder, transformer, vae):
-        module.to(device).eval().requires_grad_(False)
-    scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    freeze((text_encoder, transformer, vae), device)
     d = info.defaults
     noise_scale = d.get("decode_noise_scale")
-    return LTXComponents(path, tokenizer, text_encoder, transformer, vae, scheduler_config, device, dtype,
+    return LTXComponents(path, tokenizer, text_encoder, transformer, vae, scheduler_config(path), device, dtype,
                          frame_rate=float(d.get("fps", 24)), decode_timestep=float(d.get("decode_timestep", 0.0)),
                          decode_noise_scale=None if noise_scale is None else float(noise_scale),
                          pipeline=info.pipeline)
@@ -159,11 +166,13 @@ class LTXScheduler:
         return (torch.cat([latents[:, :, :1], rest], dim=2),)  # (B, C, F', H', W')
 
 
-def make_scheduler(components: LTXComponents, name: str, shift: float, shape=None, image=None) -> LTXScheduler:
+def make_scheduler(components: LTXComponents, name: str, shift: float, *, shape: tuple | None = None,
+                   image: dict | None = None, seeds: list[int] | None = None) -> LTXScheduler:
     """A fresh scheduler: "default" (the folder's FlowMatchEulerDiscreteScheduler with LTX's resolution-
     dependent shift; needs `shape`, the latent shape; `shift` is unused), "euler" or "unipc" (fixed `shift`).
-    `image`: the `image_condition` dict of an image-to-video batch (keeps the first latent frame fixed)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+    `image`: the `image_condition` dict of an image-to-video batch (keeps the first latent frame fixed).
+    `seeds`: unused (LTX's schedulers draw no noise)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
     from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
 
     keep = image is not None
@@ -181,9 +190,7 @@ def make_scheduler(components: LTXComponents, name: str, shift: float, shape=Non
     if name == "euler":
         return LTXScheduler(FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift), keep_first=keep)
     if name == "unipc":
-        inner = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
-                                        num_train_timesteps=1000, flow_shift=shift)
-        return LTXScheduler(inner, keep_first=keep)
+        return LTXScheduler(flow_unipc(shift), keep_first=keep)
     raise ValueError(f"unknown scheduler {name!r}; use 'default', 'euler' or 'unipc'")
 
 
@@ -212,16 +219,31 @@ def latent_shape(components: LTXComponents, frames: int, height: int, width: int
     return (int(components.transformer.config.in_channels), f, height // s, width // s)
 
 
-def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device, image: dict | None = None) -> torch.Tensor:
+def embed_key(components: LTXComponents) -> str:
+    """Nothing but the prompt and the weights decides LTX's embeddings."""
+    return ""
+
+
+def batch_conditioning(components: LTXComponents, cond: dict, *, guidance: float, fps: int, batch: int) -> dict:
+    """The batch's frame rate, which scales the rotary positions: {"frame_rate": (B,) float64, on the CPU}."""
+    return {**cond, "frame_rate": torch.full((batch,), float(fps), dtype=torch.float64)}
+
+
+def experts(components: LTXComponents) -> dict[str, torch.nn.Module]:
+    """One transformer."""
+    return {"high": components.transformer}
+
+
+def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device, *, image: dict | None = None) -> torch.Tensor:
     """Starting latents (1, C, F', H', W') drawn on the CPU from the shot's own generator, then moved.
 
     Text-to-video: LTXPipeline's noise for generator=manual_seed(seed). Image-to-video (`image`: this shot's
     `image_condition` dict): LTXImageToVideoPipeline's draws — first the image's posterior sample, then the
     noise — with latent frame 0 replaced by the normalised image latents.
     """
-    generator = torch.Generator("cpu").manual_seed(seed)
     if image is None:
-        return torch.randn((1, *shape), generator=generator, dtype=torch.float32).to(device)
+        return cpu_noise(shape, seed, device)
+    generator = cpu_generator(seed)
     c, _, h, w = shape
     eps = torch.randn((1, c, 1, h, w), generator=generator, dtype=torch.float32)  # the posterior sample's noise
     noise = torch.randn((1, *shape), generator=generator, dtype=torch.float32)  # (1, C, F', H', W')
@@ -231,15 +253,16 @@ def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device, image
 
 def velocity(components: LTXComponents, latents: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
     """The denoiser contract: the transformer's flow prediction for latents (B, C, F', H', W') at timestep t,
-    text cond {"embeds": (B, L, D), "mask": (B, L)} (+ "cond_mask" (B, S) for image-to-video)."""
+    text cond {"embeds": (B, L, D), "mask": (B, L)} (+ "cond_mask" (B, S) for image-to-video, + "frame_rate" (B,)
+    from batch_conditioning; every shot of a batch shares its fps)."""
     b, _, f, h, w = latents.shape
     x = _pack(latents.to(components.device, components.dtype), components)  # (B, S, C)
     timestep = t.to(components.device).expand(b)  # (B,)
     if "cond_mask" in cond:  # conditioned (image) tokens are clean: timestep 0 there
         mask = cond["cond_mask"].to(components.device, torch.float32)  # (B, S)
         timestep = timestep.unsqueeze(-1) * (1 - mask)  # (B, S)
-    rope_scale = (components.temporal_factor / components.frame_rate, components.spatial_factor,
-                  components.spatial_factor)
+    frame_rate = float(cond["frame_rate"][0]) if "frame_rate" in cond else components.frame_rate  # a CPU tensor
+    rope_scale = (components.temporal_factor / frame_rate, components.spatial_factor, components.spatial_factor)
     out = components.transformer(hidden_states=x, encoder_hidden_states=cond["embeds"].to(components.dtype),
                                  timestep=timestep, encoder_attention_mask=cond["mask"].to(components.device),
                                  num_frames=f, height=h, width=w, rope_interpolation_scale=rope_scale,
@@ -248,9 +271,8 @@ def velocity(components: LTXComponents, latents: torch.Tensor, t: torch.Tensor, 
 
 
 def _stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = vae.latents_mean.view(1, -1, 1, 1, 1).to(like.device, like.dtype)
-    std = vae.latents_std.view(1, -1, 1, 1, 1).to(like.device, like.dtype)
-    return mean, std
+    """The VAE's latent mean and std, (1, C, 1, 1, 1) each, in like's device and dtype."""
+    return channel_stats(vae.latents_mean, like, like.dtype), channel_stats(vae.latents_std, like, like.dtype)
 
 
 def _decode_noise(shape: tuple[int, ...], seeds: list[int] | None, image: bool) -> torch.Tensor:
@@ -259,7 +281,7 @@ def _decode_noise(shape: tuple[int, ...], seeds: list[int] | None, image: bool) 
     shots also drew the image's posterior sample); without, a generator seeded with 0."""
     out = []
     for i in range(shape[0]):
-        g = torch.Generator("cpu").manual_seed(seeds[i] if seeds else 0)
+        g = cpu_generator(seeds[i] if seeds else 0)
         if seeds:  # replay the starting draws of initial_noise
             if image:
                 torch.randn((1, shape[1], 1, *shape[3:]), generator=g)
@@ -269,14 +291,14 @@ def _decode_noise(shape: tuple[int, ...], seeds: list[int] | None, image: bool) 
 
 
 @torch.no_grad()
-def decode_stream(components: LTXComponents, latents: torch.Tensor, seeds: list[int] | None = None
-                  ) -> Iterator[torch.Tensor]:
+def decode_stream(components: LTXComponents, latents: torch.Tensor, *, seeds: list[int] | None = None,
+                  frames: int | None = None) -> Iterator[torch.Tensor]:
     """Decode latents (B, C, F', H', W') into pixels, yielding (B, 3, f, H, W) float32 chunks in [0, 1].
 
     The LTX decoder is not causal: the whole clip is decoded in one call (VAE tiling, if enabled, applies),
     then yielded as 1 frame followed by `temporal_factor`-frame chunks. `seeds` (one per shot) make the
     decode noise of a timestep-conditioned VAE equal LTXPipeline's; decoders that inject noise draw it from
-    the global RNG, which is forked and seeded here so decoding is deterministic.
+    the global RNG, which is forked and seeded here so decoding is deterministic. `frames`: unused.
     """
     vae = components.vae
     z = latents.to(components.device, torch.float32)
@@ -301,11 +323,6 @@ def decode_stream(components: LTXComponents, latents: torch.Tensor, seeds: list[
     yield video[:, :, :1]
     for i in range(1, video.shape[2], step):
         yield video[:, :, i:i + step]
-
-
-def to_uint8_frames(chunk: torch.Tensor):
-    """(B, 3, f, H, W) in [0, 1] -> (B, f, H, W, 3) uint8, rounded like diffusers' numpy_to_pil."""
-    return (chunk.permute(0, 2, 3, 4, 1) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
 # original LTX-Video module names -> diffusers names (top level of the transformer)
@@ -333,10 +350,8 @@ def lora_to_diffusers(state: dict) -> dict:
                 continue
             if ".lora_up." in key:
                 base = key.split(".lora_up.")[0]
-                alpha = state.get(f"{base}.alpha")
                 rank = state[key.replace(".lora_up.", ".lora_down.")].shape[0]
-                value = value * (float(alpha) / rank) if alpha is not None else value
-                renamed[key.replace(".lora_up.", ".lora_B.")] = value
+                renamed[key.replace(".lora_up.", ".lora_B.")] = fold_alpha(value, rank, state.get(f"{base}.alpha"))
             else:
                 renamed[key.replace(".lora_down.", ".lora_A.")] = value
         state = renamed
@@ -350,14 +365,16 @@ def lora_to_diffusers(state: dict) -> dict:
 
 
 @torch.no_grad()
-def image_condition(components: LTXComponents, image, frames: int, height: int, width: int) -> dict:
+def image_condition(components: LTXComponents, image, frames: int, height: int, width: int, *,
+                    seed: int | None = None) -> dict:
     """The first frame of an image-to-video shot, encoded as LTXImageToVideoPipeline does.
 
     `image`: (H, W, 3) uint8, resized to height x width by diffusers' VideoProcessor when it differs.
     Returns batch-first tensors: "image_mean"/"image_std" (1, C, 1, H', W'), the VAE posterior in normalised
     latent units (give the dict to `initial_noise`, which draws the posterior sample from the shot's seed),
     and "cond_mask" (1, S), 1 on the first latent frame's tokens (merge the dict into the cond and uncond
-    that `velocity` gets, and pass it to `make_scheduler(image=...)`).
+    that `velocity` gets, and pass it to `make_scheduler(image=...)`). `seed`: unused (initial_noise draws the
+    posterior sample from the shot's seed).
     """
     import PIL.Image
     from diffusers.video_processor import VideoProcessor
@@ -373,3 +390,18 @@ def image_condition(components: LTXComponents, image, frames: int, height: int, 
     mask[:, :, 0] = 1.0
     return {"image_mean": (posterior.mean - mean) / std, "image_std": posterior.std / std,  # (1, C, 1, H', W')
             "cond_mask": _pack(mask, components).squeeze(-1)}  # (1, S)
+
+
+def decode_preview(components: LTXComponents, decoder: torch.nn.Module, latents: torch.Tensor) -> Iterator[torch.Tensor]:
+    """LTX has no tiny preview decoder (registry preview_decoder is off): previews decode with the VAE."""
+    raise ValueError("LTX-Video previews decode with the model's VAE: no tiny preview decoder reads LTX latents")
+
+
+def meta_inputs(config: dict, *, batch: int, latent: tuple[int, int, int], text_len: int,
+                expand_timesteps: bool = False) -> dict:
+    """The transformer's forward kwargs for `batch` sequences of latent (F', H', W'), on the meta device."""
+    f, h, w = latent
+    return {"hidden_states": meta_tensor(batch, f * h * w, config["in_channels"]),  # (B, F'*H'*W', C) packed, patch 1
+            "encoder_hidden_states": meta_tensor(batch, text_len, config["caption_channels"]),  # (B, L, 4096)
+            "timestep": meta_tensor(batch, dtype=torch.float32), "encoder_attention_mask": meta_tensor(batch, text_len),
+            "num_frames": f, "height": h, "width": w, "rope_interpolation_scale": (8 / 25, 32.0, 32.0)}

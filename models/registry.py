@@ -3,22 +3,8 @@
 `resolve_model("shapes")` or `resolve_model("/path/to/diffusers/folder")` returns a `ModelInfo` read
 from the folder's JSON files only, so a spec is validated in milliseconds before any weights load.
 
-The family contract. Every family module (models/wan.py, models/ltx.py, ...) provides:
-    load(path, device, dtype) -> components        tokenizer(s), text encoder(s), transformer, vae, ...;
-                                                    `.device`, `.dtype`, `.transformer`, `.text_encoder`, `.vae`,
-                                                    `.scheduler_config`
-    make_scheduler(components, name, shift, shape=None)   a fresh scheduler with `set_timesteps(steps, device)`
-                                                    and `step(model_output, t, latents, return_dict=False)`;
-                                                    name: "default" (the folder's own) | "unipc" | "euler"
-    encode_prompts(components, prompts, max_sequence_length) -> Tensor | dict[str, Tensor]   batch first
-    latent_shape(components, frames, height, width) -> tuple     one shot's latents, in the family's layout
-    initial_noise(shape, seed, device) -> Tensor (1, *shape)      drawn on the CPU from the shot's generator
-    velocity(components, latents, t, cond) -> Tensor   the denoiser: what the scheduler's step expects
-    decode_stream(components, latents) -> Iterator[Tensor (B, 3, f, H, W) in [0, 1]]
-    to_uint8_frames(chunk) -> ndarray (B, f, H, W, 3)
-    lora_to_diffusers(state_dict) -> dict             any supported LoRA format -> `transformer.` keys
-    GUIDANCE = "cfg" | "embedded"; with_guidance(cond, guidance, batch) for "embedded" families
-    image_condition(components, image, frames, height, width) -> dict   (image-to-video families only)
+The family contract (what each family module provides) is models/family.py; the capability flags are
+`Family` fields below.
 """
 
 from __future__ import annotations
@@ -66,11 +52,14 @@ def _hunyuan_factors(vae: dict, tr: dict) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Family:
-    """One model family: how to recognise it, how to load it, what it accepts."""
+    """One model family: how to recognise it, how to load it, what it accepts, what it can do.
+
+    The capability flags say which parts of the family contract (models/family.py) work; the engine, the
+    spec and the estimator ask these, never a family's name."""
 
     name: str
     pipeline_classes: tuple[str, ...]  # model_index.json `_class_name` values (text-to-video first)
-    module: str  # lazy import path of the reel module that loads and runs it
+    module: str  # lazy import path of the reel module that loads and runs it (models/family.py contract)
     transformer_class: str  # the diffusers transformer class (the estimator builds it from a config on meta)
     vae_class: str  # the diffusers video VAE class
     factors: Callable[[dict, dict], tuple[int, int]]  # (vae cfg, transformer cfg) -> (temporal, size multiple)
@@ -87,23 +76,52 @@ class Family:
     flow_matching: bool = True  # False: v-prediction (CogVideoX); no consistency (lcm) previews
     layout: str = "diffusers folder (model_index.json, transformer/, vae/, text_encoder/, tokenizer/, scheduler/)"
     hub_example: str = ""
+    # capabilities
+    guidance: str = "cfg"  # "cfg": cond + uncond passes; "embedded": a transformer input, one pass, no negative
+    preview_decoder: bool = False  # previews may decode with a tiny latent decoder (decode_preview)
+    cpu_bf16_decode: bool = False  # [speed] weights = "bf16" on a CPU decodes under bf16 autocast (measured)
+    cpu_bf16_preview: bool = False  # previews denoise under bf16 autocast on a CPU with native bf16 (measured)
+    fused_kernels: bool = False  # kernels/wan_fused.py covers the transformer
+    vae_defaults: Callable[[dict], dict] = lambda transformer_config: {}  # VAE config when only a transformer's is given
+    single_file_keys: tuple[str, ...] = ()  # tensor names of its original / ComfyUI checkpoints (prefix stripped)
+    single_file_loader: bool = True  # diffusers can load its transformer from a single file
+
+
+def _wan_vae_defaults(transformer_config: dict) -> dict:
+    """Wan 2.2 TI2V (48 input channels) pairs with the 16x-compressing VAE; every other Wan with the 8x one."""
+    return {"scale_factor_spatial": 16, "z_dim": 48} if transformer_config.get("in_channels") == 48 else {}
 
 
 FAMILIES: dict[str, Family] = {
-    "wan": Family("wan", ("WanPipeline", "WanImageToVideoPipeline"), "reel.models.wan",
-                  "WanTransformer3DModel", "AutoencoderKLWan", _wan_factors,
-                  16, 50, 5.0, 3.0, 832, 480, 81, 512, image_pipelines=("WanImageToVideoPipeline",), default_scheduler="unipc",
-                  hub_example="Wan-AI/Wan2.1-T2V-1.3B-Diffusers"),
-    "ltx": Family("ltx", ("LTXPipeline", "LTXImageToVideoPipeline"), "reel.models.ltx",
-                  "LTXVideoTransformer3DModel", "AutoencoderKLLTXVideo", _ltx_factors,
-                  24, 50, 3.0, 1.0, 704, 480, 161, 128, image_pipelines=("LTXImageToVideoPipeline",),
-                  hub_example="Lightricks/LTX-Video"),
-    "cogvideox": Family("cogvideox", ("CogVideoXPipeline", "CogVideoXImageToVideoPipeline"), "reel.models.cogvideox",
-                        "CogVideoXTransformer3DModel", "AutoencoderKLCogVideoX", _cog_factors, 8, 50, 6.0, 1.0, 720, 480, 49, 226, flow_matching=False,
-                        image_pipelines=("CogVideoXImageToVideoPipeline",), hub_example="THUDM/CogVideoX-5b"),
-    "hunyuan": Family("hunyuan", ("HunyuanVideoPipeline",), "reel.models.hunyuan",
-                      "HunyuanVideoTransformer3DModel", "AutoencoderKLHunyuanVideo", _hunyuan_factors,
-                      24, 50, 6.0, 7.0, 1280, 720, 129, 256, hub_example="hunyuanvideo-community/HunyuanVideo"),
+    "wan": Family(
+        "wan", ("WanPipeline", "WanImageToVideoPipeline"), "reel.models.wan", "WanTransformer3DModel",
+        "AutoencoderKLWan", _wan_factors, default_fps=16, default_steps=50, default_guidance=5.0, default_shift=3.0,
+        default_width=832, default_height=480, default_frames=81, default_max_sequence_length=512,
+        image_pipelines=("WanImageToVideoPipeline",), default_scheduler="unipc",
+        hub_example="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", preview_decoder=True, cpu_bf16_decode=True,
+        cpu_bf16_preview=True, fused_kernels=True, vae_defaults=_wan_vae_defaults,
+        single_file_keys=("head.modulation", "patch_embedding.weight")),
+    "ltx": Family(
+        "ltx", ("LTXPipeline", "LTXImageToVideoPipeline"), "reel.models.ltx", "LTXVideoTransformer3DModel",
+        "AutoencoderKLLTXVideo", _ltx_factors, default_fps=24, default_steps=50, default_guidance=3.0,
+        default_shift=1.0, default_width=704, default_height=480, default_frames=161, default_max_sequence_length=128,
+        image_pipelines=("LTXImageToVideoPipeline",), hub_example="Lightricks/LTX-Video",
+        single_file_keys=("adaln_single.linear.weight", "caption_projection.linear_1.weight")),
+    "cogvideox": Family(
+        "cogvideox", ("CogVideoXPipeline", "CogVideoXImageToVideoPipeline"), "reel.models.cogvideox",
+        "CogVideoXTransformer3DModel", "AutoencoderKLCogVideoX", _cog_factors, default_fps=8, default_steps=50,
+        default_guidance=6.0, default_shift=1.0, default_width=720, default_height=480, default_frames=49,
+        default_max_sequence_length=226, flow_matching=False, image_pipelines=("CogVideoXImageToVideoPipeline",),
+        hub_example="THUDM/CogVideoX-5b",
+        single_file_keys=("transformer.transformer_blocks.0.attn1.to_q.weight", "patch_embed.proj.weight"),
+        single_file_loader=False),
+    "hunyuan": Family(
+        "hunyuan", ("HunyuanVideoPipeline",), "reel.models.hunyuan", "HunyuanVideoTransformer3DModel",
+        "AutoencoderKLHunyuanVideo", _hunyuan_factors, default_fps=24, default_steps=50, default_guidance=6.0,
+        default_shift=7.0, default_width=1280, default_height=720, default_frames=129, default_max_sequence_length=256,
+        hub_example="hunyuanvideo-community/HunyuanVideo", guidance="embedded",
+        single_file_keys=("double_blocks.0.img_attn_qkv.weight",
+                          "txt_in.individual_token_refiner.blocks.0.norm1.weight")),
 }
 
 

@@ -1,6 +1,6 @@
 """Single-file transformers (original or ComfyUI .safetensors, GGUF) inside a diffusers model folder.
 
-A ComfyUI-style download is usually just the transformer. `reel models import FILE --base DIR --out OUT`
+A ComfyUI-style download is usually just the transformer. `reel import-model FILE --base DIR --out OUT`
 makes OUT a model folder: DIR's text encoder, tokenizer, VAE and scheduler (linked, not copied), the
 transformer's config from DIR (or from a config shipped in models/configs/), and `reel.json` naming FILE.
 Families load their transformer through `load_transformer`, which reads FILE with diffusers'
@@ -16,13 +16,6 @@ import json
 import shutil
 from pathlib import Path
 
-# tensor names that identify each family's original / ComfyUI checkpoints (prefix stripped)
-SIGNATURES = {
-    "wan": ("head.modulation", "patch_embedding.weight"),
-    "hunyuan": ("double_blocks.0.img_attn_qkv.weight", "txt_in.individual_token_refiner.blocks.0.norm1.weight"),
-    "ltx": ("adaln_single.linear.weight", "caption_projection.linear_1.weight"),
-    "cogvideox": ("transformer.transformer_blocks.0.attn1.to_q.weight", "patch_embed.proj.weight"),
-}
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.")
 
 
@@ -48,27 +41,30 @@ def tensor_names(path: Path) -> list[str]:
 
 
 def detect_family(path: Path) -> str:
+    """The family whose original / ComfyUI tensor names (registry `single_file_keys`) the file holds."""
+    from reel.models.registry import FAMILIES
+
     names = set(tensor_names(path))
     stripped = {n[len(p):] if n.startswith(p) else n for n in names for p in PREFIXES if n.startswith(p)} | names
-    for family, keys in SIGNATURES.items():
-        if any(k in stripped for k in keys):
-            return family
+    for family in FAMILIES.values():
+        if any(k in stripped for k in family.single_file_keys):
+            return family.name
     first = sorted(names)[:3]
-    raise SingleFileError(f"{path}: tensor names match no family reel knows (wan, ltx, cogvideox, hunyuan); "
+    raise SingleFileError(f"{path}: tensor names match no family reel knows ({', '.join(FAMILIES)}); "
                           f"first names: {first}")
 
 
 def import_single_file(file: Path, base: Path, out: Path) -> Path:
     """Make `out` a model folder: `base`'s other components linked, `file` as its transformer."""
-    from reel.models.registry import resolve_model
+    from reel.models.registry import FAMILIES, resolve_model
 
     file, base = file.resolve(), base.resolve()
     if not file.is_file():
         raise SingleFileError(f"{file}: file not found")
     family = detect_family(file)
-    if family == "cogvideox":
-        raise SingleFileError(f"{file}: diffusers has no single-file loader for CogVideoX transformers — use the "
-                              "model's diffusers folder (e.g. THUDM/CogVideoX-5b) instead")
+    if not FAMILIES[family].single_file_loader:
+        raise SingleFileError(f"{file}: diffusers has no single-file loader for {family} transformers — use the "
+                              f"model's diffusers folder (e.g. {FAMILIES[family].hub_example}) instead")
     info = resolve_model(str(base))
     if info.family.name != family:
         raise SingleFileError(f"{file} is a {family} transformer but --base {base} is a {info.family.name} folder — "

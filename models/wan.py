@@ -16,8 +16,20 @@ import torch
 
 from reel.kernels.channel_norm import use_fast_vae_norms
 from reel.kernels.wan_cpu import use_cpu_fast_paths
-
+from reel.models.common import (
+    channel_stats,
+    cpu_bf16_fast,
+    cpu_noise,
+    flow_unipc,
+    freeze,
+    meta_tensor,
+    quiet_loading,
+    scheduler_config,
+    to_uint8_frames,
+)
 from reel.models.single_file import load_transformer
+
+__all__ = ["cpu_bf16_fast", "to_uint8_frames"]  # shared helpers, part of this module's contract
 
 
 @dataclass
@@ -55,13 +67,10 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> WanCompo
     under bf16 autocast (engine/runtime.py). On the CPU the VAE's channel norms and the self-attention's
     rotary take vectorised paths with the same math (kernels/channel_norm.py, kernels/wan_cpu.py).
     """
-    import diffusers
-    import transformers
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
 
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_loading()
     path = Path(path)
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
     text_encoder = UMT5EncoderModel.from_pretrained(path / "text_encoder", local_files_only=True, dtype=dtype)
@@ -77,24 +86,22 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> WanCompo
 
         image_encoder = CLIPVisionModel.from_pretrained(path / "image_encoder", local_files_only=True, dtype=dtype)
         image_processor = AutoImageProcessor.from_pretrained(path / "image_processor", local_files_only=True)
-    for module in (text_encoder, transformer, vae, transformer_2, image_encoder):
-        if module is not None:
-            module.to(device).eval().requires_grad_(False)
+    freeze((text_encoder, transformer, vae, transformer_2, image_encoder), device)
     if device.type == "cpu":  # same math, vectorised rotary (kernels/wan_cpu.py); CUDA has the Triton path
         for module in (transformer, transformer_2):
             if module is not None:
                 use_cpu_fast_paths(module)
-    scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
-    return WanComponents(path, tokenizer, text_encoder, transformer, vae, scheduler_config, device, dtype,
+    return WanComponents(path, tokenizer, text_encoder, transformer, vae, scheduler_config(path), device, dtype,
                          transformer_2=transformer_2, boundary_ratio=index.get("boundary_ratio"),
                          expand_timesteps=bool(index.get("expand_timesteps")), image_encoder=image_encoder,
                          image_processor=image_processor)
 
 
-def make_scheduler(components: WanComponents, name: str, shift: float, shape=None, image: dict | None = None):
+def make_scheduler(components: WanComponents, name: str, shift: float, *, shape: tuple | None = None,
+                   image: dict | None = None, seeds: list[int] | None = None):
     """A fresh flow-matching scheduler: "unipc" (Wan's default), "euler", or "default" (the folder's own
     scheduler class), with the given shift. For Wan 2.2 TI2V with an image, the last step puts the
-    image's latent frame back in front, as WanImageToVideoPipeline does."""
+    image's latent frame back in front, as WanImageToVideoPipeline does. `shape`, `seeds`: unused."""
     scheduler = _scheduler(components, name, shift)
     if image is not None and components.expand_timesteps:
         return FirstFrameScheduler(scheduler, image["condition"], image["first_frame_mask"])
@@ -133,8 +140,7 @@ def _scheduler(components: WanComponents, name: str, shift: float):
     if name == "unipc":
         if cfg.get("_class_name") == "UniPCMultistepScheduler":
             return UniPCMultistepScheduler.from_config(cfg, flow_shift=shift)
-        return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
-                                       num_train_timesteps=1000, flow_shift=shift)
+        return flow_unipc(shift)
     if name == "euler":
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
     raise ValueError(f"unknown scheduler {name!r}; use 'unipc' or 'euler'")
@@ -162,10 +168,27 @@ def latent_shape(components: WanComponents, frames: int, height: int, width: int
     return (channels, (frames - 1) // t + 1, height // s, width // s)
 
 
-def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device) -> torch.Tensor:
-    """Starting noise drawn on the CPU from the shot's own generator, then moved: same on any device."""
-    generator = torch.Generator("cpu").manual_seed(seed)
-    return torch.randn((1, *shape), generator=generator, dtype=torch.float32).to(device)  # (1, C, F', H', W')
+def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device, *, image: dict | None = None) -> torch.Tensor:
+    """Starting noise (1, C, F', H', W') drawn on the CPU from the shot's own generator, then moved: same on any
+    device. `image`: unused (an image-to-video shot's noise is the same draw; the image joins the conditioning)."""
+    return cpu_noise(shape, seed, device)
+
+
+def embed_key(components: WanComponents) -> str:
+    """Nothing but the prompt and the weights decides Wan's embeddings."""
+    return ""
+
+
+def batch_conditioning(components: WanComponents, cond, *, guidance: float, fps: int, batch: int):
+    """Wan's conditioning is the same for any batch: guidance runs as two passes, positions ignore the fps."""
+    return cond
+
+
+def experts(components: WanComponents) -> dict[str, torch.nn.Module]:
+    """The transformer, and Wan 2.2 A14B's low-noise expert."""
+    if components.transformer_2 is None:
+        return {"high": components.transformer}
+    return {"high": components.transformer, "low": components.transformer_2}
 
 
 def velocity(components: WanComponents, latents: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
@@ -194,9 +217,11 @@ def velocity(components: WanComponents, latents: torch.Tensor, t: torch.Tensor, 
 
 
 @torch.no_grad()
-def image_condition(components: WanComponents, image, frames: int, height: int, width: int) -> dict:
+def image_condition(components: WanComponents, image, frames: int, height: int, width: int, *,
+                    seed: int | None = None) -> dict:
     """What an image-to-video shot adds to its conditioning, as WanImageToVideoPipeline computes it:
-    the image's VAE latents (+ the frame mask) and, for Wan 2.1 I2V, its CLIP embedding. Batch of one."""
+    the image's VAE latents (+ the frame mask) and, for Wan 2.1 I2V, its CLIP embedding. Batch of one.
+    `seed`: unused (the image latents are the posterior mode, as the pipeline takes them)."""
     from diffusers.video_processor import VideoProcessor
     from PIL import Image
 
@@ -214,9 +239,8 @@ def image_condition(components: WanComponents, image, frames: int, height: int, 
     if not components.expand_timesteps:
         video = torch.cat([video, video.new_zeros(1, 3, frames - 1, height, width)], dim=2)  # (1, 3, F, H, W)
     z = vae.encode(video.to(vae.dtype)).latent_dist.mode()  # (1, C, F' or 1, H', W')
-    zc = vae.config.z_dim
-    mean = torch.tensor(vae.config.latents_mean, device=z.device).view(1, zc, 1, 1, 1)
-    inv_std = 1.0 / torch.tensor(vae.config.latents_std, device=z.device).view(1, zc, 1, 1, 1)
+    mean = channel_stats(vae.config.latents_mean, z)  # (1, C, 1, 1, 1)
+    inv_std = 1.0 / channel_stats(vae.config.latents_std, z)
     z = ((z.float() - mean) * inv_std).float()
     if components.expand_timesteps:
         mask = torch.ones(1, 1, lat_f, lat_h, lat_w, device=z.device)
@@ -232,15 +256,16 @@ def image_condition(components: WanComponents, image, frames: int, height: int, 
 
 
 def _denormalise(vae, latents: torch.Tensor) -> torch.Tensor:
-    z = vae.config.z_dim
-    mean = torch.tensor(vae.config.latents_mean, dtype=latents.dtype, device=latents.device).view(1, z, 1, 1, 1)
-    std = torch.tensor(vae.config.latents_std, dtype=latents.dtype, device=latents.device).view(1, z, 1, 1, 1)
+    mean = channel_stats(vae.config.latents_mean, latents, latents.dtype)  # (1, C, 1, 1, 1)
+    std = channel_stats(vae.config.latents_std, latents, latents.dtype)
     return latents * std + mean
 
 
 @torch.no_grad()
-def decode_stream(components: WanComponents, latents: torch.Tensor) -> Iterator[torch.Tensor]:
+def decode_stream(components: WanComponents, latents: torch.Tensor, *, seeds: list[int] | None = None,
+                  frames: int | None = None) -> Iterator[torch.Tensor]:
     """Decode latents (B, C, F', H', W') one latent frame at a time, yielding pixel chunks in [0, 1].
+    `seeds`, `frames`: unused (the decode draws no noise; F' says the frame count).
 
     Yields (B, 3, f, H, W) float32 chunks: 1 frame for the first latent frame, `temporal_factor` after.
     The VAE's causal cache carries across chunks, so the frames equal a whole-clip `vae.decode` while
@@ -269,24 +294,6 @@ def decode_stream(components: WanComponents, latents: torch.Tensor) -> Iterator[
         vae.clear_cache()
 
 
-def cpu_bf16_fast(device: torch.device) -> bool:
-    """True on a CPU whose oneDNN runs bf16 natively (AVX512-BF16 / AMX), where bf16 convolutions are fast."""
-    if device.type != "cpu":
-        return False
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch build without oneDNN: stay in fp32
-        return False
-
-
-# engine/runtime.py decodes under bf16 autocast in the CPU bf16 speed mode only for families that say so
-# (measured here: 59 dB against the fp32 decode on the built-in model)
-CPU_BF16_DECODE = True
-# and runs preview denoising (drafts) under bf16 autocast on such CPUs: 184 -> 160 ms a batch of 4 previews of the
-# built-in model; preview adherence measured in benchmarks/RESULTS.md (previews)
-CPU_BF16_PREVIEW = True
-
-
 @torch.no_grad()
 def decode_preview(components: WanComponents, decoder: torch.nn.Module, latents: torch.Tensor) -> Iterator[torch.Tensor]:
     """Previews: a tiny decoder (models/preview_decoder.py) on the whole clip instead of the VAE; on a CPU
@@ -298,11 +305,6 @@ def decode_preview(components: WanComponents, decoder: torch.nn.Module, latents:
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16_fast(components.device)):
         frames = decoder(z).float()  # (B, 3, F, H, W); a draft decoder: bf16 on the CPU is ~3x faster
     yield (frames.clamp(-1.0, 1.0) / 2 + 0.5).clamp(0.0, 1.0)
-
-
-def to_uint8_frames(chunk: torch.Tensor):
-    """(B, 3, f, H, W) in [0, 1] -> (B, f, H, W, 3) uint8, rounded like diffusers' numpy_to_pil."""
-    return (chunk.permute(0, 2, 3, 4, 1) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
 def lora_to_diffusers(state: dict) -> dict:
@@ -319,9 +321,7 @@ def encode_video(components: WanComponents, frames) -> torch.Tensor:
     x = torch.from_numpy(frames).to(components.device, torch.float32)  # (F, H, W, 3)
     x = (x / 127.5 - 1.0).permute(3, 0, 1, 2)[None]  # (1, 3, F, H, W) in [-1, 1]
     z = vae.encode(x).latent_dist.mode()  # (1, C, F', H', W')
-    zc = vae.config.z_dim
-    mean = torch.tensor(vae.config.latents_mean, device=z.device).view(1, zc, 1, 1, 1)
-    std = torch.tensor(vae.config.latents_std, device=z.device).view(1, zc, 1, 1, 1)
+    mean, std = channel_stats(vae.config.latents_mean, z), channel_stats(vae.config.latents_std, z)  # (1, C, 1, 1, 1)
     return ((z - mean) / std)[0]  # (C, F', H', W')
 
 
@@ -331,3 +331,18 @@ COMFY_NAMES = {
     "attn2.to_q": "cross_attn.q", "attn2.to_k": "cross_attn.k", "attn2.to_v": "cross_attn.v",
     "attn2.to_out.0": "cross_attn.o", "ffn.net.0.proj": "ffn.0", "ffn.net.2": "ffn.2",
 }
+
+
+def meta_inputs(config: dict, *, batch: int, latent: tuple[int, int, int], text_len: int,
+                expand_timesteps: bool = False) -> dict:
+    """The transformer's forward kwargs for `batch` sequences of latent (F', H', W'), on the meta device
+    (engine/estimate_meta.py measures FLOPs and activations with them)."""
+    f, h, w = latent
+    tokens = f * (h // config["patch_size"][1]) * (w // config["patch_size"][2])
+    kw = {"hidden_states": meta_tensor(batch, config["in_channels"], f, h, w),  # (B, C_in, F', H', W')
+          "timestep": meta_tensor(batch, tokens, dtype=torch.float32) if expand_timesteps
+          else meta_tensor(batch, dtype=torch.float32),
+          "encoder_hidden_states": meta_tensor(batch, text_len, config["text_dim"])}  # (B, L, D_text)
+    if config.get("image_dim"):
+        kw["encoder_hidden_states_image"] = meta_tensor(batch, 257, config["image_dim"])  # (B, 257, D_clip)
+    return kw

@@ -209,15 +209,17 @@ def test_fused_kernels_auto_stays_off_on_cuda_until_measured_faster(tiny_model):
     from diffusers import WanTransformer3DModel
 
     from reel.engine.accel import FUSED_AUTO_OFF, apply_load_time
+    from reel.models.registry import FAMILIES
 
     transformer = WanTransformer3DModel.from_pretrained(tiny_model / "transformer").eval()
     processors = {name: type(p) for name, p in transformer.attn_processors.items()}
     comps = SimpleNamespace(device=torch.device("cuda"), dtype=torch.bfloat16, transformer=transformer, vae=None)
-    applied = apply_load_time(comps, SpeedConfig())
+    wan = FAMILIES["wan"]
+    applied = apply_load_time(comps, SpeedConfig(), family=wan)
     assert applied["fused_kernels"] == FUSED_AUTO_OFF
     assert {name: type(p) for name, p in transformer.attn_processors.items()} == processors
     assert all("forward" not in vars(block) for block in transformer.blocks)  # the blocks keep diffusers' forward
-    assert "fused_kernels" not in apply_load_time(comps, SpeedConfig(fused_kernels="off"))
+    assert "fused_kernels" not in apply_load_time(comps, SpeedConfig(fused_kernels="off"), family=wan)
     cpu = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, transformer=transformer, vae=None)
     with pytest.raises(BackendError, match="fused_kernels = on cannot run here: .*needs a CUDA device"):
-        apply_load_time(cpu, SpeedConfig(fused_kernels="on"))
+        apply_load_time(cpu, SpeedConfig(fused_kernels="on"), family=wan)

@@ -91,7 +91,7 @@ def reel_frames(comps, seed, steps, guidance, scheduler_name, image=None):
     noise = cog.initial_noise(shape, seed, comps.device, image=image is not None)
     scheduler = cog.make_scheduler(comps, scheduler_name, 1.0, shape=shape, image=image is not None, seeds=[seed])
     latents = denoise(lambda x, t, e: cog.velocity(comps, x, t, e), noise, scheduler, steps, cond, uncond, guidance)
-    chunks = list(cog.decode_stream(comps, latents))  # [(1, 3, f, H, W)]; 1.5's padding from latent_shape
+    chunks = list(cog.decode_stream(comps, latents, frames=FRAMES))  # [(1, 3, f, H, W)]; 1.5 drops its padding
     return torch.cat(chunks, dim=2)[0].permute(1, 2, 3, 0).numpy(), len(chunks)
 
 
