@@ -1,6 +1,6 @@
 # Two commands for a fresh machine (each sets up .venv by itself, idempotently, from requirements.lock):
 #   make demo          render the demo film into reel-out/demo/
-#   make test          run the test suite (offline, CPU)
+#   make test          lint with ruff, then run the test suite (offline, CPU)
 # And for maintainers:
 #   make lock          re-resolve requirements.lock from pyproject.toml (uv, hashed)
 #   make test-latest   the suite against the newest versions pyproject.toml allows, in .venv-latest
@@ -22,13 +22,17 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile $(LOCK) | sha256sum | cut -c1-16)
 LATEST := .venv-latest
 
-.PHONY: demo test setup lock test-latest clean-venv browser
+.PHONY: demo test lint setup lock test-latest clean-venv browser
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/reel demo
 
-test: $(STAMP) browser
+test: $(STAMP) browser lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# ruff with the settings in pyproject.toml (line length 120); `make test` runs it first
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 # The web-page test drives Debian's chromium (Playwright never downloads a browser here).
 browser:
@@ -79,6 +83,7 @@ test-latest: browser
 	$(LATEST)/bin/python $(PIP) --upgrade --upgrade-strategy eager -c $(LATEST)/torch-pin.txt -e ".[dev]"
 	$(LATEST)/bin/python $(PIP) --upgrade --no-deps "spandrel>=0.4,<0.5"
 	$(LATEST)/bin/python -m pip list --format freeze > $(LATEST)/versions.txt
+	$(LATEST)/bin/ruff check .
 	HF_HUB_OFFLINE=1 $(LATEST)/bin/python -m pytest -q
 
 clean-venv:

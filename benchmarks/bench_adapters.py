@@ -83,11 +83,11 @@ def main() -> None:
     store.prepare()
     job = next(j for j in plan.jobs if j.characters == ("a",))
     whash, lhash = engine.weights_hash(film.model), engine.lora_hashes(plan)
-    engine.render_batch(film.model, (job,), store, whash, lhash)  # warm-up
+    engine.render_batch(plan, (job,), store, whash, lhash)  # warm-up
     shot_times = []
     for _ in range(3):
         t = time.perf_counter()
-        engine.render_batch(film.model, (job,), store, whash, lhash)
+        engine.render_batch(plan, (job,), store, whash, lhash)
         shot_times.append(time.perf_counter() - t)
 
     switch_ms = statistics.median(switch_times) * 1000
@@ -98,7 +98,8 @@ def main() -> None:
 
 | measure | value |
 |---|---|
-| model | {film.model.name if not note else 'tiny random Wan'} ({job.width}x{job.height}, {job.frames} frames, {job.steps} steps) |
+| model | {film.model.name if not note else 'tiny random Wan'} ({job.width}x{job.height}, {job.frames} frames, \
+{job.steps} steps) |
 | load + check 2 LoRA files (rank 16, every attention/FFN linear), once per run | {load_s * 1000:.1f} ms |
 | switch adapter set (`set_adapters` / `disable_lora`), median of {args.repeats} | {switch_ms:.2f} ms |
 | one shot with an adapter active (median of 3) | {shot_s:.3f} s |

@@ -41,7 +41,8 @@ def main() -> None:
 
 | measure | value | target |
 |---|---|---|
-| one shot, defaults ({job.width}x{job.height}, {job.frames} frames, {job.steps} steps, guidance {job.guidance}), median of 5, warm | {statistics.median(shot):.2f} s | <= 3 s |
+| one shot, defaults ({job.width}x{job.height}, {job.frames} frames, {job.steps} steps, guidance {job.guidance}), \
+median of 5, warm | {statistics.median(shot):.2f} s | <= 3 s |
 | demo film ({len(load_film(DEMO).shots)} shots), cold engine incl. model load | {demo:.1f} s | < 60 s |
 """
     write_section("builtin_speed", md, {"shot_seconds": shot, "demo_seconds": demo})

@@ -54,7 +54,8 @@ def main() -> None:
 
 `.venv/bin/python -m benchmarks.bench_cluster --shots {args.shots} --rounds {args.rounds}`
 
-{args.shots} shots of {job.width}x{job.height}, {job.frames} frames, {job.steps} steps on a local Ray instance with {cores} cores;
+{args.shots} shots of {job.width}x{job.height}, {job.frames} frames, {job.steps} steps on a local Ray instance with \
+{cores} cores;
 each worker loads the model once (its start-up is inside the time) and gets {cores} / workers torch threads.
 
 | workers | film time | shots / minute | speed-up |

@@ -243,7 +243,8 @@ size, frames and text length, the folder's own scheduler; CPU fp32, one process,
 shots; 99 = identical). Peak RSS growth per phase. With models this small the timings measure everything around
 the models (planning, batching, text encoding, decoding, encoding), not real-model speed.
 
-| family (pipeline) | config | diffusers shots / min | reel shots / min | reel vs diffusers | PSNR | RSS growth diffusers | RSS growth reel | notes |
+| family (pipeline) | config | diffusers shots / min | reel shots / min | reel vs diffusers | PSNR | \
+RSS growth diffusers | RSS growth reel | notes |
 |---|---|---|---|---|---|---|---|---|
 {chr(10).join(row(r, args.shots) for r in results)}
 """

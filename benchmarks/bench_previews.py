@@ -83,9 +83,11 @@ def main() -> None:
     shot_speed = shot_s["final"] / shot_s["preview"]
     rows = "\n".join(f"| {k} | {agree[k]:.0f} % | {adherence['final'][k]:.0f} % | {adherence['preview'][k]:.0f} % |"
                      for k in KEYS)
-    md = f"""## Previews against final renders (built-in model){f", previews decoded with --decoder {args.decoder}" if args.decoder else ""}
+    md = f"""## Previews against final renders (built-in model)\
+{f", previews decoded with --decoder {args.decoder}" if args.decoder else ""}
 
-`.venv/bin/python -m benchmarks.bench_previews --prompts {args.prompts} --batch-size {args.batch_size}{f" --decoder {args.decoder}" if args.decoder else ""}`
+`.venv/bin/python -m benchmarks.bench_previews --prompts {args.prompts} --batch-size {args.batch_size}\
+{f" --decoder {args.decoder}" if args.decoder else ""}`
 
 Preview decoder: {film.preview.decoder.name if film.preview.decoder else "the model's VAE"}.
 
@@ -95,7 +97,8 @@ Preview decoder: {film.preview.decoder.name if film.preview.decoder else "the mo
 
 | time ({n} shots, batch {args.batch_size}) | final | preview | ratio |
 |---|---|---|---|
-| per shot (engine timings) | {shot_s['final'] / n * 1000:.0f} ms | {shot_s['preview'] / n * 1000:.0f} ms | {shot_speed:.1f}x |
+| per shot (engine timings) | {shot_s['final'] / n * 1000:.0f} ms | \
+{shot_s['preview'] / n * 1000:.0f} ms | {shot_speed:.1f}x |
 | whole film incl. assembly | {times['final']:.1f} s | {times['preview']:.1f} s | {speed:.1f}x |
 
 Targets: colour agreement >= 95 %, direction >= 90 %, adherence within 5 points, a preview shot >= 8x faster.
@@ -104,8 +107,9 @@ Targets: colour agreement >= 95 %, direction >= 90 %, adherence within 5 points,
         print(md)
         print(json.dumps({"agreement": agree, "adherence": adherence, "shot_speedup": shot_speed}))
         return
-    write_section("previews" if not args.decoder else "previews_decoder_" + Path(args.decoder).stem, md, {"agreement": agree, "adherence": adherence, "seconds": times,
-                                   "shot_seconds": shot_s, "shot_speedup": shot_speed, "film_speedup": speed})
+    write_section("previews" if not args.decoder else "previews_decoder_" + Path(args.decoder).stem, md,
+                  {"agreement": agree, "adherence": adherence, "seconds": times,
+                   "shot_seconds": shot_s, "shot_speedup": shot_speed, "film_speedup": speed})
     print(md)
 
 

@@ -41,11 +41,13 @@ def main() -> None:
     parser.add_argument("--model", default="shapes")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    from reel.engine.accel import apply_cpu_fast_paths
     from reel.models.registry import resolve_model
 
     ref, note = model_under_test(args.model)
     info = resolve_model(ref)
     comps = wan.load(info.path, torch.device("cpu"), torch.float32)
+    apply_cpu_fast_paths(comps, info.family)  # as a CPU render runs (engine/accel.py, cpu_fast_paths = auto)
     d = info.defaults
     base_frames, base_size, text_len = int(d["frames"]), int(d["width"]), int(d.get("max_sequence_length", 512))
     m = info.size_multiple

@@ -124,8 +124,10 @@ manifest in turn. Films: 1 shot, 32x32, 5 frames, 4 steps each (the server's ove
 
 | measure | value |
 |---|---|
-| GET, 1 client, one after another | {len(single)} ok, {len(single_errors)} failed; latency p50 / p95 {pct(one_ms, .5):.2f} / {pct(one_ms, .95):.2f} ms |
-| GET, {args.clients} clients at once | {len(gets)} ok, {len(get_errors)} failed, in {get_wall:.2f} s ({len(gets) / get_wall:.0f} requests/s) |
+| GET, 1 client, one after another | {len(single)} ok, {len(single_errors)} failed; \
+latency p50 / p95 {pct(one_ms, .5):.2f} / {pct(one_ms, .95):.2f} ms |
+| GET, {args.clients} clients at once | {len(gets)} ok, {len(get_errors)} failed, in {get_wall:.2f} s \
+({len(gets) / get_wall:.0f} requests/s) |
 | GET latency with {args.clients} clients p50 / p95 / max | {pct(ms, .5):.1f} / {pct(ms, .95):.1f} / {max(ms):.1f} ms |
 | submissions (POST /api/jobs, spec checked and queued) | {len(posts)} ok, {len(post_errors)} failed |
 | submission latency p50 / p95 / max | {pct(post_ms, .5):.1f} / {pct(post_ms, .95):.1f} / {max(post_ms):.1f} ms |

@@ -34,7 +34,7 @@ from reel.models.shapes.world import BACKGROUNDS, DIRECTIONS
 from scripts.world_dataset import write_dataset
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -42,11 +42,10 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--schedule", choices=("constant", "cosine"), default="cosine",
                         help="learning rate after warmup")
-    parser.add_argument("--shift", type=float, default=1.0,
-                        help="timestep shift of the training noise levels (the model's is 3.0; 1.0 gives the star's "
-                             "low-noise detail more samples)")
-    parser.add_argument("--uncond-preservation", type=float, default=None,
-                        help="fraction of samples that keep the base's empty-prompt prediction (default: train-lora's, 0.25)")
+    parser.add_argument("--shift", type=float, default=1.0, help="timestep shift of the training noise levels "
+                        "(the model's is 3.0; 1.0 gives the star's low-noise detail more samples)")
+    parser.add_argument("--uncond-preservation", type=float, default=None, help="fraction of samples that keep the "
+                        "base's empty-prompt prediction (default: train-lora's, 0.25)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (0 is the reported run's)")
     parser.add_argument("--guidance", type=float, default=None,
                         help="render guidance instead of the model's 4.0 (a tuning run: printed only)")
@@ -54,17 +53,22 @@ def main() -> None:
     parser.add_argument("--eval-seed", type=int, default=77,
                         help="the draw of new prompts (77 is the reported set; tune settings on another draw)")
     parser.add_argument("--prompts", type=int, default=20, help="new prompts to render (20 is the reported set)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _parse_args()
     reported = args.eval_seed == 77 and args.prompts == 20 and args.guidance is None
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="reel-bench-lora-"))
     write_dataset(work / "data", clips=24, seed=5, character="orange_star", trigger="sks")
     cfg = build_config({"dataset": str(work / "data"), "base": "shapes", "trigger": "sks",
-                        "out": str(work / "sks.safetensors"), "steps": args.steps, "rank": args.rank, "alpha": float(args.rank), "lr": args.lr,
-                        "batch_size": args.batch_size, "schedule": args.schedule,
-                        "validate_every": 0, "checkpoint_every": 100, "seed": args.seed}
+                        "out": str(work / "sks.safetensors"), "steps": args.steps, "rank": args.rank,
+                        "alpha": float(args.rank), "lr": args.lr, "batch_size": args.batch_size,
+                        "schedule": args.schedule, "validate_every": 0, "checkpoint_every": 100, "seed": args.seed}
                        | ({"shift": args.shift} if args.shift is not None else {})
-                       | ({"uncond_preservation": args.uncond_preservation} if args.uncond_preservation is not None else {}))
+                       | ({"uncond_preservation": args.uncond_preservation}
+                          if args.uncond_preservation is not None else {}))
     t = time.perf_counter()
 
     def progress(step: int, total: int, loss: float) -> None:
@@ -90,21 +94,27 @@ def main() -> None:
             "colour": 100 * sum(v.color == "orange" for v in verdicts) / len(verdicts),
             "shape": 100 * sum(v.shape == "star" for v in verdicts) / len(verdicts),
             "direction": 100 * sum(v.direction == d for v, (d, _) in zip(verdicts, cases)) / len(verdicts),
-            "character_by_direction": {d: sum(v.color == "orange" and v.shape == "star" for v, (dd, _) in zip(verdicts, cases)
-                                              if dd == d) for d in DIRECTIONS}}
+            "character_by_direction": {d: sum(v.color == "orange" and v.shape == "star"
+                                              for v, (dd, _) in zip(verdicts, cases) if dd == d) for d in DIRECTIONS}}
         print(label, "shots with the character, by direction:", results[label]["character_by_direction"],
               "of", {d: sum(dd == d for dd, _ in cases) for d in DIRECTIONS}, flush=True)
     w, wo = results["with LoRA"], results["without"]
     md = f"""## Character LoRA on the built-in model (orange star, trigger "sks")
 
-`.venv/bin/python -m benchmarks.bench_train_lora --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} --rank {args.rank} --schedule {args.schedule}{f" --shift {args.shift}" if args.shift is not None else ""}{f" --uncond-preservation {args.uncond_preservation}" if args.uncond_preservation is not None else ""}{f" --seed {args.seed}" if args.seed else ""} --threads {args.threads}`
+`.venv/bin/python -m benchmarks.bench_train_lora --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} \
+--rank {args.rank} --schedule {args.schedule}{f" --shift {args.shift}" if args.shift is not None else ""}\
+{f" --uncond-preservation {args.uncond_preservation}" if args.uncond_preservation is not None else ""}\
+{f" --seed {args.seed}" if args.seed else ""} --threads {args.threads}`
 
-24 training clips, {args.steps} steps of batch {args.batch_size}, rank {args.rank}, lr {args.lr} ({args.schedule}): trained in {minutes:.1f} min (target <= 15). {args.prompts} new prompts, new seeds:
+24 training clips, {args.steps} steps of batch {args.batch_size}, rank {args.rank}, lr {args.lr} ({args.schedule}): \
+trained in {minutes:.1f} min (target <= 15). {args.prompts} new prompts, new seeds:
 
 | | character's colour and shape | orange | star | direction right |
 |---|---|---|---|---|
-| with the LoRA | {w['character']:.0f} % (target >= 85) | {w['colour']:.0f} % | {w['shape']:.0f} % | {w['direction']:.0f} % (target >= 75) |
-| without | {wo['character']:.0f} % (target <= 10) | {wo['colour']:.0f} % | {wo['shape']:.0f} % | {wo['direction']:.0f} % |
+| with the LoRA | {w['character']:.0f} % (target >= 85) | {w['colour']:.0f} % | {w['shape']:.0f} % | \
+{w['direction']:.0f} % (target >= 75) |
+| without | {wo['character']:.0f} % (target <= 10) | {wo['colour']:.0f} % | {wo['shape']:.0f} % | \
+{wo['direction']:.0f} % |
 """
     if reported:
         write_section("train_lora", md, {"minutes": minutes, "results": results})

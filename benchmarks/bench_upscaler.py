@@ -61,7 +61,8 @@ def main() -> None:
         outs = {"x2": model.upscale(lr), "bicubic": bicubic2(lr), "lanczos": lanczos.upscale(lr)}
         scores = {k: psnr(v, hr) for k, v in outs.items()}
         gain = scores["x2"] - scores["bicubic"]
-        clip_gains = [psnr(outs["x2"][i:i + FRAMES], hr[i:i + FRAMES]) - psnr(outs["bicubic"][i:i + FRAMES], hr[i:i + FRAMES])
+        clip_gains = [psnr(outs["x2"][i:i + FRAMES], hr[i:i + FRAMES])
+                      - psnr(outs["bicubic"][i:i + FRAMES], hr[i:i + FRAMES])
                       for i in range(0, len(hr), FRAMES)]  # one per clip
         data["conditions"][name] = {"blur": blur, "crf": crf, "frames": len(hr), **scores, "gain_over_bicubic": gain,
                                     "clip_gains": clip_gains}

@@ -113,6 +113,26 @@ def judge_scores(videos: dict[str, np.ndarray], specs: dict) -> dict[str, float]
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    from diffusers import WanPipeline
+
+    note, work, film, specs, jobs = _film(args)
+    pipe = WanPipeline.from_pretrained(film.model.path, local_files_only=True, dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    engines, films, comps, compile_s = _warm_engines(args, pipe, film, jobs, work)
+    runs, rss, inside, ref_frames, raw_frames = _timed_rounds(args, pipe, jobs, engines, films, comps, work)
+    quality = _quality(engines, jobs, work, raw_frames, ref_frames, specs)
+    rows, data = _table_rows(args, jobs, runs, rss, quality)
+    outside = 100 * (1 - statistics.median(inside))
+    losses = _judge_losses(engines, quality, data)
+    md = _markdown(args, note, jobs[0], rows, compile_s, outside, losses)
+    write_section("vs_diffusers", md, {"runs": data, "outside_models_pct": outside, "note": note,
+                                       "compile_seconds": compile_s})
+    print(md)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line (module doc)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="shapes")
     parser.add_argument("--shots", type=int, default=8)
@@ -123,23 +143,29 @@ def main(argv: list[str] | None = None) -> None:
                         help="skip the row with [speed] weights = \"bf16\" (CPU bf16 compute)")
     parser.add_argument("--compile", action="store_true",
                         help="add rows with CPU bf16 + torch.compile (compile time reported apart, in the warm-up)")
-    args = parser.parse_args(argv)
-    from diffusers import WanPipeline
+    return parser.parse_args(argv)
 
+
+def _film(args: argparse.Namespace):
+    """(the model's note, a fresh work folder, the film of --shots world prompts, each shot's world spec by shot
+    id, the film's jobs)."""
     from reel.models.shapes.world import sample_prompts
 
     model, note = model_under_test(args.model)
     work = Path(tempfile.mkdtemp(prefix="reel-bench-vs-"))
     prompts = sample_prompts(args.shots, seed=11)
-    spec = {"film": {"model": model, "seed": 7}, "shots": [{"id": f"s{i}", "prompt": p} for i, (p, _) in enumerate(prompts)]}
+    spec = {"film": {"model": model, "seed": 7},
+            "shots": [{"id": f"s{i}", "prompt": p} for i, (p, _) in enumerate(prompts)]}
     film = film_from_dict(spec, work / "film.toml")
     specs = {f"s{i}": s for i, (_, s) in enumerate(prompts)}
-    jobs = build_plan(film).jobs
+    return note, work, film, specs, build_plan(film).jobs
+
+
+def _warm_engines(args: argparse.Namespace, pipe, film, jobs, work: Path):
+    """(engines by row name, films by row name, the fp32 engine's components, torch.compile seconds or None):
+    every engine loaded and warmed up, and diffusers too (first-call costs out of the measurement)."""
     cached_film = dataclasses.replace(film, speed=dataclasses.replace(film.speed, step_cache=args.step_cache))
     bf16_film = dataclasses.replace(film, speed=dataclasses.replace(film.speed, weights="bf16"))
-
-    pipe = WanPipeline.from_pretrained(film.model.path, local_files_only=True, dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
     engine = Engine("cpu")
     engine.prepare(build_plan(film))
     _, comps = engine.load(film.model)
@@ -166,7 +192,13 @@ def main(argv: list[str] | None = None) -> None:
         for name in ("reel_bf16_compile", "reel_bf16_compile_cache"):
             engines[name].render(build_plan(films[name], batch_size=args.batch_size, only=full), work / f"warm-{name}")
         compile_s = time.perf_counter() - t
+    return engines, films, comps, compile_s
 
+
+def _timed_rounds(args: argparse.Namespace, pipe, jobs, engines: dict, films: dict, comps, work: Path):
+    """--rounds of every run, in alternating order, each with a cold prompt cache: (seconds by run, peak RSS
+    growth by run in MiB, reel's share of wall time inside the models per round, diffusers' float frames by
+    shot id (F, H, W, 3), each reel run's frames before encoding by shot id (F, H, W, 3) uint8, round 0)."""
     runs = {"diffusers": [], **{name: [] for name in engines}}
     rss = {k: [] for k in runs}
     inside = []
@@ -197,8 +229,12 @@ def main(argv: list[str] | None = None) -> None:
                 timer.remove()
             if r == 0 and name != "diffusers":
                 raw_frames[name] = {sid: np.concatenate(chunks) for sid, chunks in raw.items()}
+    return runs, rss, inside, ref_frames, raw_frames
 
-    # quality: reel's frames before encoding against diffusers' frames (parity), and its decoded H.264 clips
+
+def _quality(engines: dict, jobs, work: Path, raw_frames: dict, ref_frames: dict, specs: dict) -> dict:
+    """By run: PSNR of reel's frames before encoding against diffusers' frames (parity) and of its decoded H.264
+    clips, and the judge's scores (diffusers: the judge only)."""
     quality = {}
     for name in engines:
         out = work / f"r0-{name}"
@@ -207,8 +243,13 @@ def main(argv: list[str] | None = None) -> None:
             "psnr_db": statistics.mean(psnr(raw_frames[name][s], np.round(ref_frames[s] * 255)) for s in decoded),
             "psnr_after_h264_db": statistics.mean(psnr(decoded[s], np.round(ref_frames[s] * 255)) for s in decoded),
             "judge": judge_scores(decoded, specs)}
-    ref_u8 = {s: (np.round(v * 255)).astype(np.uint8) for s, v in ref_frames.items()}
+    ref_u8 = {s: (np.round(v * 255)).astype(np.uint8) for s, v in ref_frames.items()}  # (F, H, W, 3) uint8
     quality["diffusers"] = {"psnr_db": None, "judge": judge_scores(ref_u8, specs)}
+    return quality
+
+
+def _table_rows(args: argparse.Namespace, jobs, runs: dict, rss: dict, quality: dict) -> tuple[list[str], dict]:
+    """(the markdown table's rows, the JSON's runs): one per run that ran, medians over the rounds."""
     job = jobs[0]
     total_frames = sum(j.frames for j in jobs)
     rows, data = [], {}
@@ -233,7 +274,12 @@ def main(argv: list[str] | None = None) -> None:
                     f"{total_frames / med:.1f} | {d_med / med:.2f}x | {statistics.median(rss[name]):.0f} MiB | "
                     f"{psnr_txt} | {judge_txt} |")
         data[name] = {"seconds": runs[name], "rss_growth_mib": rss[name], **q}
-    outside = 100 * (1 - statistics.median(inside))
+    return rows, data
+
+
+def _judge_losses(engines: dict, quality: dict, data: dict) -> list[str]:
+    """Each reel run's judge scores against diffusers' own frames (positive = reel scores lower), one line each;
+    the drops are added to `data`. Empty without the judge."""
     ref_judge = quality["diffusers"]["judge"]
     losses = []
     if ref_judge:
@@ -244,12 +290,26 @@ def main(argv: list[str] | None = None) -> None:
             worst = max(drop, key=drop.get)
             losses.append(f"{name}: largest drop {drop[worst]:+.1f} points ({worst}), mean "
                           f"{statistics.mean(drop.values()):+.1f}")
-    md = f"""## reel vs diffusers' WanPipeline{note}
+    return losses
 
-`.venv/bin/python -m benchmarks.bench_vs_diffusers --shots {args.shots} --rounds {args.rounds} --batch-size {args.batch_size} --step-cache {args.step_cache}{'' if args.bf16 else ' --no-bf16'}{' --compile' if args.compile else ''}`
 
-{args.shots} shots of {job.width}x{job.height}, {job.frames} frames, {job.steps} steps, guidance {job.guidance}, same weights
-and seeds, CPU fp32 (bf16 only where the row says so), one process, {args.rounds} interleaved rounds (median). Seconds per step = film time / (shots x steps),
+def _markdown(args: argparse.Namespace, note: str, job, rows: list[str], compile_s: float | None, outside: float,
+              losses: list[str]) -> str:
+    """The `vs_diffusers` section of benchmarks/RESULTS.md."""
+    command = (f"`.venv/bin/python -m benchmarks.bench_vs_diffusers --shots {args.shots} --rounds {args.rounds} "
+               f"--batch-size {args.batch_size} --step-cache {args.step_cache}{'' if args.bf16 else ' --no-bf16'}"
+               f"{' --compile' if args.compile else ''}`")
+    setup = (f"{args.shots} shots of {job.width}x{job.height}, {job.frames} frames, {job.steps} steps, guidance "
+             f"{job.guidance}, same weights\nand seeds, CPU fp32 (bf16 only where the row says so), one process, "
+             f"{args.rounds} interleaved rounds (median). Seconds per step = film time / (shots x steps),")
+    compiled = (f"torch.compile rows: compiling took {compile_s:.0f} s once per process (two warm-up batches, "
+                "outside the timed rounds; inductor's on-disk cache shortens it in later processes).\n\n"
+                if compile_s else "")
+    return f"""## reel vs diffusers' WanPipeline{note}
+
+{command}
+
+{setup}
 so it includes text encoding, decoding and encoding. PSNR: reel's frames (before encoding; and its H.264 clips
 decoded) against diffusers' frames.
 
@@ -257,14 +317,11 @@ decoded) against diffusers' frames.
 |---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-{f"torch.compile rows: compiling took {compile_s:.0f} s once per process (two warm-up batches, outside the timed rounds; inductor's on-disk cache shortens it in later processes)." + chr(10) + chr(10) if compile_s else ""}Share of reel's wall time outside the text encoder, transformer and VAE: {outside:.1f} % (target <= 10 %).
+{compiled}Share of reel's wall time outside the text encoder, transformer and VAE: {outside:.1f} % (target <= 10 %).
 
 Judge scores against diffusers' own frames (positive = reel scores lower; target for the step cache <= 2 points):
 {chr(10).join("- " + x for x in losses) or "- judge n/a"}
 """
-    write_section("vs_diffusers", md, {"runs": data, "outside_models_pct": outside, "note": note,
-                                       "compile_seconds": compile_s})
-    print(md)
 
 
 if __name__ == "__main__":

@@ -116,7 +116,8 @@ def main(argv=None) -> int:
     rows[f"grammar ({args.n})"] = score(verdicts[: args.n], specs[: args.n])
     psnr = vae_psnr(pipe.vae, args.psnr_clips)
     result = {
-        "weights": str(args.weights), "prompt_seed": args.prompt_seed, "steps": steps, "guidance": guidance, "rows": rows,
+        "weights": str(args.weights), "prompt_seed": args.prompt_seed, "steps": steps, "guidance": guidance,
+        "rows": rows,
         "vae_psnr_db": psnr, "seconds_per_clip": seconds, "threads": args.threads,
         "misses": [
             {"prompt": p, "read": f"{v.color} {v.shape} moving {v.direction} on {v.background}"}

@@ -143,7 +143,8 @@ def main() -> None:
 | runs (killed mid-render) | {len(results)} ({len(killed)}) |
 | files under a final name that did not decode fully | {sum(len(r.truncated) for r in results)} |
 | shots finished before the kill | {sum(r.finished_before for r in killed)} |
-| of those, reused by the resume (not rendered again) | {sum(min(r.reused_on_resume, r.finished_before) for r in killed)} |
+| of those, reused by the resume (not rendered again) | \
+{sum(min(r.reused_on_resume, r.finished_before) for r in killed)} |
 | resumed films equal to the uninterrupted film (pixels) | {sum(r.film_equal for r in results)} / {len(results)} |
 """
     write_section("kill", md, {"runs": [r.__dict__ for r in results]})

@@ -30,7 +30,8 @@ def line_plot(title: str, xs: list[float], ys: list[float], out: Path, xlabel: s
     y0, y1 = min(ly), max(ly) if max(ly) > min(ly) else min(ly) + 1
 
     def p(x, y):
-        return (pad + (x - x0) / (x1 - x0) * (width - 2 * pad), height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad))
+        return (pad + (x - x0) / (x1 - x0) * (width - 2 * pad),
+                height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad))
 
     d.rectangle([pad, pad, width - pad, height - pad], outline="black")
     pts = [p(x, y) for x, y in zip(lx, ly)]

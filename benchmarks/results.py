@@ -41,7 +41,8 @@ def write_section(name: str, markdown: str, data: dict) -> None:
     """Replace (or append) section `name` in RESULTS.md and write benchmarks/results/NAME.json."""
     info = machine()
     body = (f"<!-- {name} -->\n{markdown.rstrip()}\n\n_Machine: {info['cores']} cores ({info['cpu']}), "
-            f"torch {info['torch']} with {info['torch_threads']} threads, CUDA {info['cuda']}; commit {info['commit']}; "
+            f"torch {info['torch']} with {info['torch_threads']} threads, CUDA {info['cuda']}; "
+            f"commit {info['commit']}; "
             f"{info['date']}._\n<!-- /{name} -->\n")
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->\n"
@@ -58,11 +59,6 @@ def write_section(name: str, markdown: str, data: dict) -> None:
 
 
 def model_under_test(ref: str) -> tuple[str, str]:
-    """(model to load, note for the section title): the built-in model, or while it has no weights, a tiny
-    random Wan model — said in the title so nobody mistakes those numbers for the real model's."""
-    if ref != "shapes":
-        return ref, ""
-    from reel.engine.demo import demo_model_override
-
-    override = demo_model_override(lambda msg: None)
-    return (override, " (built-in model untrained: tiny RANDOM Wan model)") if override else (ref, "")
+    """(model to load, note for the section title). The built-in model ships trained weights, so the note is
+    empty; it stays for sections whose model needs a word in the title."""
+    return ref, ""

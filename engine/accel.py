@@ -1,53 +1,24 @@
-"""Opt-in speed-ups, each an `apply_x(module, config)`-style wrapper with a parity or quality test.
+"""Opt-in speed-ups, each an `apply_x(module, config)`-style hook or processor that comes off again, with a
+parity or quality test (diffusers' HookRegistry pattern; nothing replaces a module's forward).
 
     speed = SpeedConfig(step_cache=0.05, cfg_skip_last=0.25, attention="auto", threads=2)
-    apply_load_time(components, speed)         # attention backend, threads, compile, offload, VAE tiling
+    apply_load_time(components, speed, family=f)   # attention backend, CPU fast paths, fused kernels, memory, compile
     with step_cache_session(transformer, speed) as step:   # First-Block-Cache per trajectory
         ...
 
-From the spec's `[speed]` table or the CLI (flags win):
-    step_cache      First-Block-Cache threshold (diffusers' hook): reuse the blocks' residual when the first
-                    block's output barely changed since the last computed step (0.05-0.1 typical; off by default)
-    cfg_skip_last   fraction of the final steps that skip the unconditional pass (guidance off there)
-    attention       auto | sdpa | flash-attn | xformers | sageattention (kernels/attention.py)
-    compile         torch.compile the transformer (slow first call; for long renders)
-    threads         CPU threads for torch (default: torch's own choice)
-    offload         auto | none | model | group: keep weights on the CPU and move them in per model or per block
-    vae_tiling      auto | true | false: decode in spatial tiles (bounded VRAM, whole clip at once)
-    weights         auto | bf16 | fp16 | fp8: transformer weight storage on CUDA (fp8: layerwise casting,
-                    computed in bf16). On the CPU, "bf16" runs the transformer and text encoder in bf16 and
-                    the VAE decode under bf16 autocast (fast on CPUs with AVX512-BF16/AMX; changes pixels
-                    slightly: ~50 dB against fp32 on the built-in model); the scheduler math stays fp32. "auto" (CUDA only) asks the estimator (engine/estimate.py) for the
-                    film's peak VRAM and turns on the first of tiling, fp8, model offload, group offload that
-                    fits in the free memory; on the CPU nothing changes.
-    fused_kernels   auto | on | off: Triton RMSNorm, rotary and adaLN kernels (CUDA with triton). auto leaves them
-                    off until a GPU measurement shows them faster than diffusers' ops (none does yet: see
-                    FUSED_AUTO_OFF); on uses them, or fails with every reason they cannot run
+The settings themselves, and what each one does, are engine/speed.py's.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import Literal
+import weakref
 
-from pydantic import BaseModel, ConfigDict, Field
+from reel.engine.speed import SpeedConfig, SpeedSection
 
-
-class SpeedSection(BaseModel):
-    """The `[speed]` table of a film spec (validated, strict)."""
-
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
-
-    step_cache: float | None = Field(None, gt=0.0, le=1.0)
-    cfg_skip_last: float = Field(0.0, ge=0.0, le=1.0)
-    attention: str = "auto"
-    compile: bool = False
-    threads: int | None = Field(None, ge=1, le=512)
-    offload: Literal["auto", "none", "model", "group"] = "auto"
-    vae_tiling: bool | Literal["auto"] = "auto"
-    weights: Literal["auto", "bf16", "fp16", "fp8"] = "auto"
-    fused_kernels: Literal["auto", "on", "off"] = "auto"
+__all__ = ["FUSED_AUTO_OFF", "SpeedConfig", "SpeedSection", "apply_cpu_fast_paths", "apply_load_time",
+           "apply_offload", "apply_threads", "auto_batch_size", "choose_memory", "plan_memory",
+           "remove_cpu_fast_paths", "step_cache_session"]
 
 
 # What `fused_kernels = "auto"` does on CUDA, and why. On one H200 (2026-12-04, Wan 2.1 1.3B size, 832x480x81)
@@ -55,23 +26,6 @@ class SpeedSection(BaseModel):
 # built a new Triton function; that is fixed (one build per process), but no GPU has measured the fix, so auto
 # stays off until a recorded measurement shows them faster.
 FUSED_AUTO_OFF = "off (auto: no GPU measurement shows them faster than diffusers' ops; fused_kernels = \"on\" to try)"
-
-
-@dataclass(frozen=True)
-class SpeedConfig:
-    step_cache: float | None = None
-    cfg_skip_last: float = 0.0
-    attention: str = "auto"
-    compile: bool = False
-    threads: int | None = None
-    offload: str = "auto"
-    vae_tiling: bool | str = "auto"
-    weights: str = "auto"
-    fused_kernels: str = "auto"  # Triton RMSNorm/rotary/adaLN (kernels/): auto = off until measured faster
-
-    def cfg_steps(self, steps: int) -> int:
-        """How many leading steps run the unconditional pass."""
-        return steps - int(round(steps * self.cfg_skip_last))
 
 
 def apply_threads(speed: SpeedConfig) -> None:
@@ -86,8 +40,10 @@ def choose_memory(mem: dict, free_bytes: float, weights_fp8_saving: float) -> di
     tiling), model offload, group offload (each with tiling when that is what fits)."""
     plans = [("none", False, "bf16", mem["peak"]), ("none", True, "bf16", mem["peak, tiled VAE"]),
              ("none", True, "fp8", mem["peak, tiled VAE"] - weights_fp8_saving),
-             ("model", False, "bf16", mem["peak, offload model"]), ("model", True, "bf16", mem["peak, offload model, tiled VAE"]),
-             ("group", False, "bf16", mem["peak, offload group"]), ("group", True, "bf16", mem["peak, offload group, tiled VAE"])]
+             ("model", False, "bf16", mem["peak, offload model"]),
+             ("model", True, "bf16", mem["peak, offload model, tiled VAE"]),
+             ("group", False, "bf16", mem["peak, offload group"]),
+             ("group", True, "bf16", mem["peak, offload group, tiled VAE"])]
     for offload, tiled, weights, peak in plans:
         if peak <= free_bytes:
             return {"offload": offload, "vae_tiling": tiled, "weights": weights,
@@ -128,10 +84,23 @@ def apply_load_time(components, speed: SpeedConfig, film=None, *, family=None) -
     applied = {}
     head_dim = int(tr.config.attention_head_dim)
     name, passed = select_backend(speed.attention, components.device, components.dtype, head_dim)
+    # 1. what cannot run fails before anything changes
+    fused = speed.fused_kernels == "on" and _check_fused(components, family)
+    cpu_paths = _cpu_fast_paths_on(components, speed, family)
     apply_backend(tr, name)
     applied["attention"] = name
     if passed:
         applied["attention_passed_over"] = passed
+    # 2. hooks and processors, before offloading and layerwise casting (their hooks must wrap these)
+    if cpu_paths:
+        applied["cpu_fast_paths"] = apply_cpu_fast_paths(components, family)
+    if fused:
+        from reel.kernels.wan_fused import apply_fused_kernels
+
+        applied["fused_kernels"] = apply_fused_kernels(tr)
+    elif speed.fused_kernels == "auto" and components.device.type == "cuda":
+        applied["fused_kernels"] = FUSED_AUTO_OFF
+    # 3. memory: weight storage, offloading, VAE tiling; then compile
     memory = plan_memory(components, speed, film) if components.device.type == "cuda" else \
         {"offload": "none" if speed.offload == "auto" else speed.offload, "vae_tiling": speed.vae_tiling is True,
          "weights": "bf16" if speed.weights == "auto" else speed.weights}
@@ -151,22 +120,59 @@ def apply_load_time(components, speed: SpeedConfig, film=None, *, family=None) -
     if memory["vae_tiling"]:
         components.vae.enable_tiling()
         applied["vae_tiling"] = True
-    if speed.fused_kernels == "on":
-        from reel.kernels.attention import BackendError
-        from reel.kernels.wan_fused import apply_fused_kernels, fused_reasons
-
-        reasons = fused_reasons(components.device)
-        if family is None or not family.fused_kernels:
-            reasons.append(f"the fused kernels cover Wan transformers, not {family.name if family else 'this'} ones")
-        if reasons:
-            raise BackendError("fused_kernels = on cannot run here: " + "; ".join(reasons))
-        applied["fused_kernels"] = apply_fused_kernels(tr)
-    elif speed.fused_kernels == "auto" and components.device.type == "cuda":
-        applied["fused_kernels"] = FUSED_AUTO_OFF
     if speed.compile:
         tr.compile()  # nn.Module.compile: in place, torch.compile under the hood
         applied["compile"] = True
     return applied
+
+
+def _check_fused(components, family) -> bool:
+    """True, or BackendError with every reason `fused_kernels = "on"` cannot run for these components."""
+    from reel.kernels.attention import BackendError
+    from reel.kernels.wan_fused import fused_reasons
+
+    reasons = fused_reasons(components.device)
+    if family is None or not family.fused_kernels:
+        reasons.append(f"the fused kernels cover Wan transformers, not {family.name if family else 'this'} ones")
+    if reasons:
+        raise BackendError("fused_kernels = on cannot run here: " + "; ".join(reasons))
+    return True
+
+
+def _cpu_fast_paths_on(components, speed: SpeedConfig, family) -> bool:
+    """Whether `cpu_fast_paths` asks for them here: auto on a CPU render of a family they cover, on anywhere."""
+    covered = family is not None and family.cpu_fast_paths
+    if speed.cpu_fast_paths == "on" and not covered:
+        from reel.kernels.attention import BackendError
+
+        raise BackendError(f"cpu_fast_paths = on cannot run here: they cover Wan models, not "
+                           f"{family.name if family else 'this'} ones")
+    return covered and (speed.cpu_fast_paths == "on" or
+                        (speed.cpu_fast_paths == "auto" and components.device.type == "cpu"))
+
+
+def apply_cpu_fast_paths(components, family) -> dict:
+    """The CPU fast paths on a loaded model of a family with `cpu_fast_paths`: hooks on the VAE's channel norms
+    (kernels/channel_norm.py) and a processor on every expert's self-attention (kernels/wan_cpu.py). Same values
+    as diffusers' modules within a few fp32 ulps. Returns how many modules each changed (for the manifest)."""
+    from reel.kernels.channel_norm import apply_fast_vae_norms
+    from reel.kernels.wan_cpu import apply_cpu_attention
+    from reel.models.family import family_module
+
+    experts = family_module(family).experts(components).values()
+    return {"vae_norms": apply_fast_vae_norms(components.vae),
+            "self_attention": sum(apply_cpu_attention(tr) for tr in experts)}
+
+
+def remove_cpu_fast_paths(components, family) -> dict:
+    """Take the CPU fast paths off again: diffusers' own modules, exactly; returns how many modules each restored."""
+    from reel.kernels.channel_norm import remove_fast_vae_norms
+    from reel.kernels.wan_cpu import remove_cpu_attention
+    from reel.models.family import family_module
+
+    experts = family_module(family).experts(components).values()
+    return {"vae_norms": remove_fast_vae_norms(components.vae),
+            "self_attention": sum(remove_cpu_attention(tr) for tr in experts)}
 
 
 def apply_offload(components, kind: str) -> str:
@@ -191,28 +197,48 @@ def apply_offload(components, kind: str) -> str:
     return "model"
 
 
+# transformer -> the First-Block-Cache threshold reel enabled on it (diffusers has no public getter for the config)
+_STEP_CACHE_THRESHOLD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 @contextlib.contextmanager
 def step_cache_session(transformer, speed: SpeedConfig):
     """Enable First-Block-Cache for one trajectory (state reset at start); yields `context(step, total, cfg)`
-    returning the cache context to run each model call in (a no-op context when the cache is off)."""
+    returning the cache context to run each model call in (a no-op context when the cache is off).
+
+    diffusers' public CacheMixin API only: enable_cache, disable_cache, is_cache_enabled, cache_context. The cache
+    stays enabled between trajectories with the same threshold (its hooks stay in place); its state is reset at
+    the start and end of each (`_reset_step_cache`)."""
+    enabled = getattr(transformer, "is_cache_enabled", False)
     if speed.step_cache is None:
-        if getattr(transformer, "is_cache_enabled", False):  # an earlier cached render on this engine
+        if enabled:  # an earlier cached render on this engine
             transformer.disable_cache()
+            _STEP_CACHE_THRESHOLD.pop(transformer, None)
         yield lambda step, total, batched_cfg: contextlib.nullcontext()
         return
     from diffusers.hooks import FirstBlockCacheConfig
 
-    current = getattr(transformer, "_cache_config", None)
-    if current is not None and getattr(current, "threshold", None) != speed.step_cache:
+    if enabled and _STEP_CACHE_THRESHOLD.get(transformer) != speed.step_cache:  # another threshold, or not ours
         transformer.disable_cache()
     if not transformer.is_cache_enabled:
         transformer.enable_cache(FirstBlockCacheConfig(threshold=speed.step_cache))
-    transformer._reset_stateful_cache()
+        _STEP_CACHE_THRESHOLD[transformer] = speed.step_cache
+    _reset_step_cache(transformer)
     try:
         yield lambda step, total, batched_cfg: transformer.cache_context(
             "cfg" if batched_cfg else "cond", step_index=step, num_inference_steps=total)
     finally:
-        transformer._reset_stateful_cache()
+        _reset_step_cache(transformer)
+
+
+def _reset_step_cache(transformer) -> None:
+    """Forget the residuals First-Block-Cache kept from the last trajectory, so each trajectory is deterministic.
+
+    diffusers offers this only as the private `CacheMixin._reset_stateful_cache()`; this is its body, through the
+    public HookRegistry API. tests/engine/test_speed.py (two cached trajectories in a row) covers it."""
+    from diffusers.hooks import HookRegistry
+
+    HookRegistry.check_if_exists_or_initialize(transformer).reset_stateful_hooks(recurse=True)
 
 
 def auto_batch_size(film, device: str = "auto", preview: bool = False, cap: int = 8) -> int:

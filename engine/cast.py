@@ -128,7 +128,8 @@ def parse_character(name: str, data: object, source: Path, where: str, problems:
     if isinstance(weight, tuple) and not weight:
         problems.append((f"{where}.weight", "an empty schedule — give a number or a list of keyframes"))
     low = []
-    low_files = [] if sec.lora_low is None else ([sec.lora_low] if isinstance(sec.lora_low, str) else list(sec.lora_low))
+    low_files = [] if sec.lora_low is None else ([sec.lora_low] if isinstance(sec.lora_low, str)
+                                                 else list(sec.lora_low))
     for f in low_files:
         path = Path(f).expanduser()
         path = path if path.is_absolute() else (source.parent / path)

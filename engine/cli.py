@@ -66,11 +66,12 @@ def _parse_shots(shots: str | None) -> list[str] | None:
 def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, quiet: bool,
             batch_size: str, model: str | None = None, characters: Path | None = None, preview: bool = False,
             speed: dict | None = None, cluster: str | None = None, workers: int | None = None):
-    from reel.engine.characters import LoraError
+    from reel.engine.lora_bank import LoraError
     from reel.engine.load_errors import ModelLoadError
     from reel.engine.post.encode import EncodeError
     from reel.engine.progress import RenderProgress
-    from reel.engine.runtime import DeviceError, Engine, OutOfMemory
+    from reel.engine.devices import DeviceError
+    from reel.engine.runtime import Engine, OutOfMemory
     from reel.engine.store import BusyError
 
     # 1. everything that can be checked before a file is written
@@ -212,7 +213,7 @@ def upscale(
 ) -> None:
     """Upscale a video frame by frame (tiled, streamed: memory does not grow with its length)."""
     from reel.engine.post.upscale import UpscaleError, load_upscaler, upscale_video
-    from reel.engine.runtime import DeviceError, pick_device
+    from reel.engine.devices import DeviceError, pick_device
 
     try:
         upscaler = load_upscaler(model, pick_device(device))
@@ -304,9 +305,11 @@ def _step_printer(total: int):
 def train_lora_cmd(
     dataset: Path = typer.Argument(..., help="Folder of clips (.mp4 .webm .gif) and/or images (.png .jpg .webp), "
                                    "each with a same-name .txt caption; optional dataset.toml."),
-    base: str = typer.Option(None, "--base", help="Base model: a built-in name (default shapes) or a diffusers folder."),
+    base: str = typer.Option(None, "--base", help="Base model: a built-in name (default shapes) or a diffusers "
+                             "folder."),
     trigger: str = typer.Option(None, "--trigger", help="The word the captions use for the character, e.g. sks."),
-    out: Path = typer.Option(None, "--out", help="The LoRA file to write (.safetensors); a ComfyUI copy goes beside it."),
+    out: Path = typer.Option(None, "--out", help="The LoRA file to write (.safetensors); a ComfyUI copy goes "
+                             "beside it."),
     config: Path = typer.Option(None, "--config", help="A TOML file of training settings; flags override it."),
     rank: int = typer.Option(None, "--rank", help="LoRA rank (default 16)."),
     alpha: float = typer.Option(None, "--alpha", help="LoRA alpha (default 16)."),
@@ -352,7 +355,8 @@ def train_lora_cmd(
              "rank": rank, "alpha": alpha, "steps": steps, "lr": lr, "batch_size": batch_size,
              "grad_accum": grad_accum, "schedule": schedule, "warmup_steps": warmup_steps, "frames": frames,
              "width": width, "height": height, "extract": extract, "repeats": repeats, "seed": seed,
-             "uncond_preservation": uncond_preservation, "checkpoint_every": checkpoint_every, "validate_every": validate_every,
+             "uncond_preservation": uncond_preservation, "checkpoint_every": checkpoint_every,
+             "validate_every": validate_every,
              "work_dir": str(work_dir) if work_dir else None, "device": device,
              "gradient_checkpointing": gradient_checkpointing, "mixed_precision": mixed_precision}
     say = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
@@ -451,11 +455,9 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
     """Render the demo film (examples/demo.toml) with the built-in model, plus a contact sheet PNG."""
-    from reel.engine.demo import demo_model_override
     from reel.engine.post.contact import contact_sheet
 
-    override = demo_model_override(lambda msg: typer.echo(msg, err=True))
-    film, result = _render(DEMO_SPEC, out, force, None, device, quiet, 1, override)
+    film, result = _render(DEMO_SPEC, out, force, None, device, quiet, 1)
     sheet = contact_sheet([(s.shot_id, s.video) for s in result.shots], out / "contact_sheet.png")
     if not quiet:
         typer.echo(f"demo: {result.film_video} and {sheet}")

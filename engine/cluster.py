@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from reel.engine.plan import RenderPlan, ShotJob
@@ -78,15 +78,15 @@ class ShotWorker:
     def render(self, plan: RenderPlan, jobs: tuple[ShotJob, ...], sources: dict[str, bytes]) -> list[dict]:
         """Render one batch; `sources` are the clips that continue_from shots start from (sent by the driver)."""
         engine = self.engine
-        engine._film, engine._film_characters = plan.film, plan.film.characters
-        engine.prepare(RenderPlan(plan.film, jobs, (jobs,), plan.preview))
+        batch_plan = replace(plan, jobs=jobs, batches=(jobs,))
+        engine.prepare(batch_plan)
         store = RenderStore(self.scratch / "store", ext=_ext(plan))
         store.prepare()
         for shot_id, data in sources.items():
             store.shot_video(shot_id).write_bytes(data)
         whash = engine.weights_hash(plan.film.model)
         lhash = {p: engine.file_hash(p) for j in jobs for _, p, _ in j.adapters}
-        results = engine.render_resilient(plan.film.model, jobs, store, whash, lhash)
+        results = engine.render_resilient(batch_plan, jobs, store, whash, lhash)
         for shot_id in sources:
             store.shot_video(shot_id).unlink(missing_ok=True)
         files = []
@@ -114,7 +114,8 @@ class Event:
 
 
 def render_on_cluster(plan: RenderPlan, out_dir: Path, address: str = "local", workers: int | None = None,
-                      force: bool = False, progress=None, on_event: Callable[[Event], None] | None = None) -> FilmResult:
+                      force: bool = False, progress=None,
+                      on_event: Callable[[Event], None] | None = None) -> FilmResult:
     """Render the plan's batches on Ray actors, write results into the store, assemble the film."""
     ray, started = connect(address, workers)
     out_dir = Path(out_dir)
@@ -139,30 +140,15 @@ def _render(ray, plan, store: RenderStore, workers, force, progress, emit) -> Fi
 
     progress = progress or RenderProgress(quiet=True)
     driver = Engine("cpu", progress=progress)  # bookkeeping only: fingerprints, audio checks, assembly
-    film = plan.film
-    driver._film, driver._film_characters = film, film.characters
     driver.check_inputs(plan)
-    results: dict[str, ShotResult] = {}
-    queue: list[tuple[ShotJob, ...]] = []
-    for batch in plan.batches:
-        todo = [j for j in batch if force or store.finished_shot(j.shot_id, driver.fingerprint(j)) is None]
-        for j in batch:
-            if j not in todo:
-                results[j.shot_id] = ShotResult(j.shot_id, store.shot_video(j.shot_id), store.shot_manifest(j.shot_id),
-                                                "reused")
-                emit(Event("reused", (j.shot_id,), -1))
-        if todo:
-            queue.append(tuple(todo))
+    results, queue = driver.reusable(plan, store, force)  # the runtime's own resume rule
+    for shot_id in results:
+        emit(Event("reused", (shot_id,), -1))
     progress.film(len(plan.jobs))
     for _ in results:
         progress.shot_done("")
     # 1. actors: one per GPU, else one per CPU slot
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    count = workers or max(1, gpus or int(ray.cluster_resources().get("CPU", 1)))
-    count = max(1, min(count, len(queue) or 1))
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // count)
-    actor_cls = ray.remote(num_gpus=1)(ShotWorker) if gpus else ray.remote(num_cpus=cpus)(ShotWorker)
-    actors = [actor_cls.remote(None if gpus else cpus) for _ in range(count)]
+    actors, new_actor = _actors(ray, workers, len(queue))
     last_set: dict[int, tuple] = {}
     tries: dict[tuple[str, ...], int] = {}
     running: dict[object, tuple[int, tuple[ShotJob, ...]]] = {}
@@ -202,7 +188,7 @@ def _render(ray, plan, store: RenderStore, workers, force, progress, emit) -> Fi
         except ray.exceptions.RayActorError as err:
             if tries[ids] >= MAX_TRIES:
                 raise ClusterError(f"shots {', '.join(ids)} failed on {MAX_TRIES} workers; last: {err}") from None
-            actors[idx] = actor_cls.remote(None if gpus else cpus)
+            actors[idx] = new_actor()
             last_set.pop(idx, None)
             queue.insert(0, batch)
             emit(Event("replaced", ids, idx, detail=type(err).__name__))
@@ -213,14 +199,8 @@ def _render(ray, plan, store: RenderStore, workers, force, progress, emit) -> Fi
             if isinstance(cause, ValueError):  # an input a worker refused (LoRA, upscaler, ...): exit 2
                 raise WorkerInputError(str(cause)) from None
             raise ClusterError(f"shots {', '.join(ids)} failed: {cause or err}") from None
-        for f in files:  # old manifest out, clip in, then its manifest: a clip never sits beside a stale manifest
-            store.shot_manifest(f["shot_id"]).unlink(missing_ok=True)
-            for name, data in ((store.shot_video(f["shot_id"]), f["video"]),
-                               (store.shot_manifest(f["shot_id"]), f["manifest"])):
-                with atomic_path(name) as tmp:
-                    tmp.write_bytes(data)
-            results[f["shot_id"]] = ShotResult(f["shot_id"], store.shot_video(f["shot_id"]),
-                                               store.shot_manifest(f["shot_id"]), "rendered", f["timings"])
+        for f in files:
+            results[f["shot_id"]] = _store_shot(store, f)
             progress.shot_done(f"shot {f['shot_id']}: rendered on worker {idx} ({f['device']}), "
                                f"{f['timings']['total_s']:.2f} s")
         emit(Event("finished", ids, idx))
@@ -230,5 +210,31 @@ def _render(ray, plan, store: RenderStore, workers, force, progress, emit) -> Fi
     for actor in actors:
         ray.kill(actor)
     ordered = tuple(results[j.shot_id] for j in plan.jobs)
-    return driver._assemble(plan, store, driver.weights_hash(film.model), ordered, force)
+    return driver.assemble(plan, store, ordered, force)
+
+
+def _store_shot(store: RenderStore, f: dict) -> ShotResult:
+    """A worker's clip and manifest into the store: old manifest out, clip in, then its manifest (a clip never
+    sits beside a stale manifest)."""
+    store.shot_manifest(f["shot_id"]).unlink(missing_ok=True)
+    for name, data in ((store.shot_video(f["shot_id"]), f["video"]),
+                       (store.shot_manifest(f["shot_id"]), f["manifest"])):
+        with atomic_path(name) as tmp:
+            tmp.write_bytes(data)
+    return ShotResult(f["shot_id"], store.shot_video(f["shot_id"]), store.shot_manifest(f["shot_id"]), "rendered",
+                      f["timings"])
+
+
+def _actors(ray, workers: int | None, batches: int):
+    """(the actors, a function that starts one more): one per GPU, else one per CPU slot."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    count = workers or max(1, gpus or int(ray.cluster_resources().get("CPU", 1)))
+    count = max(1, min(count, batches or 1))
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // count)
+    actor_cls = ray.remote(num_gpus=1)(ShotWorker) if gpus else ray.remote(num_cpus=cpus)(ShotWorker)
+
+    def new_actor():
+        return actor_cls.remote(None if gpus else cpus)
+
+    return [new_actor() for _ in range(count)], new_actor
 

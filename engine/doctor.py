@@ -67,7 +67,8 @@ def _ffmpeg_lines() -> list[str]:
     except Exception as err:
         return [f"  ffmpeg: MISSING ({err}) — pip install imageio-ffmpeg"]
     have = available_encoders()
-    codecs = ", ".join(f"{name} {'ok' if any(e in have for e in c.encoders) else 'missing'}" for name, c in CODECS.items())
+    codecs = ", ".join(f"{name} {'ok' if any(e in have for e in c.encoders) else 'missing'}"
+                       for name, c in CODECS.items())
     return [f"  ffmpeg: {exe}", f"  encoders: {codecs}"]
 
 
@@ -85,7 +86,8 @@ def doctor_report() -> str:
         for i in range(torch.cuda.device_count()):
             free, total = torch.cuda.mem_get_info(i)
             cap = torch.cuda.get_device_capability(i)
-            lines.append(f"  GPU {i}: {torch.cuda.get_device_name(i)}, {total / 2**30:.1f} GB ({free / 2**30:.1f} free), "
+            lines.append(f"  GPU {i}: {torch.cuda.get_device_name(i)}, "
+                         f"{total / 2**30:.1f} GB ({free / 2**30:.1f} free), "
                          f"compute {cap[0]}.{cap[1]}")
     else:
         lines.append(f"  no GPU: reel renders on the CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch "

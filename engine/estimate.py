@@ -195,7 +195,8 @@ def estimate_step(transformer_config: dict, family: str, width: int, height: int
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     entry = _entry(transformer_config, family)
     if vae_config is None:
-        vae_config = {"_class_name": FAMILIES[family].vae_class, "config": FAMILIES[family].vae_defaults(entry["config"])}
+        vae_config = {"_class_name": FAMILIES[family].vae_class,
+                      "config": FAMILIES[family].vae_defaults(entry["config"])}
     latent = latent_dims(vae_config, width, height, frames)
     rows = batch * (2 if cfg else 1)  # reel runs cond + uncond in one forward
     try:

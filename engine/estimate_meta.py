@@ -199,7 +199,9 @@ def measure_vae_decode(entry: dict, latent: tuple[int, int, int], batch: int = 1
 
     flops, peak = run_on_meta(decode, model)
     if run != latent:
-        out_bytes = lambda lf, lh, lw: batch * 3 * ((lf - 1) * t + 1) * lh * s * lw * s * (torch.finfo(dtype).bits // 8)
+        def out_bytes(lf: int, lh: int, lw: int) -> int:  # the decoded pixels of a latent (F', H', W')
+            return batch * 3 * ((lf - 1) * t + 1) * lh * s * lw * s * (torch.finfo(dtype).bits // 8)
+
         peak += 2 * (out_bytes(*latent) - out_bytes(*run))
         flops *= (f * h * w) / (run[0] * run[1] * run[2])
     return MetaCost(flops, peak, param_count(model))

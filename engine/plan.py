@@ -103,12 +103,21 @@ class ShotJob:
 
 @dataclass(frozen=True)
 class RenderPlan:
-    """Ordered batches of ShotJobs; `jobs` in film order."""
+    """Ordered batches of ShotJobs; `jobs` in film order. Everything the runtime needs about the shots is
+    here, resolved once: it never re-resolves jobs from the Film."""
 
     film: Film
-    jobs: tuple[ShotJob, ...]
+    jobs: tuple[ShotJob, ...]  # the shots to render
     batches: tuple[tuple[ShotJob, ...], ...]
     preview: bool = False
+    film_jobs: tuple[ShotJob, ...] = ()  # every shot of the film in this mode, film order (assembly, audio, sources)
+    other_jobs: tuple[ShotJob, ...] = ()  # every shot in the other mode (finals of previews, previews of finals);
+    #                                       () when the film has no preview adapter
+
+    def job(self, shot_id: str, preview: bool) -> ShotJob | None:
+        """The film's job for a shot, as a preview or as a final render (None: not planned)."""
+        jobs = self.film_jobs if preview == self.preview else self.other_jobs
+        return next((j for j in jobs if j.shot_id == shot_id), None)
 
 
 def shot_seed(film: Film, index: int) -> tuple[int, str]:
@@ -201,9 +210,10 @@ def build_plan(film: Film, only: list[str] | None = None, batch_size: int = 1, p
                 wanted.add(src)
                 stack.append(src)
         only = [s.id for s in film.shots if s.id in wanted]
-    jobs = tuple(resolve_job(film, i) for i, s in enumerate(film.shots) if not only or s.id in only)
-    if preview:
-        jobs = tuple(preview_job(film, j) for j in jobs)
+    finals = tuple(resolve_job(film, i) for i in range(len(film.shots)))
+    previews = tuple(preview_job(film, j) for j in finals) if preview or film.preview is not None else ()
+    film_jobs, other_jobs = (previews, finals) if preview else (finals, previews)
+    jobs = tuple(j for j in film_jobs if not only or j.shot_id in only)
     # 1. shots with equal BatchKeys share batches (first-appearance order of each key)
     groups: dict[tuple, list[ShotJob]] = {}
     for job in jobs:  # a batch never mixes chain depths: a continued shot runs after its source
@@ -217,7 +227,8 @@ def build_plan(film: Film, only: list[str] | None = None, batch_size: int = 1, p
     for b in batches:
         first_seen.setdefault(b[0].batch_key.adapters, len(first_seen))
     batches.sort(key=lambda b: (b[0].depth, first_seen[b[0].batch_key.adapters], b[0].index))
-    return RenderPlan(film=film, jobs=jobs, batches=tuple(batches), preview=preview)
+    return RenderPlan(film=film, jobs=jobs, batches=tuple(batches), preview=preview, film_jobs=film_jobs,
+                      other_jobs=other_jobs)
 
 
 def adapter_switches(plan: RenderPlan) -> int:

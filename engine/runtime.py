@@ -13,7 +13,7 @@ import hashlib
 import json
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,12 +21,13 @@ import numpy as np
 import torch
 
 from reel.engine.accel import SpeedConfig, apply_load_time, apply_offload, apply_threads, step_cache_session
-from reel.engine.characters import AdapterBank, LoraError
+from reel.engine.lora_bank import AdapterBank, LoraError
+from reel.engine.devices import compute_dtype, pick_device
 from reel.engine.embed_cache import EmbedCache, encoder_hash
 from reel.engine.hashing import weights_hash
 from reel.engine.load_errors import load_failure
 from reel.engine.weights_check import check_weight_files
-from reel.engine.plan import RenderPlan, ShotJob, preview_job, resolve_job
+from reel.engine.plan import RenderPlan, ShotJob
 from reel.engine.post.assemble import assemble
 from reel.engine.post.export import export_timeline
 from reel.engine.post.storyboard import preview_sheets
@@ -35,8 +36,8 @@ from reel.engine.post.encode import VideoWriter, get_codec, pick_encoder
 from reel.engine.post.timeline import Timeline, place_audio, place_clips
 from reel.engine.post.watermark import Watermark
 from reel.engine.progress import RenderProgress
-from reel.engine.sampling import ConsistencyScheduler, cat_cond, denoise
-from reel.engine.store import RenderStore, atomic_write_json, read_json
+from reel.engine.sampling import cat_cond, consistency, guided, sample, with_step_hook
+from reel.engine.store import RenderStore, atomic_write_json, interrupts_deferred, read_json
 from reel.models.common import cpu_bf16_fast
 from reel.models.family import family_module
 from reel.models.registry import ModelInfo
@@ -78,35 +79,15 @@ def _unbatched(e):
     return {k: v[0] for k, v in e.items()} if isinstance(e, dict) else e[0]
 
 
-def film_jobs(plan: RenderPlan) -> list[ShotJob]:
-    """Every shot of the plan's film, as final or preview jobs (for assembly and resume checks)."""
-    jobs = [resolve_job(plan.film, i) for i in range(len(plan.film.shots))]
-    return [preview_job(plan.film, j) for j in jobs] if plan.preview else jobs
-
-
-class DeviceError(ValueError):
-    """A device that cannot be used here."""
+def _load_key(speed: SpeedConfig, dtype: torch.dtype) -> tuple:
+    """What a loaded model depends on besides its folder: the dtype and the [speed] settings applied at load
+    (step_cache and cfg_skip_last are per batch, threads per render)."""
+    return (str(dtype), *sorted((k, str(v)) for k, v in asdict(speed).items()
+                                if k not in ("step_cache", "cfg_skip_last", "threads")))
 
 
 class OutOfMemory(RuntimeError):
     """A shot that does not fit in memory after every retry; the message says what to change."""
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """"auto" -> CUDA when available, else CPU. An explicit "cuda" without CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError(f"--device {name}: torch.cuda.is_available() is False here (CPU-only torch or no "
-                          "NVIDIA driver) — use --device cpu or auto")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise DeviceError(f"--device {name}: use auto, cpu, cuda or cuda:N")
-    return torch.device(name)
-
-
-def compute_dtype(device: torch.device) -> torch.dtype:
-    """bf16 for the transformer and text encoder on CUDA, fp32 on the CPU (the VAE is always fp32)."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def provenance(title: str, model: str, seed: int | None) -> dict:
@@ -158,25 +139,31 @@ class Engine:
         self.dtype = compute_dtype(self.device)
         self.progress = progress or RenderProgress(quiet=True)
         self._models: dict[str, tuple[object, object]] = {}  # model path -> (family module, components)
+        self._load_keys: dict[str, tuple] = {}  # model path -> the dtype and [speed] it was loaded with
         self._embeds: dict[tuple[str, str, int], torch.Tensor] = {}  # (model, prompt, length) -> (1, L, D)
         self._hashes: dict[str, str] = {}  # weights path -> "sha256:..."
         self._banks: dict[str, AdapterBank] = {}  # model path -> its loaded LoRA adapters
-        self._film_characters: dict = {}
         self._encoder_hashes: dict[str, str] = {}
         self._audio_durations: dict[Path, float] = {}  # audio file -> seconds (decoded once)
         self._upscalers: dict[str, object] = {}  # spec value -> loaded Upscaler
         self._preview_decoders: dict[str, torch.nn.Module] = {}  # file -> loaded PreviewDecoder
-        self.speed = SpeedConfig()  # load-time speed-ups for models loaded from now on
+        self.speed = SpeedConfig()  # the [speed] of the plan being rendered (its load-time part keys the models)
         self.on_frames = None  # optional callback(shot_id, (f, H, W, 3) uint8) for every decoded chunk
         self.fault_hook = None  # optional callback(jobs) at the start of every batch (failure injection in tests)
         self._memory_savers = False
         self.applied: dict[str, dict] = {}  # model path -> speed-ups applied at load
         self.embed_cache = EmbedCache()
-        self._film = None  # the film being prepared or rendered (its [speed] plans memory at load)
+        self._prepared: RenderPlan | None = None  # the plan prepare() last readied (render() prepares once)
 
     # -- models ------------------------------------------------------------------------------------
-    def load(self, model: ModelInfo):
+    def load(self, model: ModelInfo, film=None):
+        """The model's family module and components, loaded with the current [speed] settings and dtype; a model
+        loaded with other ones is loaded again (a server's jobs each keep their own [speed]). `film`: plans
+        CUDA memory with its shot sizes when the [speed] asks for "auto"."""
         key = str(model.path)
+        if key in self._models and self._load_keys[key] != _load_key(self.speed, self.dtype):
+            self.progress.say(f"reloading {model.name}: this film's [speed] settings differ from the last one's")
+            self._unload(key)
         if key not in self._models:
             family = family_module(model.family)
             self.progress.say(f"loading {model.name} ({model.family.name}) on {self.device} ...")
@@ -188,9 +175,19 @@ class Engine:
                 raise
             except Exception as err:  # noqa: BLE001 - every cause is named: a package, a version or the weights
                 raise load_failure(model.path, err) from err
-            self.applied[key] = apply_load_time(comps, self.speed, self._film, family=model.family)
+            self.applied[key] = apply_load_time(comps, self.speed, film, family=model.family)
             self._models[key] = (family, comps)
+            self._load_keys[key] = _load_key(self.speed, self.dtype)
         return self._models[key]
+
+    def _unload(self, key: str) -> None:
+        """Forget a loaded model and everything built on its components (adapters, embeddings)."""
+        del self._models[key], self._load_keys[key]
+        self._banks = {k: v for k, v in self._banks.items() if not k.startswith(f"{key}|")}
+        self._embeds = {k: v for k, v in self._embeds.items() if k[0] != key}
+        self._memory_savers = False
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def weights_hash(self, model: ModelInfo) -> str:
         """The folder's weights, plus the single files its reel.json names (reel import-model)."""
@@ -242,28 +239,28 @@ class Engine:
             if track.path not in self._audio_durations:
                 self._audio_durations[track.path] = check_audio(track.path)
         if film.audio:  # placements must fit the film (frames are known from the spec)
-            clips = place_clips([(s.id, Path(s.id), resolve_job(film, i).frames, s.transition_frames)
-                                 for i, s in enumerate(film.shots)])
+            clips = place_clips([(j.shot_id, Path(j.shot_id), j.frames, s.transition_frames)
+                                 for j, s in zip(plan.film_jobs, film.shots)])
             place_audio(film.audio, clips, film.fps, self._audio_durations)
 
     def prepare(self, plan: RenderPlan) -> None:
         """Load and check everything the plan needs (model, LoRAs, upscaler, audio) before any output
         is written; raises LoraError, UpscaleError, MediaError or TimelineError naming the file."""
         film = plan.film
-        self._film, self._film_characters = film, film.characters
-        if not self._models:  # load-time speed-ups follow the first film's [speed] table
-            self.speed = film.speed
-            apply_threads(film.speed)
-            if self.device.type == "cuda" and film.speed.weights == "fp16":
-                self.dtype = torch.float16
-            elif self.device.type == "cpu" and film.speed.weights == "bf16":  # opt-in: bf16 matmuls on the CPU
-                self.dtype = torch.bfloat16
+        self._hashes.clear()  # files may have changed since the last render of a long-lived engine (the server);
+        self._audio_durations.clear()  # the on-disk hash cache (path, mtime, size) keeps this cheap
+        self.speed, self.dtype = film.speed, compute_dtype(self.device)  # this plan's [speed], not the first one's
+        apply_threads(film.speed)
+        if self.device.type == "cuda" and film.speed.weights == "fp16":
+            self.dtype = torch.float16
+        elif self.device.type == "cpu" and film.speed.weights == "bf16":  # opt-in: bf16 matmuls on the CPU
+            self.dtype = torch.bfloat16
         self.check_inputs(plan)
         if film.upscale and film.upscale not in self._upscalers:
             from reel.engine.post.upscale import load_upscaler
 
             self._upscalers[film.upscale] = load_upscaler(film.upscale, self.device)
-        _, comps = self.load(plan.film.model)
+        _, comps = self.load(plan.film.model, film)
         self.weights_hash(plan.film.model)
         for path in sorted({j.preview_decoder for j in plan.jobs if j.preview_decoder}):
             if path not in self._preview_decoders:
@@ -281,6 +278,7 @@ class Engine:
                 for expert in experts:
                     if self.targets(adapter, expert):
                         self.bank(plan.film.model, expert).load(self.peft_name(adapter, path), Path(path))
+        self._prepared = plan
 
     def embed(self, family, comps, model_key: str, prompts: list[str], length: int) -> torch.Tensor:
         """Text embeddings (N, L, D): from memory, else the disk cache, else the text encoder (once per prompt)."""
@@ -304,11 +302,8 @@ class Engine:
     def render(self, plan: RenderPlan, out_dir: str | Path, force: bool = False) -> FilmResult:
         """Render every batch of the plan (skipping finished shots unless `force`) and assemble the film."""
         film = plan.film
-        self._film_characters = film.characters
-        self._film = film
-        self._hashes.clear()  # files may have changed since the last render of a long-lived engine (the server);
-        self._audio_durations.clear()  # the on-disk hash cache (path, mtime, size) keeps this cheap
-        self.prepare(plan)
+        if self._prepared is not plan:  # the CLI prepares first, to report bad input before writing anything
+            self.prepare(plan)
         root = Path(out_dir) / "preview" if plan.preview else Path(out_dir)
         store = RenderStore(root, ext=get_codec(film.codec).ext)
         with store.locked():
@@ -319,30 +314,39 @@ class Engine:
         store.prepare()
         whash = self.weights_hash(film.model)
         lhash = self.lora_hashes(plan)
-        results: dict[str, ShotResult] = {}
         self.progress.film(len(plan.jobs))
+        results, todo = self.reusable(plan, store, force)
+        for r in results.values():
+            self.progress.shot_done(f"shot {r.shot_id}: unchanged, reused {r.video}")
+        for batch in todo:
+            for r in self.render_resilient(plan, batch, store, whash, lhash):
+                results[r.shot_id] = r
+        ordered = tuple(results[j.shot_id] for j in plan.jobs)
+        return self.assemble(plan, store, ordered, force)
+
+    def reusable(self, plan: RenderPlan, store: RenderStore,
+                 force: bool) -> tuple[dict[str, ShotResult], list[tuple[ShotJob, ...]]]:
+        """({shot: its finished clip, reused}, the batches still to render, each without its finished shots)."""
+        results: dict[str, ShotResult] = {}
+        todo = []
         for batch in plan.batches:
-            todo = []
+            left = []
             for job in batch:
-                done = None if force else store.finished_shot(job.shot_id, self.fingerprint(job))
-                if done is not None:
+                if not force and store.finished_shot(job.shot_id, self.fingerprint(job, plan)) is not None:
                     results[job.shot_id] = ShotResult(job.shot_id, store.shot_video(job.shot_id),
                                                       store.shot_manifest(job.shot_id), "reused")
-                    self.progress.shot_done(f"shot {job.shot_id}: unchanged, reused {store.shot_video(job.shot_id)}")
                 else:
-                    todo.append(job)
-            if todo:
-                for r in self.render_resilient(film.model, tuple(todo), store, whash, lhash):
-                    results[r.shot_id] = r
-        ordered = tuple(results[j.shot_id] for j in plan.jobs)
-        return self._assemble(plan, store, whash, ordered, force)
+                    left.append(job)
+            if left:
+                todo.append(tuple(left))
+        return results, todo
 
-    def render_resilient(self, model: ModelInfo, jobs: tuple[ShotJob, ...], store: RenderStore, whash: str,
+    def render_resilient(self, plan: RenderPlan, jobs: tuple[ShotJob, ...], store: RenderStore, whash: str,
                          lhash: dict[str, str]) -> list[ShotResult]:
         """render_batch, and on out-of-memory: halve the batch; for a single shot turn on group offload and
         VAE tiling once; then give up with advice."""
         try:
-            return self.render_batch(model, jobs, store, whash, lhash)
+            return self.render_batch(plan, jobs, store, whash, lhash)
         except torch.OutOfMemoryError:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -350,13 +354,15 @@ class Engine:
                 half = len(jobs) // 2
                 self.progress.say(f"out of memory with {len(jobs)} shots in a batch: retrying as {half} + "
                                   f"{len(jobs) - half}")
-                return (self.render_resilient(model, jobs[:half], store, whash, lhash)
-                        + self.render_resilient(model, jobs[half:], store, whash, lhash))
+                return (self.render_resilient(plan, jobs[:half], store, whash, lhash)
+                        + self.render_resilient(plan, jobs[half:], store, whash, lhash))
             if not self._memory_savers:
-                self.progress.say(f"out of memory on shot {jobs[0].shot_id}: retrying with group offload and VAE tiling")
-                self.enable_memory_savers(model)
-                return self.render_resilient(model, jobs, store, whash, lhash)
-            raise OutOfMemory(f"shot {jobs[0].shot_id} ({jobs[0].width}x{jobs[0].height}, {jobs[0].frames} frames) does "
+                self.progress.say(f"out of memory on shot {jobs[0].shot_id}: retrying with group offload and "
+                                  "VAE tiling")
+                self.enable_memory_savers(plan.film.model)
+                return self.render_resilient(plan, jobs, store, whash, lhash)
+            raise OutOfMemory(f"shot {jobs[0].shot_id} ({jobs[0].width}x{jobs[0].height}, "
+                              f"{jobs[0].frames} frames) does "
                               "not fit in memory even alone, with group offload and VAE tiling — lower the resolution "
                               "or frame count (`reel estimate film.toml --gpu NAME` shows the peak), or use a GPU "
                               "with more memory; finished shots are kept") from None
@@ -367,27 +373,28 @@ class Engine:
         comps.vae.enable_tiling()
         self._memory_savers = True
 
-    def render_batch(self, model: ModelInfo, jobs: tuple[ShotJob, ...], store: RenderStore,
+    def render_batch(self, plan: RenderPlan, jobs: tuple[ShotJob, ...], store: RenderStore,
                      whash: str, lhash: dict[str, str]) -> list[ShotResult]:
         """Render shots that share a BatchKey in one transformer batch; write clips and manifests."""
         if self.fault_hook is not None:  # tests inject failures (e.g. out-of-memory) here
             self.fault_hook(jobs)
-        family, comps = self.load(model)
+        family, comps = self.load(plan.film.model)
         first = jobs[0]
-        ids = tuple(j.shot_id for j in jobs)
         t0 = time.perf_counter()
         # 0. one encoder per shot, started now: ffmpeg loads while the model works instead of after it
-        #    (about 20 ms a clip on this CPU, a third of a preview shot)
+        #    (its share of a preview shot: benchmarks/RESULTS.md, previews)
         upscaler = self._upscalers.get(first.upscale) if first.upscale else None
         scale = upscaler.scale if upscaler else 1
         for j in jobs:  # the old manifest goes first: a new clip never sits beside an old clip's manifest
             store.shot_manifest(j.shot_id).unlink(missing_ok=True)
         writers = []
         try:
-            for j in jobs:
-                writers.append(VideoWriter(store.shot_video(j.shot_id), j.width * scale, j.height * scale, j.fps,
-                                           codec=j.codec, metadata=provenance(j.shot_id, j.model_name, j.seed)))
-            return self._render_batch_into(writers, upscaler, family, comps, model, jobs, store, whash, lhash, t0)
+            with interrupts_deferred():  # every started encoder is in `writers`, so an interrupt stops them all
+                for j in jobs:
+                    writers.append(VideoWriter(store.shot_video(j.shot_id), j.width * scale, j.height * scale,
+                                               j.fps, codec=j.codec,
+                                               metadata=provenance(j.shot_id, j.model_name, j.seed)))
+            return self._render_batch_into(writers, upscaler, family, comps, plan, jobs, store, whash, lhash, t0)
         except BaseException:
             for writer in writers:
                 writer.abort()
@@ -399,13 +406,41 @@ class Engine:
         return (job.preview and self.device.type == "cpu" and self.dtype == torch.float32
                 and model.family.cpu_bf16_preview and cpu_bf16_fast(self.device))
 
-    def _render_batch_into(self, writers, upscaler, family, comps, model: ModelInfo, jobs: tuple[ShotJob, ...],
+    def _render_batch_into(self, writers, upscaler, family, comps, plan: RenderPlan, jobs: tuple[ShotJob, ...],
                            store: RenderStore, whash: str, lhash: dict[str, str], t0: float) -> list[ShotResult]:
         """render_batch's work once the encoders run: embed, denoise, decode into `writers`, write manifests."""
-        first = jobs[0]
-        ids = tuple(j.shot_id for j in jobs)
+        model, first = plan.film.model, jobs[0]
         t_enc = time.perf_counter()
         # 1. text embeddings (cached per unique prompt)
+        cond, uncond = self._text_conditioning(family, comps, model, jobs)
+        t1 = time.perf_counter()
+        # 2. noise from each shot's own CPU generator (+ the first frame of image-to-video shots)
+        noise, shape, cond, uncond, image_cond = self._start_latents(family, comps, jobs, store, cond, uncond)
+        # 3. denoise, with this batch's adapters (every adapter off for shots without characters)
+        latents = self._denoise(family, comps, model, jobs, noise, shape, cond, uncond, image_cond)
+        t2 = time.perf_counter()
+        # 4. decode latent frame by latent frame, streamed into the shots' encoders
+        self._decode_into(family, comps, model, jobs, latents, writers, upscaler)
+        t3 = time.perf_counter()
+        # 5. manifests (after the clip: a clip without a matching manifest is rendered again)
+        timings = {"encoder_start_s": round(t_enc - t0, 4), "text_encode_s": round(t1 - t_enc, 4),
+                   "denoise_s": round(t2 - t1, 4), "decode_encode_s": round(t3 - t2, 4), "total_s": round(t3 - t0, 4),
+                   "s_per_step": round((t2 - t1) / first.steps, 4), "batch_size": len(jobs)}
+        results = []
+        for job in jobs:
+            manifest = self._shot_manifest(job, plan, whash, lhash, timings, store)
+            atomic_write_json(store.shot_manifest(job.shot_id), manifest)
+            results.append(ShotResult(job.shot_id, store.shot_video(job.shot_id), store.shot_manifest(job.shot_id),
+                                      "rendered", timings))
+            self.progress.shot_done(
+                f"shot {job.shot_id}: {job.frames} frames {job.width}x{job.height}, {job.steps} steps, "
+                f"{timings['total_s']:.2f} s ({timings['s_per_step']:.3f} s/step), seed {job.seed} -> "
+                f"{store.shot_video(job.shot_id)}")
+        return results
+
+    def _text_conditioning(self, family, comps, model: ModelInfo, jobs: tuple[ShotJob, ...]):
+        """(cond, uncond) of a batch: cached prompt embeddings plus what the batch adds (guidance, fps)."""
+        first = jobs[0]
         cond = self.embed(family, comps, str(model.path), [j.prompt for j in jobs], first.max_sequence_length)
         uncond = None
         if first.guidance > 1.0 and model.family.guidance == "cfg":  # "embedded": one pass, guidance an input
@@ -414,8 +449,12 @@ class Engine:
         batch_extra = {"guidance": first.guidance, "fps": first.fps, "batch": len(jobs)}
         cond = family.batch_conditioning(comps, cond, **batch_extra)
         uncond = family.batch_conditioning(comps, uncond, **batch_extra) if uncond is not None else None
-        t1 = time.perf_counter()
-        # 2. noise from each shot's own CPU generator
+        return cond, uncond
+
+    def _start_latents(self, family, comps, jobs: tuple[ShotJob, ...], store: RenderStore, cond, uncond):
+        """(noise (B, *shape), shape, cond, uncond, image conditioning or None): each shot's noise from its own
+        CPU generator; an image-to-video batch's first frames join cond and uncond."""
+        first = jobs[0]
         shape = family.latent_shape(comps, first.frames, first.height, first.width)  # (C, F', H', W') for Wan
         images = [None] * len(jobs)
         if first.image or first.continue_from:  # image-to-video: the first frame joins the conditioning
@@ -428,7 +467,13 @@ class Engine:
             image_cond = cat_cond(images)
             cond = {**_as_dict(cond), **image_cond}
             uncond = {**_as_dict(uncond), **image_cond} if uncond is not None else None
-        # 3. denoise, with this batch's adapters (every adapter off for shots without characters)
+        return noise, shape, cond, uncond, image_cond
+
+    def _denoise(self, family, comps, model: ModelInfo, jobs: tuple[ShotJob, ...], noise: torch.Tensor, shape,
+                 cond, uncond, image_cond) -> torch.Tensor:
+        """The batch's sampler over the guided denoiser, with its adapters' per-step strengths and the step cache."""
+        first = jobs[0]
+        ids = tuple(j.shot_id for j in jobs)
         self.progress.batch(ids, first.steps)
         hooks = []
         for expert in self.experts(model):  # each transformer gets the adapters that target it
@@ -436,23 +481,26 @@ class Engine:
             hook = self.bank(model, expert).schedule(chosen, first.steps)
             if hook is not None:
                 hooks.append(hook)
-        before_step = (lambda i: [h(i) for h in hooks]) if hooks else None
         if first.scheduler == "lcm":
-            scheduler = ConsistencyScheduler(first.shift, [j.seed for j in jobs])
+            sampler = consistency(first.shift, [j.seed for j in jobs])
         else:
-            scheduler = family.make_scheduler(comps, first.scheduler, first.shift, shape=shape, image=image_cond,
-                                              seeds=[j.seed for j in jobs])
+            sampler = family.make_sampler(comps, first.scheduler, first.shift, shape=shape, image=image_cond,
+                                          seeds=[j.seed for j in jobs])
         cfg_steps = first.steps - int(round(first.steps * first.cfg_skip_last)) if first.cfg_skip_last else None
         draft_bf16 = self._preview_bf16(model, first)
         with step_cache_session(comps.transformer, SpeedConfig(step_cache=first.step_cache)) as context, \
                 torch.autocast("cpu", dtype=torch.bfloat16, enabled=draft_bf16):
-            latents = denoise(lambda x, t, e: family.velocity(comps, x, t, e), noise, scheduler, first.steps,
-                              cond, uncond, first.guidance, ids, on_step=self.progress.step, before_step=before_step,
-                              cfg_steps=cfg_steps, call_context=context)
-        if draft_bf16:
-            latents = latents.float()  # (B, C, F', H', W'); the decoder takes fp32 latents
-        t2 = time.perf_counter()
-        # 4. decode latent frame by latent frame, streamed into the shots' encoders
+            denoiser = guided(lambda x, t, c: family.velocity(comps, x, t, c), cond, uncond, first.guidance,
+                              cfg_steps=cfg_steps, context=lambda i, batched: context(i, first.steps, batched))
+            if hooks:
+                denoiser = with_step_hook(denoiser, lambda i: [h(i) for h in hooks])
+            latents = sample(sampler, denoiser, noise, first.steps, on_step=self.progress.step, shot_ids=ids)
+        return latents.float() if draft_bf16 else latents  # (B, C, F', H', W'); the decoders take fp32 latents
+
+    def _decode_into(self, family, comps, model: ModelInfo, jobs: tuple[ShotJob, ...], latents: torch.Tensor,
+                     writers, upscaler) -> None:
+        """Decode chunk by chunk (the tiny preview decoder or the VAE), upscale, watermark, into each shot's encoder."""
+        first = jobs[0]
         mark = Watermark(first.watermark) if first.watermark else None
         if first.preview_decoder:  # previews: the tiny decoder instead of the VAE
             chunks = family.decode_preview(comps, self._preview_decoders[first.preview_decoder], latents)
@@ -473,27 +521,10 @@ class Engine:
                 writer.write(shot_frames)
         for writer in writers:
             writer.close()
-        t3 = time.perf_counter()
-        # 5. manifests (after the clip: a clip without a matching manifest is rendered again)
-        timings = {"encoder_start_s": round(t_enc - t0, 4), "text_encode_s": round(t1 - t_enc, 4),
-                   "denoise_s": round(t2 - t1, 4), "decode_encode_s": round(t3 - t2, 4), "total_s": round(t3 - t0, 4),
-                   "s_per_step": round((t2 - t1) / first.steps, 4), "batch_size": len(jobs)}
-        results = []
-        for job in jobs:
-            manifest = self._shot_manifest(job, model, whash, lhash, timings, store)
-            atomic_write_json(store.shot_manifest(job.shot_id), manifest)
-            results.append(ShotResult(job.shot_id, store.shot_video(job.shot_id), store.shot_manifest(job.shot_id),
-                                      "rendered", timings))
-            self.progress.shot_done(
-                f"shot {job.shot_id}: {job.frames} frames {job.width}x{job.height}, {job.steps} steps, "
-                f"{timings['total_s']:.2f} s ({timings['s_per_step']:.3f} s/step), seed {job.seed} -> "
-                f"{store.shot_video(job.shot_id)}")
-        return results
 
-    def fingerprint(self, job: ShotJob) -> str:
+    def fingerprint(self, job: ShotJob, plan: RenderPlan) -> str:
         """The job's fingerprint with every input hashed: weights, LoRA files, first-frame image, and for a
         continued shot the fingerprint of its source (so editing the source re-renders the continuation)."""
-        film = self._film
         lhash = {p: self.file_hash(p) for _, p, _ in job.adapters}
         inputs = {}
         if job.image:
@@ -501,10 +532,8 @@ class Engine:
         if job.preview_decoder:
             inputs["preview_decoder"] = self.file_hash(job.preview_decoder)
         if job.continue_from:
-            source = resolve_job(film, next(i for i, s in enumerate(film.shots) if s.id == job.continue_from))
-            source = preview_job(film, source) if job.preview else source
-            inputs["continue_from"] = self.fingerprint(source)
-        return job.fingerprint(self.weights_hash(film.model), lhash, inputs)
+            inputs["continue_from"] = self.fingerprint(plan.job(job.continue_from, job.preview), plan)
+        return job.fingerprint(self.weights_hash(plan.film.model), lhash, inputs)
 
     def shot_image(self, job: ShotJob, store: RenderStore) -> np.ndarray:
         """The first frame a shot starts from: its image file, or the last frame of the shot it continues."""
@@ -518,22 +547,20 @@ class Engine:
         frames, _ = read_video(store.shot_video(job.continue_from))
         return frames[-1]
 
-    def _counterpart(self, job: ShotJob, whash: str) -> dict | None:
+    def _counterpart(self, job: ShotJob, plan: RenderPlan) -> dict | None:
         """Link a preview to its final render and back: same shot, same seed."""
-        film = self._film
-        final = resolve_job(film, job.index)
-        if job.preview:
-            return {"kind": "final", "manifest": f"../../shots/{job.shot_id}.json", "seed": final.seed,
-                    "fingerprint": self.fingerprint(final)}
-        if film.preview is None:
+        other = plan.job(job.shot_id, not job.preview)
+        if other is None:  # a final render of a film without a preview adapter
             return None
-        prev = preview_job(film, final)
-        return {"kind": "preview", "manifest": f"../preview/shots/{job.shot_id}.json", "seed": prev.seed,
-                "fingerprint": self.fingerprint(prev)}
+        if job.preview:
+            return {"kind": "final", "manifest": f"../../shots/{job.shot_id}.json", "seed": other.seed,
+                    "fingerprint": self.fingerprint(other, plan)}
+        return {"kind": "preview", "manifest": f"../preview/shots/{job.shot_id}.json", "seed": other.seed,
+                "fingerprint": self.fingerprint(other, plan)}
 
-    def _shot_manifest(self, job: ShotJob, model: ModelInfo, whash: str, lhash: dict, timings: dict,
+    def _shot_manifest(self, job: ShotJob, plan: RenderPlan, whash: str, lhash: dict, timings: dict,
                        store: RenderStore) -> dict:
-        film_chars = self._film_characters
+        model, film_chars = plan.film.model, plan.film.characters
         scale = self._upscalers[job.upscale].scale if job.upscale else 1
         out_w, out_h = job.width * scale, job.height * scale
         formats = {k: v for e in self.experts(model) for k, v in self.bank(model, e).formats.items()}
@@ -560,19 +587,19 @@ class Engine:
                                 if job.preview_decoder else None),
             "speed": {"step_cache": job.step_cache, "cfg_skip_last": job.cfg_skip_last,
                       **self.applied.get(str(model.path), {})},
-            "counterpart": self._counterpart(job, whash),
+            "counterpart": self._counterpart(job, plan),
             "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
-            "versions": package_versions(), "timings": timings, "fingerprint": self.fingerprint(job),
+            "versions": package_versions(), "timings": timings, "fingerprint": self.fingerprint(job, plan),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
-    def _assemble(self, plan: RenderPlan, store: RenderStore, whash: str, shots: tuple[ShotResult, ...],
-                  force: bool) -> FilmResult:
+    def assemble(self, plan: RenderPlan, store: RenderStore, shots: tuple[ShotResult, ...],
+                 force: bool) -> FilmResult:
         """Join the film's clips (cuts, crossfades, audio) when every shot has a current clip; export
         the timeline for editors."""
-        film = plan.film
-        all_jobs = film_jobs(plan)
-        prints = [self.fingerprint(j) for j in all_jobs]
+        film, whash = plan.film, self.weights_hash(plan.film.model)
+        all_jobs = plan.film_jobs
+        prints = [self.fingerprint(j, plan) for j in all_jobs]
         missing = [j.shot_id for j, fp in zip(all_jobs, prints) if store.finished_shot(j.shot_id, fp) is None]
         if missing:
             status = f"skipped: shots {', '.join(missing)} not rendered yet"

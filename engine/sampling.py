@@ -1,9 +1,11 @@
-"""reel's denoising loop: one denoiser contract, samplers as functions.
+"""reel's denoising loop: the guided denoiser and per-step hooks around a family's sampler.
 
-    latents = denoise(velocity_fn, noise, scheduler, steps, cond, uncond, guidance, on_step=...)
+    denoiser = guided(lambda x, t, c: family.velocity(comps, x, t, c), cond, uncond, guidance)
+    latents = sample(family.make_sampler(comps, "unipc", shift), denoiser, noise, steps, on_step=progress.step)
 
-`velocity_fn(latents, t, embeds)` is the model (flow velocity). Conditional and unconditional passes
-share one forward batch; the scheduler (a diffusers flow-matching scheduler) takes the steps.
+One denoiser contract, `denoiser(x, t, i) -> model output` (models/samplers.py), and samplers as functions over
+a noise schedule (k-diffusion's design). Classifier-free guidance runs cond and uncond in one forward batch;
+per-step LoRA strength and the step cache's context wrap the denoiser; the sampler never sees them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ from dataclasses import dataclass
 
 import torch
 
-VelocityFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+from reel.models.samplers import Denoiser, Sampler, consistency, shifted_sigmas
+
+__all__ = ["Cond", "StepState", "cat_cond", "cfg_combine", "consistency", "guided", "sample", "shifted_sigmas",
+           "with_step_hook"]
+
+VelocityFn = Callable[[torch.Tensor, torch.Tensor, object], torch.Tensor]  # (x, t, cond) -> model output
 
 
 @dataclass(frozen=True)
@@ -43,85 +50,43 @@ def cat_cond(parts: list[Cond]) -> Cond:
     return torch.cat(parts)
 
 
-def guided_velocity(velocity_fn: VelocityFn, latents: torch.Tensor, t: torch.Tensor, cond: Cond,
-                    uncond: Cond | None, guidance: float) -> torch.Tensor:
-    """Classifier-free guidance with cond and uncond in one forward batch (skipped when guidance <= 1)."""
-    if uncond is None or guidance <= 1.0:
-        return velocity_fn(latents, t, cond)
-    b = latents.shape[0]
-    both = velocity_fn(torch.cat([latents, latents]), t, cat_cond([cond, uncond]))  # (2B, C, F', H', W')
-    v_cond, v_uncond = both[:b], both[b:]
+def cfg_combine(v_cond: torch.Tensor, v_uncond: torch.Tensor, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance: uncond + guidance * (cond - uncond)."""
     return v_uncond + guidance * (v_cond - v_uncond)
 
 
-@torch.no_grad()
-def denoise(velocity_fn: VelocityFn, noise: torch.Tensor, scheduler, steps: int, cond: Cond,
-            uncond: Cond | None, guidance: float, shot_ids: tuple[str, ...] = (),
-            on_step: StepCallback | None = None,
-            before_step: Callable[[int], None] | None = None,
-            cfg_steps: int | None = None,
-            call_context: Callable[[int, int, bool], object] | None = None) -> torch.Tensor:
-    """Run the flow-matching ODE from noise (B, C, F', H', W') to clean latents, fp32 throughout.
+def guided(velocity_fn: VelocityFn, cond: Cond, uncond: Cond | None, guidance: float, *, cfg_steps: int | None = None,
+           context: Callable[[int, bool], contextlib.AbstractContextManager] | None = None) -> Denoiser:
+    """The denoiser with classifier-free guidance, cond and uncond in one forward batch (2B rows).
 
-    `before_step(i)` runs before the model call of 0-based step i (per-step LoRA strength lives there);
-    `cfg_steps`: only the first cfg_steps steps run the unconditional pass (None: all);
-    `call_context(i, total, batched_cfg)` wraps each model call (the step cache's context)."""
-    device = noise.device
-    scheduler.set_timesteps(steps, device=device)
-    scheduler.set_begin_index(0)
-    latents = noise  # (B, C, F', H', W') fp32
-    start = time.perf_counter()
-    timesteps = scheduler.timesteps
-    for i, t in enumerate(timesteps):
-        if before_step is not None:
-            before_step(i)
+    No uncond, or guidance <= 1: one pass. `cfg_steps`: only steps i < cfg_steps run the uncond pass.
+    `context(i, batched_cfg)`: a context each model call runs in (the step cache's)."""
+    def denoiser(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
         use_cfg = uncond is not None and guidance > 1.0 and (cfg_steps is None or i < cfg_steps)
-        context = call_context(i, len(timesteps), use_cfg) if call_context else contextlib.nullcontext()
-        with context:
-            v = guided_velocity(velocity_fn, latents, t, cond, uncond if use_cfg else None, guidance)
-        latents = scheduler.step(v, t, latents, return_dict=False)[0]
-        if on_step is not None:
-            on_step(StepState(shot_ids, i + 1, len(timesteps), float(t), tuple(latents.shape),
-                              time.perf_counter() - start))
-    return latents
+        with context(i, use_cfg) if context is not None else contextlib.nullcontext():
+            if not use_cfg:
+                return velocity_fn(x, t, cond)
+            b = x.shape[0]
+            both = velocity_fn(torch.cat([x, x]), t, cat_cond([cond, uncond]))  # (2B, *latent)
+            return cfg_combine(both[:b], both[b:], guidance)
+    return denoiser
 
 
-def shifted_sigmas(steps: int, shift: float) -> torch.Tensor:
-    """Flow-matching noise levels from 1 down to (not including) 0, with the timestep shift: (steps,)."""
-    s = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)[:-1]
-    return (shift * s / (1 + (shift - 1) * s)).float()
+def with_step_hook(denoiser: Denoiser, before_step: Callable[[int], None]) -> Denoiser:
+    """Run `before_step(i)` before the model call of step i (per-step LoRA strength lives there)."""
+    def hooked(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
+        before_step(i)
+        return denoiser(x, t, i)
+    return hooked
 
 
-class ConsistencyScheduler:
-    """Multistep consistency sampling (LCM) for a flow model distilled with guidance folded in.
+@torch.no_grad()
+def sample(sampler: Sampler, denoiser: Denoiser, noise: torch.Tensor, steps: int, *,
+           on_step: StepCallback | None = None, shot_ids: tuple[str, ...] = ()) -> torch.Tensor:
+    """Run `sampler` from noise (B, *latent) to clean latents in `steps` steps; `on_step` after each step."""
+    start = time.perf_counter()
 
-    Each step predicts the clean latents x0 = x - sigma * v, then re-noises them to the next level
-    with fresh noise drawn from each shot's own CPU generator (so a shot's preview does not depend
-    on its batch). Same `set_timesteps` / `step` surface as diffusers' schedulers.
-    """
+    def callback(i: int, t: torch.Tensor, x: torch.Tensor) -> None:
+        on_step(StepState(shot_ids, i + 1, steps, float(t), tuple(x.shape), time.perf_counter() - start))
 
-    order = 1
-
-    def __init__(self, shift: float, seeds: list[int]):
-        self.shift = shift
-        self.generators = [torch.Generator("cpu").manual_seed((s + 0x5EED) % (2**63)) for s in seeds]
-        self.sigmas = torch.zeros(0)
-        self.timesteps = torch.zeros(0)
-        self._index = 0
-
-    def set_timesteps(self, steps: int, device=None) -> None:
-        self.sigmas = torch.cat([shifted_sigmas(steps, self.shift), torch.zeros(1)])  # (steps + 1,)
-        self.timesteps = (self.sigmas[:-1] * 1000).to(device)
-        self._index = 0
-
-    def set_begin_index(self, index: int = 0) -> None:
-        self._index = index
-
-    def step(self, velocity: torch.Tensor, t, latents: torch.Tensor, return_dict: bool = False):
-        sigma, nxt = float(self.sigmas[self._index]), float(self.sigmas[self._index + 1])
-        x0 = latents - sigma * velocity  # (B, C, F', H', W')
-        self._index += 1
-        if nxt == 0.0:
-            return (x0,)
-        noise = torch.cat([torch.randn((1, *x0.shape[1:]), generator=g) for g in self.generators]).to(x0.device)
-        return ((1 - nxt) * x0 + nxt * noise,)
+    return sampler(denoiser, noise, steps, callback if on_step is not None else None)

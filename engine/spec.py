@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from reel.engine.accel import SpeedConfig, SpeedSection
+from reel.engine.speed import SpeedConfig, SpeedSection
 from reel.engine.cast import Character, load_library, load_library_character, parse_character, placeholders
 from reel.engine.spec_post import (
     AudioSection,
@@ -30,7 +30,6 @@ from reel.engine.spec_post import (
 )
 from reel.models.registry import ModelError, ModelInfo, resolve_model
 
-SCHEDULERS = ("unipc", "euler")
 SHOT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 RESERVED_IDS = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 MAX_SEED = 2**63 - 1
@@ -247,6 +246,7 @@ def load_film(path: str | Path, model_override: str | None = None, library: Path
 
 def film_from_dict(data: dict, source: Path, model_override: str | None = None,
                    library: Path | None = None) -> Film:
+    """A Film from a parsed spec; raises SpecError listing every problem with its field path."""
     try:
         spec = SpecFile.model_validate(data)
     except ValidationError as err:
@@ -265,32 +265,12 @@ def film_from_dict(data: dict, source: Path, model_override: str | None = None,
     # 2. film-level values, spec first, then the model's defaults
     width = f.width if f.width is not None else int(d["width"])
     height = f.height if f.height is not None else int(d["height"])
-    m = model.size_multiple
-    for name, value in (("width", width), ("height", height)):
-        if value % m:
-            lo, hi = max(m, value // m * m), (value // m + 1) * m
-            problems.append((f"film.{name}", f"{value} is not a multiple of {m}, which {model.family.name} models "
-                                             f"need (VAE factor x patch size) — try {lo} or {hi}"))
+    _check_size(model, width, height, problems)
     frames = f.frames if f.frames is not None else int(d["frames"])
     _check_frames(model, frames, "film.frames", problems)
 
     # 3. shots: ids, prompts, frames
-    seen: dict[str, int] = {}
-    for i, s in enumerate(spec.shots):
-        where = f"shots[{i}]"
-        if not SHOT_ID_RE.match(s.id) or s.id.lower() in RESERVED_IDS:
-            problems.append((f"{where}.id", f"{s.id!r} cannot be a file name — use 1-64 letters, digits, '-' or '_', "
-                                            "starting with a letter or digit (e.g. 'shot-01')"))
-        key = s.id.lower()
-        if key in seen:
-            problems.append((f"{where}.id", f"{s.id!r} is already used by shots[{seen[key]}] (ids are compared "
-                                            "ignoring case, since they become file names) — give each shot its own id"))
-        else:
-            seen[key] = i
-        if not s.prompt.strip():
-            problems.append((f"{where}.prompt (shot {s.id!r})", "is empty — describe what the shot shows"))
-        if s.frames is not None:
-            _check_frames(model, s.frames, f"{where}.frames (shot {s.id!r})", problems)
+    _check_shots(spec.shots, model, problems)
     images = _check_images(spec.shots, model, source, problems)
 
     # 4. characters: the spec's own, then the libraries; only those a shot casts are loaded
@@ -331,6 +311,36 @@ def film_from_dict(data: dict, source: Path, model_override: str | None = None,
         preview=preview,
         speed=SpeedConfig(**spec.speed.model_dump()),
     )
+
+
+def _check_size(model: ModelInfo, width: int, height: int, problems: list) -> None:
+    """Width and height are multiples of the model's VAE factor x patch size."""
+    m = model.size_multiple
+    for name, value in (("width", width), ("height", height)):
+        if value % m:
+            lo, hi = max(m, value // m * m), (value // m + 1) * m
+            problems.append((f"film.{name}", f"{value} is not a multiple of {m}, which {model.family.name} models "
+                                             f"need (VAE factor x patch size) — try {lo} or {hi}"))
+
+
+def _check_shots(shots: list, model: ModelInfo, problems: list) -> None:
+    """Each shot: an id usable as a file name and unique ignoring case, a prompt, a frame count the model takes."""
+    seen: dict[str, int] = {}
+    for i, s in enumerate(shots):
+        where = f"shots[{i}]"
+        if not SHOT_ID_RE.match(s.id) or s.id.lower() in RESERVED_IDS:
+            problems.append((f"{where}.id", f"{s.id!r} cannot be a file name — use 1-64 letters, digits, '-' or '_', "
+                                            "starting with a letter or digit (e.g. 'shot-01')"))
+        key = s.id.lower()
+        if key in seen:
+            problems.append((f"{where}.id", f"{s.id!r} is already used by shots[{seen[key]}] (ids are compared "
+                                            "ignoring case, since they become file names) — give each shot its own id"))
+        else:
+            seen[key] = i
+        if not s.prompt.strip():
+            problems.append((f"{where}.prompt (shot {s.id!r})", "is empty — describe what the shot shows"))
+        if s.frames is not None:
+            _check_frames(model, s.frames, f"{where}.frames (shot {s.id!r})", problems)
 
 
 def _check_frames(model: ModelInfo, frames: int, where: str, problems: list) -> None:
@@ -459,11 +469,13 @@ def _check_images(shots: list[ShotSection], model: ModelInfo, source: Path, prob
         elif s.image is not None or s.continue_from is not None:
             if not model.takes_image:
                 problems.append((f"{where}.{'image' if s.image else 'continue_from'} (shot {s.id!r})",
-                                 f"model {model.name!r} ({model.pipeline}) is text-to-video only — use an image-to-video "
+                                 f"model {model.name!r} ({model.pipeline}) is text-to-video only — "
+                                 "use an image-to-video "
                                  "model (Wan I2V, Wan 2.2 TI2V, LTX-Video, CogVideoX I2V)"))
         elif image_only:
             problems.append((f"{where} (shot {s.id!r})", f"model {model.name!r} ({model.pipeline}) needs an input "
-                                                         "image — add image = \"first.png\" or continue_from = \"shot\""))
+                                                         "image — add image = \"first.png\" "
+                                                         "or continue_from = \"shot\""))
         if s.image is not None:
             p = Path(s.image).expanduser()
             p = p if p.is_absolute() else source.parent / p

@@ -131,7 +131,8 @@ def check_audio_tracks(tracks: list[AudioSection], shot_ids: list[str], source: 
             problems.append((f"audio[{i}].file", f"{path} does not exist — check the path (relative paths start at "
                                                  f"{source.parent})"))
         if a.shot is not None and a.shot not in shot_ids:
-            problems.append((f"audio[{i}].shot", f"{a.shot!r} is not a shot of this film; shots: {', '.join(shot_ids)}"))
+            problems.append((f"audio[{i}].shot", f"{a.shot!r} is not a shot of this film; "
+                                                 f"shots: {', '.join(shot_ids)}"))
         if a.duration is not None and a.fade_in + a.fade_out > a.duration:
             problems.append((f"audio[{i}]", f"fade_in + fade_out ({a.fade_in + a.fade_out:g} s) are longer than "
                                             f"duration ({a.duration:g} s)"))

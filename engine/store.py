@@ -131,3 +131,27 @@ class RenderStore:
         if not self.shot_video(shot_id).is_file():
             return None
         return manifest
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while the block runs, then raise KeyboardInterrupt if one came.
+
+    For starting child processes whose files must be cleaned up: an interrupt inside subprocess.Popen, or
+    between a writer's start and its registration, would leave an encoder nobody can stop and its temporary
+    file behind. Signals reach only the main thread; elsewhere the block runs as it is."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, _frame: held.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if held:
+        raise KeyboardInterrupt(f"signal {held[0]} while starting the encoders")

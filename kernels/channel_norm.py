@@ -1,22 +1,27 @@
-"""Channel L2 normalisation for the Wan VAE's RMS norms, fast on the CPU.
+"""Channel L2 normalisation for the Wan VAE's RMS norms, fast on the CPU, as a removable diffusers hook.
 
     y = channel_normalize(x, dim=1)        # == torch.nn.functional.normalize(x, dim=1), up to rounding
-    n = use_fast_vae_norms(vae)            # every WanRMS_norm in an AutoencoderKLWan, in place; returns n
+    n = apply_fast_vae_norms(vae)          # hook every WanRMS_norm in an AutoencoderKLWan; returns how many
+    remove_fast_vae_norms(vae)             # diffusers' own norms again
 
 diffusers' `WanRMS_norm` calls `F.normalize(x, dim=1)` on (B, C, F, H, W) activations. On the CPU that
-goes through `linalg_vector_norm` along the strided channel axis, which does not vectorise: it was 41 %
-of the built-in model's VAE decode (138 ms of 338 ms for four clips). Summing squares along the same axis
-is a plain reduction that does: 10-30x faster on those shapes, the same values within 2 fp32 ulps.
-Only the instances passed in change (the class, and any other pipeline in the process, keep
-diffusers' own forward), so a WanPipeline beside reel stays an unmodified reference.
+goes through `linalg_vector_norm` along the strided channel axis, which does not vectorise: it was the largest
+part of the built-in model's VAE decode on the CPU. Summing squares along the same axis is a plain reduction that
+does vectorise, with the same values within 2 fp32 ulps (render timings: benchmarks/RESULTS.md).
+Each norm gets a `FastVaeNormHook` in its diffusers HookRegistry (kernels/hooks.py): only the instances
+passed in change, so a WanPipeline beside reel stays an unmodified reference. engine/accel.py applies it
+for `[speed] cpu_fast_paths` (auto: CPU renders).
 """
 
 from __future__ import annotations
 
-import types
-
 import torch
 import torch.nn.functional as F
+from diffusers.hooks import ModelHook
+
+from reel.kernels.hooks import add_hook, remove_hook
+
+FAST_VAE_NORM_HOOK = "reel_fast_vae_norm"
 
 
 def channel_normalize(x: torch.Tensor, dim: int = 1, eps: float = 1e-12) -> torch.Tensor:
@@ -28,18 +33,26 @@ def channel_normalize_reference(x: torch.Tensor, dim: int = 1, eps: float = 1e-1
     return F.normalize(x, dim=dim, eps=eps)
 
 
-def _fast_forward(self, x: torch.Tensor) -> torch.Tensor:
+class FastVaeNormHook(ModelHook):
     """WanRMS_norm.forward with channel_normalize: low-precision inputs are normalised in fp32, as there."""
-    low = x.dtype in (torch.float16, torch.bfloat16) or "float8_" in str(x.dtype) or "float4_" in str(x.dtype)
-    normalized = channel_normalize(x.float() if low else x, dim=1 if self.channel_first else -1).to(x.dtype)
-    return normalized * self.scale * self.gamma + self.bias
+
+    def new_forward(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        low = x.dtype in (torch.float16, torch.bfloat16) or "float8_" in str(x.dtype) or "float4_" in str(x.dtype)
+        normalized = channel_normalize(x.float() if low else x, dim=1 if module.channel_first else -1).to(x.dtype)
+        return normalized * module.scale * module.gamma + module.bias
 
 
-def use_fast_vae_norms(vae: torch.nn.Module) -> int:
-    """Swap the forward of every diffusers WanRMS_norm inside `vae` (instances only); returns how many."""
-    n = 0
-    for module in vae.modules():
-        if type(module).__name__ == "WanRMS_norm":
-            module.forward = types.MethodType(_fast_forward, module)
-            n += 1
-    return n
+def _wan_norms(vae: torch.nn.Module) -> list[torch.nn.Module]:
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
+
+    return [m for m in vae.modules() if isinstance(m, WanRMS_norm)]
+
+
+def apply_fast_vae_norms(vae: torch.nn.Module) -> int:
+    """Hook every diffusers WanRMS_norm inside `vae` that has no such hook yet; returns how many were hooked."""
+    return sum(add_hook(norm, FastVaeNormHook(), FAST_VAE_NORM_HOOK) for norm in _wan_norms(vae))
+
+
+def remove_fast_vae_norms(vae: torch.nn.Module) -> int:
+    """Take the hook off every WanRMS_norm inside `vae`; returns how many had it."""
+    return sum(remove_hook(norm, FAST_VAE_NORM_HOOK) for norm in _wan_norms(vae))

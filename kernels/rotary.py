@@ -2,7 +2,7 @@
 WanAttnProcessor math) and a Triton kernel (one program per (token, head) row).
 
     q = rotary_reference(q, cos, sin)   # q (B, S, H, Dh); cos, sin (1, S, 1, Dh) as WanRotaryPosEmbed returns
-    q = rotary_complex(q, cos, sin)     # the same as one complex multiply: ~3x faster on the CPU
+    q = rotary_complex(q, cos, sin)     # the same as one complex multiply: vectorises on the CPU
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def rotary_reference(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.
 def rotary_complex(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tensor) -> torch.Tensor:
     """rotary_reference as a complex multiply (pairs (x1, x2) as x1 + i x2 times cos + i sin), in fp32.
 
-    The reference's strided half-writes do not vectorise on the CPU; this does (0.17 ms instead of 0.52 ms
-    for (8, 320, 4, 32) on two cores) and rounds the same way: fp32 math, one cast back to x's dtype."""
+    The reference's strided half-writes do not vectorise on the CPU; this does (render timings:
+    benchmarks/RESULTS.md) and rounds the same way: fp32 math, one cast back to x's dtype."""
     z = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())  # (B, S, H, Dh/2) complex64
     f = torch.complex(freqs_cos[..., 0::2].float(), freqs_sin[..., 1::2].float())  # (1, S, 1, Dh/2)
     return torch.view_as_real(z * f).flatten(-2).to(x.dtype)  # (B, S, H, Dh)

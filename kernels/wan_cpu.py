@@ -1,12 +1,14 @@
-"""CPU fast paths for diffusers' Wan transformer: the same math, vectorised where diffusers' is not.
+"""CPU fast path for diffusers' Wan transformer: the same math, vectorised where diffusers' is not.
 
-    n = use_cpu_fast_paths(transformer)   # self-attention layers switched; returns how many
+    n = apply_cpu_attention(transformer)    # self-attention layers switched; returns how many
+    remove_cpu_attention(transformer)       # diffusers' own processors back
 
 Self-attention gets diffusers' WanAttnProcessor with the rotary apply as one complex multiply
 (kernels/rotary.py `rotary_complex`): diffusers' strided half-writes were 11 % of the built-in model's
 transformer time on the CPU. Cross-attention and image-conditioned (I2V) layers keep diffusers' processor.
-Applied per instance, so another pipeline in the same process stays diffusers' own. On CUDA the
-Triton path (kernels/wan_fused.py) replaces the same processor instead.
+An attention processor set through diffusers' public `set_processor`, per instance, so another pipeline
+in the same process stays diffusers' own. engine/accel.py applies it for `[speed] cpu_fast_paths` (auto:
+CPU renders); on CUDA the Triton path (kernels/wan_fused.py) replaces the same processor instead.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from reel.kernels.rotary import rotary_complex
-from reel.kernels.wan_attn import WanSelfAttnProcessorBase
+from reel.kernels.wan_attn import WanSelfAttnProcessorBase, restore_self_attention, swap_self_attention
 
 
 class WanSelfAttnProcessorCPU(WanSelfAttnProcessorBase):
@@ -24,12 +26,12 @@ class WanSelfAttnProcessorCPU(WanSelfAttnProcessorBase):
         return rotary_complex(x, freqs_cos, freqs_sin)
 
 
-def use_cpu_fast_paths(transformer: torch.nn.Module) -> int:
-    """Switch the self-attention of every block of a WanTransformer3DModel; returns the layers changed."""
-    n = 0
-    for block in getattr(transformer, "blocks", []):
-        attn = block.attn1
-        if attn.add_k_proj is None and type(attn.processor).__name__ == "WanAttnProcessor":
-            attn.set_processor(WanSelfAttnProcessorCPU.replacing(attn.processor))
-            n += 1
-    return n
+def apply_cpu_attention(transformer: torch.nn.Module) -> int:
+    """Switch every self-attention layer of a WanTransformer3DModel that still has diffusers' processor;
+    returns the layers changed (0 when applied already)."""
+    return swap_self_attention(transformer, WanSelfAttnProcessorCPU, only_stock=True)
+
+
+def remove_cpu_attention(transformer: torch.nn.Module) -> int:
+    """Put back the processors apply_cpu_attention replaced; returns how many."""
+    return restore_self_attention(transformer, WanSelfAttnProcessorCPU)

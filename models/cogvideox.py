@@ -9,7 +9,7 @@ and a frame-batch by frame-batch VAE decode.
 Randomness follows the pipeline called with generator=torch.Generator("cpu").manual_seed(seed): for
 image-to-video the generator first draws the VAE posterior sample of the image, then the starting noise,
 then (DPM only) two noise tensors per step. Pass the shot's seed to `image_condition`, `initial_noise`
-(image=True) and `make_scheduler` (seeds=[...]) to get the pipeline's frames for the same seed.
+(image=True) and `make_sampler` (seeds=[...]) to get the pipeline's frames for the same seed.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from reel.models.common import cpu_generator, freeze, meta_tensor, quiet_loading, scheduler_config, to_uint8_frames
+from reel.models.samplers import Denoiser, Sampler, StepCallback, diffusers_steps
 from reel.models.single_file import load_transformer
 
 __all__ = ["to_uint8_frames"]  # shared helper, part of this module's contract
@@ -87,72 +88,52 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> CogVideo
                                scheduler_config(path), device, dtype)
 
 
-# -- scheduling --------------------------------------------------------------------------------------
-class CogScheduler:
-    """CogVideoXDDIMScheduler / CogVideoXDPMScheduler behind reel's scheduler surface.
-
-    `step(v, t, latents)` returns `(latents,)`; for DPM it keeps the pipeline's extra state (the previous
-    x0 prediction and the previous timestep) and draws the step noise from one CPU generator per shot.
-    """
-
-    order = 1
-
-    def __init__(self, inner, seeds: list[int] | None = None, image: bool = False):
-        from diffusers import CogVideoXDPMScheduler
-
-        self.inner = inner
-        self.dpm = isinstance(inner, CogVideoXDPMScheduler)
-        self.init_noise_sigma = float(inner.init_noise_sigma)
-        self.seeds = None if seeds is None else [int(s) for s in seeds]
-        self._image = image
-        self.generators: list[torch.Generator] | None = None
-        self.timesteps = torch.zeros(0, dtype=torch.long)
-        self._index = 0
-        self._old_x0: torch.Tensor | None = None
-
-    def set_timesteps(self, steps: int, device=None) -> None:
-        self.inner.set_timesteps(steps, device=device)
-        self.timesteps = self.inner.timesteps  # (steps,) int64, descending
-        self._index, self._old_x0, self.generators = 0, None, None
-
-    def set_begin_index(self, index: int = 0) -> None:
-        self._index = index
-
-    def _generators(self, latents: torch.Tensor) -> list[torch.Generator]:
-        """Per-shot generators in the state the pipeline's generator has when its loop begins."""
-        if self.seeds is not None:
-            if len(self.seeds) != latents.shape[0]:
-                raise ValueError(f"{len(self.seeds)} seeds for a batch of {latents.shape[0]} shots")
-            gens = [cpu_generator(s) for s in self.seeds]
-            for g in gens:
-                if self._image:  # the I2V pipeline draws the image's VAE posterior sample first
-                    torch.randn(_image_sample_shape(latents.shape[1:]), generator=g)
-                torch.randn((1, *latents.shape[1:]), generator=g)  # then the starting noise
-            return gens
-        # No seeds given: a generator per shot keyed by its own starting noise (deterministic, batch-independent,
-        # but not the pipeline's noise stream).
-        out = []
-        for x in latents:
-            digest = hashlib.sha256(x.detach().float().cpu().numpy().tobytes()).digest()
-            out.append(torch.Generator("cpu").manual_seed(int.from_bytes(digest[:8], "little") % (2**63)))
-        return out
-
-    def step(self, model_output: torch.Tensor, t, latents: torch.Tensor, return_dict: bool = False):
-        if not self.dpm:
-            prev = self.inner.step(model_output, t, latents, eta=0.0, return_dict=False)[0]
-        else:
-            if self.generators is None:
-                self.generators = self._generators(latents)
-            back = self.timesteps[self._index - 1] if self._index > 0 else None
-            prev, self._old_x0 = self.inner.step(model_output, self._old_x0, t, back, latents, eta=0.0,
-                                                 generator=self.generators, return_dict=False)
-        self._index += 1
-        return (prev,)
+# -- sampling ----------------------------------------------------------------------------------------
+def _step_generators(seeds: list[int] | None, x: torch.Tensor, image: bool) -> list[torch.Generator]:
+    """Per-shot generators in the state the pipeline's generator has when its loop begins (DPM step noise)."""
+    if seeds is not None:
+        if len(seeds) != x.shape[0]:
+            raise ValueError(f"{len(seeds)} seeds for a batch of {x.shape[0]} shots")
+        gens = [cpu_generator(int(s)) for s in seeds]
+        for g in gens:
+            if image:  # the I2V pipeline draws the image's VAE posterior sample first
+                torch.randn(_image_sample_shape(x.shape[1:]), generator=g)
+            torch.randn((1, *x.shape[1:]), generator=g)  # then the starting noise
+        return gens
+    # No seeds given: a generator per shot keyed by its own starting noise (deterministic, batch-independent,
+    # but not the pipeline's noise stream).
+    out = []
+    for shot in x:
+        digest = hashlib.sha256(shot.detach().float().cpu().numpy().tobytes()).digest()
+        out.append(cpu_generator(int.from_bytes(digest[:8], "little") % (2**63)))
+    return out
 
 
-def make_scheduler(components: CogVideoXComponents, name: str, shift: float, *, shape: tuple | None = None,
-                   image: dict | bool | None = None, seeds: list[int] | None = None) -> CogScheduler:
-    """A fresh scheduler: "default" (the folder's own class), "ddim" or "dpm" (CogVideoX's DDIM / DPM
+def _dpm(config: dict, seeds: list[int] | None, image: bool) -> Sampler:
+    """CogVideoXDPMScheduler as the pipeline drives it: the previous x0 prediction and timestep carried from
+    step to step, the step noise drawn from one CPU generator per shot."""
+    from diffusers import CogVideoXDPMScheduler
+
+    def sample(denoiser: Denoiser, x: torch.Tensor, steps: int, callback: StepCallback | None = None) -> torch.Tensor:
+        scheduler = CogVideoXDPMScheduler.from_config(config)
+        scheduler.set_timesteps(steps, device=x.device)
+        timesteps = scheduler.timesteps  # (steps,) int64, descending
+        generators, old_x0 = None, None
+        for i, t in enumerate(timesteps):
+            v = denoiser(x, t, i)  # (B, F', C, H', W') v-prediction
+            if generators is None:
+                generators = _step_generators(seeds, x, image)
+            back = timesteps[i - 1] if i > 0 else None
+            x, old_x0 = scheduler.step(v, old_x0, t, back, x, eta=0.0, generator=generators, return_dict=False)
+            if callback is not None:
+                callback(i, t, x)
+        return x
+    return sample
+
+
+def make_sampler(components: CogVideoXComponents, name: str, shift: float, *, shape: tuple | None = None,
+                 image: dict | bool | None = None, seeds: list[int] | None = None) -> Sampler:
+    """A sampler: "default" (the folder's own scheduler class), "ddim" or "dpm" (CogVideoX's DDIM / DPM
     schedulers built from the folder's config). `shift` is unused (CogVideoX is not a flow model; the
     folder's snr_shift_scale applies). `seeds`: one per shot, for the DPM scheduler's step noise to equal
     the pipeline's; `image`: truthy for image-to-video shots (their generators drew the image sample first)."""
@@ -165,10 +146,12 @@ def make_scheduler(components: CogVideoXComponents, name: str, shift: float, *, 
     if name == "default":
         name = "dpm" if cfg.get("_class_name") == "CogVideoXDPMScheduler" else "ddim"
     cls = CogVideoXDPMScheduler if name == "dpm" else CogVideoXDDIMScheduler
-    inner = cls.from_config(cfg)
-    if float(inner.init_noise_sigma) != 1.0:  # initial_noise relies on it (the pipeline multiplies by it)
-        raise ValueError(f"{cls.__name__} with init_noise_sigma={inner.init_noise_sigma} is not supported")
-    return CogScheduler(inner, seeds, image=image is not None and image is not False)
+    sigma = float(cls.from_config(cfg).init_noise_sigma)
+    if sigma != 1.0:  # initial_noise relies on it (the pipeline multiplies by it)
+        raise ValueError(f"{cls.__name__} with init_noise_sigma={sigma} is not supported")
+    if name == "ddim":
+        return diffusers_steps(lambda: cls.from_config(cfg), begin_index=False, eta=0.0)
+    return _dpm(cfg, None if seeds is None else [int(s) for s in seeds], image is not None and image is not False)
 
 
 # -- text ----------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ on its registry entry (models/registry.py `Family`, torch-free, so the spec chec
     cpu_bf16_decode  the VAE decode may run under bf16 autocast on a CPU with native bf16
     cpu_bf16_preview preview denoising may run under bf16 autocast on such a CPU
     fused_kernels    kernels/wan_fused.py covers its transformer
+    cpu_fast_paths   kernels/channel_norm.py and wan_cpu.py cover its VAE norms and self-attention rotary
 
 A function behind a flag that is off raises ValueError saying so. tests/models/test_family_contract.py
 checks every registered family's module against this Protocol and its flags (vLLM's model interfaces).
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+
+from reel.models.samplers import Sampler
 
 Cond = Any  # text conditioning: a tensor (B, L, D), or a dict of tensors, each with a leading batch dim
 
@@ -58,9 +61,10 @@ class FamilyModule(Protocol):
     def load(self, path: str | Path, device: torch.device, dtype: torch.dtype) -> Components:
         """Every component from a local folder (never a hub), frozen, on `device`."""
 
-    def make_scheduler(self, components: Components, name: str, shift: float, *, shape: tuple | None = None,
-                       image: dict | None = None, seeds: list[int] | None = None):
-        """A fresh scheduler ("default", "unipc", "euler", or the family's own names) with set_timesteps/step."""
+    def make_sampler(self, components: Components, name: str, shift: float, *, shape: tuple | None = None,
+                     image: dict | None = None, seeds: list[int] | None = None) -> Sampler:
+        """A sampler (models/samplers.py) for the scheduler name ("default", "unipc", "euler", or the family's
+        own): `sampler(denoiser, noise, steps, callback) -> latents`."""
 
     def encode_prompts(self, components: Components, prompts: list[str], max_sequence_length: int) -> Cond:
         """Text conditioning for each prompt, batch first."""

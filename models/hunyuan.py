@@ -31,6 +31,7 @@ from reel.models.common import (
     scheduler_config,
     to_uint8_frames,
 )
+from reel.models.samplers import Sampler, diffusers_schedule, diffusers_steps, euler
 from reel.models.single_file import load_transformer
 
 __all__ = ["to_uint8_frames"]  # shared helper, part of this module's contract
@@ -122,31 +123,22 @@ def embed_key(components: HunyuanComponents) -> str:
     return json.dumps({"template": t["template"], "crop_start": t["crop_start"], "layer": -(HIDDEN_LAYERS_TO_SKIP + 1)})
 
 
-def _pipeline_sigmas_scheduler():
+def _pipeline_sigmas(scheduler, steps: int, device) -> None:
+    """HunyuanVideoPipeline's spacing: sigmas = linspace(1, 0, steps + 1)[:-1], then the scheduler's shift."""
+    import numpy as np
+
+    scheduler.set_timesteps(steps, device=device, sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1])
+
+
+def make_sampler(components: HunyuanComponents, name: str, shift: float, *, shape: tuple | None = None,
+                 image: dict | None = None, seeds: list[int] | None = None) -> Sampler:
+    """A flow-matching sampler with the given shift: "default" (the folder's FlowMatchEuler config, with the
+    pipeline's sigmas), "euler" (a plain FlowMatchEuler, the pipeline's sigmas) or "unipc".
+    `shape`, `seeds`: unused."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    class PipelineSigmasEuler(FlowMatchEulerDiscreteScheduler):
-        """FlowMatchEulerDiscreteScheduler driven as HunyuanVideoPipeline drives it: `set_timesteps(steps)`
-        uses sigmas = linspace(1, 0, steps + 1)[:-1] (then the scheduler's shift), not its own spacing."""
-
-        def set_timesteps(self, num_inference_steps=None, device=None, sigmas=None, mu=None, timesteps=None):
-            import numpy as np
-
-            if sigmas is None and timesteps is None:
-                sigmas = np.linspace(1.0, 0.0, num_inference_steps + 1)[:-1]
-            super().set_timesteps(num_inference_steps, device=device, sigmas=sigmas, mu=mu, timesteps=timesteps)
-
-    return PipelineSigmasEuler
-
-
-def make_scheduler(components: HunyuanComponents, name: str, shift: float, *, shape: tuple | None = None,
-                   image: dict | None = None, seeds: list[int] | None = None):
-    """A fresh flow-matching scheduler with the given shift: "default" (the folder's FlowMatchEuler config,
-    with the pipeline's sigmas), "euler" (a plain FlowMatchEuler, the pipeline's sigmas) or "unipc".
-    `shape`, `seeds`: unused."""
     if image is not None:
         raise ValueError("HunyuanVideo (HunyuanVideoPipeline) is text-to-video only: it takes no input image")
-    euler = _pipeline_sigmas_scheduler()
     cfg = {k: v for k, v in components.scheduler_config.items() if not k.startswith("_")}
     if name == "default":
         if components.scheduler_config.get("_class_name", "FlowMatchEulerDiscreteScheduler") != \
@@ -154,11 +146,13 @@ def make_scheduler(components: HunyuanComponents, name: str, shift: float, *, sh
             raise ValueError(f"{components.path}/scheduler is a {components.scheduler_config.get('_class_name')}, "
                              "not the FlowMatchEulerDiscreteScheduler HunyuanVideo uses — set scheduler = "
                              "\"euler\" or \"unipc\"")
-        return euler.from_config({**cfg, "shift": shift})
+        return euler(diffusers_schedule(lambda: FlowMatchEulerDiscreteScheduler.from_config({**cfg, "shift": shift}),
+                                        _pipeline_sigmas))
     if name == "euler":
-        return euler(num_train_timesteps=1000, shift=shift)
+        return euler(diffusers_schedule(lambda: FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift),
+                                        _pipeline_sigmas))
     if name == "unipc":
-        return flow_unipc(shift)
+        return diffusers_steps(lambda: flow_unipc(shift))
     raise ValueError(f"unknown scheduler {name!r}; use 'default', 'euler' or 'unipc'")
 
 
@@ -209,7 +203,8 @@ def latent_shape(components: HunyuanComponents, frames: int, height: int, width:
     return (channels, (frames - 1) // t + 1, height // s, width // s)
 
 
-def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device, *, image: dict | None = None) -> torch.Tensor:
+def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device, *,
+                  image: dict | None = None) -> torch.Tensor:
     """Starting noise (1, C, F', H', W') drawn on the CPU from the shot's own generator, then moved: same on any
     device. `image`: unused (text-to-video only)."""
     return cpu_noise(shape, seed, device)

@@ -3,7 +3,7 @@ transformer, decode — with LTXPipeline's and LTXImageToVideoPipeline's exact n
 
 Layout: during the loop a shot's latents stay unpacked, (C, F', H', W') like Wan's, so the starting noise for
 seed s is exactly what LTXPipeline draws (`randn_tensor((B, C, F', H', W'))` from manual_seed(s)) and every
-scheduler steps them elementwise. `velocity` packs them into the transformer's tokens (B, S, C) and unpacks
+sampler steps them elementwise. `velocity` packs them into the transformer's tokens (B, S, C) and unpacks
 its output; packing is a pure permutation, so nothing changes numerically.
 
 What the pipelines do that this module reproduces (numbers in brackets: reel's defaults for LTX):
@@ -49,6 +49,7 @@ from reel.models.common import (
     scheduler_config,
     to_uint8_frames,
 )
+from reel.models.samplers import Sampler, diffusers_schedule, diffusers_steps, euler, keep_first_frame
 from reel.models.single_file import load_transformer
 
 __all__ = ["to_uint8_frames"]  # shared helper, part of this module's contract
@@ -128,70 +129,38 @@ def _unpack(tokens: torch.Tensor, comps: LTXComponents, grid: tuple[int, int, in
     return LTXPipeline._unpack_latents(tokens, f // pt, h // p, w // p, p, pt)  # (B, S, D) -> (B, C, F', H', W')
 
 
-class LTXScheduler:
-    """A diffusers flow-matching scheduler driven the way LTX's pipelines drive it.
-
-    `set_timesteps(steps, device)` passes the pipeline's sigmas and dynamic-shift `mu` ("default");
-    `step(v, t, latents, return_dict=False)` returns a tuple like diffusers. With `keep_first` (image-to-video)
-    only latent frames 1.. are stepped; frame 0, the encoded image, is returned unchanged.
-    """
-
-    def __init__(self, inner, mu: float | None = None, pipeline_sigmas: bool = False, keep_first: bool = False):
-        self.inner = inner
-        self.mu = mu
-        self.pipeline_sigmas = pipeline_sigmas
-        self.keep_first = keep_first
-
-    def __getattr__(self, name):  # timesteps, sigmas, order, config, ... of the wrapped scheduler
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def set_timesteps(self, steps: int, device=None) -> None:
-        import numpy as np
-
-        if self.pipeline_sigmas:
-            sigmas = np.linspace(1.0, 1 / steps, steps)
-            self.inner.set_timesteps(sigmas=sigmas, device=device, mu=self.mu)
-        else:
-            self.inner.set_timesteps(steps, device=device)
-
-    def set_begin_index(self, index: int = 0) -> None:
-        self.inner.set_begin_index(index)
-
-    def step(self, model_output: torch.Tensor, t, latents: torch.Tensor, return_dict: bool = False):
-        if not self.keep_first:
-            return self.inner.step(model_output, t, latents, return_dict=False)
-        rest = self.inner.step(model_output[:, :, 1:], t, latents[:, :, 1:], return_dict=False)[0]  # (B, C, F'-1, ..)
-        return (torch.cat([latents[:, :, :1], rest], dim=2),)  # (B, C, F', H', W')
-
-
-def make_scheduler(components: LTXComponents, name: str, shift: float, *, shape: tuple | None = None,
-                   image: dict | None = None, seeds: list[int] | None = None) -> LTXScheduler:
-    """A fresh scheduler: "default" (the folder's FlowMatchEulerDiscreteScheduler with LTX's resolution-
-    dependent shift; needs `shape`, the latent shape; `shift` is unused), "euler" or "unipc" (fixed `shift`).
-    `image`: the `image_condition` dict of an image-to-video batch (keeps the first latent frame fixed).
-    `seeds`: unused (LTX's schedulers draw no noise)."""
+def make_sampler(components: LTXComponents, name: str, shift: float, *, shape: tuple | None = None,
+                 image: dict | None = None, seeds: list[int] | None = None) -> Sampler:
+    """A flow-matching sampler: "default" (the folder's FlowMatchEulerDiscreteScheduler schedule with the
+    pipeline's sigmas and LTX's resolution-dependent shift; needs `shape`, the latent shape; `shift` is unused),
+    "euler" or "unipc" (fixed `shift`). `image`: the `image_condition` dict of an image-to-video batch (the first
+    latent frame, the image, is never stepped). `seeds`: unused (LTX's samplers draw no noise)."""
+    import numpy as np
     from diffusers import FlowMatchEulerDiscreteScheduler
     from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
 
-    keep = image is not None
     if name == "default":
         if shape is None:
             raise ValueError("LTX's default scheduler needs the latent shape (C, F', H', W') for its shift: "
                              "pass shape=latent_shape(...)")
         cfg = {k: v for k, v in components.scheduler_config.items() if not k.startswith("_")}
-        inner = FlowMatchEulerDiscreteScheduler.from_config(cfg)
+        config = FlowMatchEulerDiscreteScheduler.from_config(cfg).config
         _, f, h, w = shape
-        mu = calculate_shift(f * h * w, inner.config.get("base_image_seq_len", 256),
-                             inner.config.get("max_image_seq_len", 4096), inner.config.get("base_shift", 0.5),
-                             inner.config.get("max_shift", 1.15))
-        return LTXScheduler(inner, mu=mu, pipeline_sigmas=True, keep_first=keep)
-    if name == "euler":
-        return LTXScheduler(FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift), keep_first=keep)
-    if name == "unipc":
-        return LTXScheduler(flow_unipc(shift), keep_first=keep)
-    raise ValueError(f"unknown scheduler {name!r}; use 'default', 'euler' or 'unipc'")
+        mu = calculate_shift(f * h * w, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
+                             config.get("base_shift", 0.5), config.get("max_shift", 1.15))
+
+        def pipeline_sigmas(scheduler, steps: int, device) -> None:  # LTXPipeline: linspace(1, 1/steps) and mu
+            scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), device=device, mu=mu)
+
+        sampler = euler(diffusers_schedule(lambda: FlowMatchEulerDiscreteScheduler.from_config(cfg), pipeline_sigmas))
+    elif name == "euler":
+        sampler = euler(diffusers_schedule(lambda: FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000,
+                                                                                   shift=shift)))
+    elif name == "unipc":
+        sampler = diffusers_steps(lambda: flow_unipc(shift))
+    else:
+        raise ValueError(f"unknown scheduler {name!r}; use 'default', 'euler' or 'unipc'")
+    return keep_first_frame(sampler) if image is not None else sampler
 
 
 @torch.no_grad()
@@ -234,7 +203,8 @@ def experts(components: LTXComponents) -> dict[str, torch.nn.Module]:
     return {"high": components.transformer}
 
 
-def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device, *, image: dict | None = None) -> torch.Tensor:
+def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device, *,
+                  image: dict | None = None) -> torch.Tensor:
     """Starting latents (1, C, F', H', W') drawn on the CPU from the shot's own generator, then moved.
 
     Text-to-video: LTXPipeline's noise for generator=manual_seed(seed). Image-to-video (`image`: this shot's
@@ -373,7 +343,7 @@ def image_condition(components: LTXComponents, image, frames: int, height: int, 
     Returns batch-first tensors: "image_mean"/"image_std" (1, C, 1, H', W'), the VAE posterior in normalised
     latent units (give the dict to `initial_noise`, which draws the posterior sample from the shot's seed),
     and "cond_mask" (1, S), 1 on the first latent frame's tokens (merge the dict into the cond and uncond
-    that `velocity` gets, and pass it to `make_scheduler(image=...)`). `seed`: unused (initial_noise draws the
+    that `velocity` gets, and pass it to `make_sampler(image=...)`). `seed`: unused (initial_noise draws the
     posterior sample from the shot's seed).
     """
     import PIL.Image
@@ -392,7 +362,8 @@ def image_condition(components: LTXComponents, image, frames: int, height: int, 
             "cond_mask": _pack(mask, components).squeeze(-1)}  # (1, S)
 
 
-def decode_preview(components: LTXComponents, decoder: torch.nn.Module, latents: torch.Tensor) -> Iterator[torch.Tensor]:
+def decode_preview(components: LTXComponents, decoder: torch.nn.Module,
+                   latents: torch.Tensor) -> Iterator[torch.Tensor]:
     """LTX has no tiny preview decoder (registry preview_decoder is off): previews decode with the VAE."""
     raise ValueError("LTX-Video previews decode with the model's VAE: no tiny preview decoder reads LTX latents")
 

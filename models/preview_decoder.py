@@ -39,7 +39,8 @@ class PreviewDecoder(nn.Module):
             nn.Conv3d(width, width, 3, padding=1), nn.SiLU(),
             nn.Conv3d(width, t * s * s * fine, 1),
         )
-        self.refine = nn.Sequential(nn.Conv2d(fine, 2 * fine, 3, padding=1), nn.SiLU(), nn.Conv2d(2 * fine, 3, 3, padding=1))
+        self.refine = nn.Sequential(nn.Conv2d(fine, 2 * fine, 3, padding=1), nn.SiLU(),
+                                    nn.Conv2d(2 * fine, 3, 3, padding=1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         b, _, f, h, w = z.shape
@@ -88,7 +89,8 @@ def load_preview_decoder(path: Path, z_dim: int | None = None, device: torch.dev
         raise PreviewDecoderError(f"{path}: made for {decoder.config['z_dim']}-channel latents, the model has {z_dim}")
     if factors is not None and (decoder.config["t"], decoder.config["s"]) != tuple(factors):
         raise PreviewDecoderError(f"{path}: made for a VAE compressing {decoder.config['t']}x in time and "
-                                  f"{decoder.config['s']}x in space, the model's compresses {factors[0]}x and {factors[1]}x")
+                                  f"{decoder.config['s']}x in space, the model's compresses "
+                                  f"{factors[0]}x and {factors[1]}x")
     try:
         decoder.load_state_dict({k: v.float() for k, v in state.items()})
     except RuntimeError as err:

@@ -82,7 +82,9 @@ class Family:
     cpu_bf16_decode: bool = False  # [speed] weights = "bf16" on a CPU decodes under bf16 autocast (measured)
     cpu_bf16_preview: bool = False  # previews denoise under bf16 autocast on a CPU with native bf16 (measured)
     fused_kernels: bool = False  # kernels/wan_fused.py covers the transformer
-    vae_defaults: Callable[[dict], dict] = lambda transformer_config: {}  # VAE config when only a transformer's is given
+    cpu_fast_paths: bool = False  # kernels/channel_norm.py and wan_cpu.py cover its VAE and transformer
+    vae_defaults: Callable[[dict], dict] = lambda transformer_config: {}  # VAE config when only a transformer's
+    #                                                                       is given
     single_file_keys: tuple[str, ...] = ()  # tensor names of its original / ComfyUI checkpoints (prefix stripped)
     single_file_loader: bool = True  # diffusers can load its transformer from a single file
 
@@ -99,7 +101,7 @@ FAMILIES: dict[str, Family] = {
         default_width=832, default_height=480, default_frames=81, default_max_sequence_length=512,
         image_pipelines=("WanImageToVideoPipeline",), default_scheduler="unipc",
         hub_example="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", preview_decoder=True, cpu_bf16_decode=True,
-        cpu_bf16_preview=True, fused_kernels=True, vae_defaults=_wan_vae_defaults,
+        cpu_bf16_preview=True, fused_kernels=True, cpu_fast_paths=True, vae_defaults=_wan_vae_defaults,
         single_file_keys=("head.modulation", "patch_embedding.weight")),
     "ltx": Family(
         "ltx", ("LTXPipeline", "LTXImageToVideoPipeline"), "reel.models.ltx", "LTXVideoTransformer3DModel",
@@ -192,7 +194,8 @@ def resolve_model(ref: str, base_dir: Path | None = None) -> ModelInfo:
             path = base_dir / path
         if not path.exists():
             known = ", ".join(sorted(BUILTIN_MODELS))
-            raise ModelError(f"{ref!r} is neither a built-in model ({known}) nor an existing path ({path} does not exist)")
+            raise ModelError(f"{ref!r} is neither a built-in model ({known}) nor an existing path "
+                             f"({path} does not exist)")
         if path.is_file():
             raise ModelError(f"{path} is a single file: reel loads single-file checkpoints through a model folder "
                              f"— run `reel import-model {path} --base DIFFUSERS_FOLDER --out DIR`")

@@ -1,9 +1,9 @@
 """Tiny randomly initialised Wan models, saved as real diffusers folders.
 
-Used by the tests (a real model on disk, loaded back like any user's folder) and by `reel demo` when
-the built-in model has no trained weights yet. They make noise, not pictures.
+Used by the tests and benchmarks (a real model on disk, loaded back like any user's folder). They make
+noise, not pictures.
 
-    python -m models.tiny /tmp/tiny-wan        # writes a WanPipeline folder (model_index.json, ...)
+    python -m reel.models.tiny /tmp/tiny-wan        # writes a WanPipeline folder (model_index.json, ...)
 """
 
 from __future__ import annotations

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import torch
 
-from reel.kernels.channel_norm import use_fast_vae_norms
-from reel.kernels.wan_cpu import use_cpu_fast_paths
 from reel.models.common import (
     channel_stats,
     cpu_bf16_fast,
@@ -27,6 +25,7 @@ from reel.models.common import (
     scheduler_config,
     to_uint8_frames,
 )
+from reel.models.samplers import Sampler, diffusers_schedule, diffusers_steps, euler, pin_first_frame
 from reel.models.single_file import load_transformer
 
 __all__ = ["cpu_bf16_fast", "to_uint8_frames"]  # shared helpers, part of this module's contract
@@ -64,8 +63,9 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> WanCompo
 
     Never contacts a hub (local_files_only). VAE weights in fp32 on every device (its decode is the most
     precision-sensitive part and small next to the transformer); only the CPU bf16 speed mode decodes
-    under bf16 autocast (engine/runtime.py). On the CPU the VAE's channel norms and the self-attention's
-    rotary take vectorised paths with the same math (kernels/channel_norm.py, kernels/wan_cpu.py).
+    under bf16 autocast (engine/runtime.py). The modules are diffusers' own: the CPU fast paths (vectorised
+    VAE channel norms and self-attention rotary) are opt-in hooks the engine adds (engine/accel.py,
+    `[speed] cpu_fast_paths`).
     """
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
@@ -76,7 +76,6 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> WanCompo
     text_encoder = UMT5EncoderModel.from_pretrained(path / "text_encoder", local_files_only=True, dtype=dtype)
     transformer = load_transformer(WanTransformer3DModel, path, dtype)  # its folder, or a single file (reel.json)
     vae = AutoencoderKLWan.from_pretrained(path / "vae", local_files_only=True, dtype=torch.float32)
-    use_fast_vae_norms(vae)  # same values, 10-30x faster channel norms on the CPU (kernels/channel_norm.py)
     index = json.loads((path / "model_index.json").read_text())
     transformer_2 = image_encoder = image_processor = None
     if (index.get("transformer_2") or [None])[0]:
@@ -87,51 +86,24 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> WanCompo
         image_encoder = CLIPVisionModel.from_pretrained(path / "image_encoder", local_files_only=True, dtype=dtype)
         image_processor = AutoImageProcessor.from_pretrained(path / "image_processor", local_files_only=True)
     freeze((text_encoder, transformer, vae, transformer_2, image_encoder), device)
-    if device.type == "cpu":  # same math, vectorised rotary (kernels/wan_cpu.py); CUDA has the Triton path
-        for module in (transformer, transformer_2):
-            if module is not None:
-                use_cpu_fast_paths(module)
     return WanComponents(path, tokenizer, text_encoder, transformer, vae, scheduler_config(path), device, dtype,
                          transformer_2=transformer_2, boundary_ratio=index.get("boundary_ratio"),
                          expand_timesteps=bool(index.get("expand_timesteps")), image_encoder=image_encoder,
                          image_processor=image_processor)
 
 
-def make_scheduler(components: WanComponents, name: str, shift: float, *, shape: tuple | None = None,
-                   image: dict | None = None, seeds: list[int] | None = None):
-    """A fresh flow-matching scheduler: "unipc" (Wan's default), "euler", or "default" (the folder's own
-    scheduler class), with the given shift. For Wan 2.2 TI2V with an image, the last step puts the
-    image's latent frame back in front, as WanImageToVideoPipeline does. `shape`, `seeds`: unused."""
-    scheduler = _scheduler(components, name, shift)
+def make_sampler(components: WanComponents, name: str, shift: float, *, shape: tuple | None = None,
+                 image: dict | None = None, seeds: list[int] | None = None) -> Sampler:
+    """A flow-matching sampler: "unipc" (Wan's default: diffusers' UniPC), "euler", or "default" (the folder's
+    own scheduler class), with the given shift. For Wan 2.2 TI2V with an image, the image's latent frame goes
+    back in front after the last step, as WanImageToVideoPipeline does. `shape`, `seeds`: unused."""
+    sampler = _sampler(components, name, shift)
     if image is not None and components.expand_timesteps:
-        return FirstFrameScheduler(scheduler, image["condition"], image["first_frame_mask"])
-    return scheduler
+        return pin_first_frame(sampler, image["condition"], image["first_frame_mask"])
+    return sampler
 
 
-class FirstFrameScheduler:
-    """Wraps a diffusers scheduler; after its final step the first latent frame is the image's."""
-
-    def __init__(self, scheduler, condition: torch.Tensor, first_frame_mask: torch.Tensor):
-        self.scheduler, self.condition, self.mask = scheduler, condition, first_frame_mask
-        self._steps_left = 0
-
-    def __getattr__(self, name):
-        return getattr(self.scheduler, name)
-
-    def set_timesteps(self, steps: int, device=None) -> None:
-        self.scheduler.set_timesteps(steps, device=device)
-        self._steps_left = len(self.scheduler.timesteps)
-
-    def step(self, model_output, t, latents, return_dict: bool = False):
-        out = self.scheduler.step(model_output, t, latents, return_dict=False)[0]
-        self._steps_left -= 1
-        if self._steps_left == 0:
-            mask = self.mask.to(out.device, out.dtype)
-            out = (1 - mask) * self.condition.to(out.device, out.dtype) + mask * out
-        return (out,)
-
-
-def _scheduler(components: WanComponents, name: str, shift: float):
+def _sampler(components: WanComponents, name: str, shift: float) -> Sampler:
     from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
     cfg = dict(components.scheduler_config)
@@ -139,10 +111,10 @@ def _scheduler(components: WanComponents, name: str, shift: float):
         name = "euler" if cfg.get("_class_name") == "FlowMatchEulerDiscreteScheduler" else "unipc"
     if name == "unipc":
         if cfg.get("_class_name") == "UniPCMultistepScheduler":
-            return UniPCMultistepScheduler.from_config(cfg, flow_shift=shift)
-        return flow_unipc(shift)
+            return diffusers_steps(lambda: UniPCMultistepScheduler.from_config(cfg, flow_shift=shift))
+        return diffusers_steps(lambda: flow_unipc(shift))
     if name == "euler":
-        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
+        return euler(diffusers_schedule(lambda: FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)))
     raise ValueError(f"unknown scheduler {name!r}; use 'unipc' or 'euler'")
 
 
@@ -168,7 +140,8 @@ def latent_shape(components: WanComponents, frames: int, height: int, width: int
     return (channels, (frames - 1) // t + 1, height // s, width // s)
 
 
-def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device, *, image: dict | None = None) -> torch.Tensor:
+def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device, *,
+                  image: dict | None = None) -> torch.Tensor:
     """Starting noise (1, C, F', H', W') drawn on the CPU from the shot's own generator, then moved: same on any
     device. `image`: unused (an image-to-video shot's noise is the same draw; the image joins the conditioning)."""
     return cpu_noise(shape, seed, device)
@@ -295,15 +268,16 @@ def decode_stream(components: WanComponents, latents: torch.Tensor, *, seeds: li
 
 
 @torch.no_grad()
-def decode_preview(components: WanComponents, decoder: torch.nn.Module, latents: torch.Tensor) -> Iterator[torch.Tensor]:
+def decode_preview(components: WanComponents, decoder: torch.nn.Module,
+                   latents: torch.Tensor) -> Iterator[torch.Tensor]:
     """Previews: a tiny decoder (models/preview_decoder.py) on the whole clip instead of the VAE; on a CPU
-    with native bf16 it runs under bf16 autocast (30.6 -> 9.5 ms for 4 clips, within 0.005 of fp32).
+    with native bf16 it runs under bf16 autocast (speed and accuracy: benchmarks/RESULTS.md, previews).
 
     Same input as decode_stream (normalised latents (B, C, F', H', W')); yields one (B, 3, F, H, W) chunk in [0, 1].
     """
     z = _denormalise(components.vae, latents.to(components.device, torch.float32))  # (B, C, F', H', W')
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16_fast(components.device)):
-        frames = decoder(z).float()  # (B, 3, F, H, W); a draft decoder: bf16 on the CPU is ~3x faster
+        frames = decoder(z).float()  # (B, 3, F, H, W); a draft decoder: bf16 on such CPUs (RESULTS.md)
     yield (frames.clamp(-1.0, 1.0) / 2 + 0.5).clamp(0.0, 1.0)
 
 
@@ -327,7 +301,8 @@ def encode_video(components: WanComponents, frames) -> torch.Tensor:
 
 # diffusers module path inside a Wan block -> ComfyUI / original Wan name (for LoRA export)
 COMFY_NAMES = {
-    "attn1.to_q": "self_attn.q", "attn1.to_k": "self_attn.k", "attn1.to_v": "self_attn.v", "attn1.to_out.0": "self_attn.o",
+    "attn1.to_q": "self_attn.q", "attn1.to_k": "self_attn.k", "attn1.to_v": "self_attn.v",
+    "attn1.to_out.0": "self_attn.o",
     "attn2.to_q": "cross_attn.q", "attn2.to_k": "cross_attn.k", "attn2.to_v": "cross_attn.v",
     "attn2.to_out.0": "cross_attn.o", "ffn.net.0.proj": "ffn.0", "ffn.net.2": "ffn.2",
 }

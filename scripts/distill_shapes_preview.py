@@ -1,7 +1,7 @@
 """Distil the built-in model's preview LoRA (latent consistency distillation) and ship it with the model.
 
-    python scripts/distill_shapes_preview.py [--steps 2000] [--batch-size 1] [--lr 2e-4] [--rank 16] [--threads 1] [--resume]
-                                            [--stop-after N] [--out FILE]
+    python scripts/distill_shapes_preview.py [--steps 2000] [--batch-size 1] [--lr 2e-4] [--rank 16] [--threads 1]
+                                            [--resume] [--stop-after N] [--out FILE]
 
 Writes models/shapes/adapters/preview.safetensors and the `preview` block of models/shapes/weights/reel.json
 (4 consistency steps, no guidance). Checkpoints in models/shapes/adapters/preview.train/ (resumable).
@@ -48,7 +48,8 @@ def main() -> None:
     if not (data / "clip0199.txt").is_file():
         write_dataset(data, clips=200, seed=11)
     cfg = build_config({"kind": "preview", "dataset": str(data), "base": "shapes", "out": str(out),
-                        "steps": args.steps, "rank": args.rank, "alpha": float(args.rank), "lr": args.lr, "batch_size": args.batch_size, "warmup_steps": 20,
+                        "steps": args.steps, "rank": args.rank, "alpha": float(args.rank), "lr": args.lr,
+                        "batch_size": args.batch_size, "warmup_steps": 20,
                         "mixed_precision": args.mixed_precision,
                         "teacher_steps": 32, "skip": 4, "preview_steps": 4, "checkpoint_every": 50,
                         "validate_every": 200, "validation_prompts": ("a red circle moving right on a black background",

@@ -85,10 +85,13 @@ def preview_components():
     import torch
     from safetensors.torch import load_file
 
+    from reel.engine.accel import apply_cpu_fast_paths
     from reel.models import wan
+    from reel.models.registry import FAMILIES
 
     reel, _, _ = preview_settings()  # the LoRA file is checked in main()
     comps = wan.load(WEIGHTS, torch.device("cpu"), torch.float32)
+    apply_cpu_fast_paths(comps, FAMILIES["wan"])  # as a CPU render runs (engine/accel.py, cpu_fast_paths = auto)
     comps.transformer.load_lora_adapter(load_file(str((WEIGHTS / reel["lora"]).resolve())), adapter_name="preview",
                                         prefix="transformer")
     return comps, reel
@@ -101,14 +104,14 @@ def restoration_pairs(n: int, seed: int, starts: tuple[int, ...] | None = None, 
     taken in turn from `starts`, default restoration_starts; with 4 steps at shift 3 the levels are 1, 0.9,
     0.75, 0.5) with the engine's own per-shot noise (seed * 100_000 + index), and the shipped preview LoRA,
     prompted with the clip's caption (32 tokens, the model's max_sequence_length), runs the engine's
-    ConsistencyScheduler from step k on (captions embedded in fp32, transformer under bf16 autocast on a CPU
+    consistency sampler from step k on (captions embedded in fp32, transformer under bf16 autocast on a CPU
     with native bf16). The result is what a preview of that clip looks like in latent space; the clip is the
     decoder's target. Latents are denormalised, as decode_preview hands them to the decoder."""
     import numpy as np
     import torch
 
-    from reel.engine.sampling import ConsistencyScheduler
     from reel.models import wan
+    from reel.models.samplers import consistency, consistency_sigmas
     from reel.models.shapes.world import caption, render_clip, sample_spec
     from scripts.train_shapes.vae import to_tensor
 
@@ -130,16 +133,15 @@ def restoration_pairs(n: int, seed: int, starts: tuple[int, ...] | None = None, 
             z0 = (vae.encode(to_tensor(clips[i:i + batch])).latent_dist.mode() - mean) / std  # (b, z, 5, 16, 16)
             cond = wan.encode_prompts(comps, [caption(s) for s in specs[i:i + batch]], 32)  # (b, L, D)
             k = starts[(i // batch) % len(starts)]
-            scheduler = ConsistencyScheduler(shift, seeds)
-            scheduler.set_timesteps(steps)
-            scheduler.set_begin_index(k)
-            sigma = float(scheduler.sigmas[k])
+            sigma = float(consistency_sigmas(steps, shift)[k])
             noise = torch.cat([wan.initial_noise(tuple(z0.shape[1:]), s, comps.device) for s in seeds])
             x = (1 - sigma) * z0 + sigma * noise  # (b, z, 5, 16, 16) at level k
-            for t in scheduler.timesteps[k:]:  # the engine's preview steps from k on (bf16 as in the engine)
+
+            def denoiser(x, t, i, cond=cond):  # the engine's preview steps from k on (bf16 as in the engine)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=wan.cpu_bf16_fast(comps.device)):
-                    v = wan.velocity(comps, x, t, cond)
-                x = scheduler.step(v.float(), t, x)[0]
+                    return wan.velocity(comps, x, t, cond).float()
+
+            x = consistency(shift, seeds, start=k)(denoiser, x, steps, None)
             lats.append(x * std + mean)
             print(f"restoration pairs {i + len(seeds)}/{n}", flush=True)
     return torch.cat(lats), clips, specs
@@ -152,7 +154,7 @@ def preview_pairs(n: int, seed: int, batch: int = 8):
     import numpy as np
     import torch
 
-    from reel.engine.sampling import ConsistencyScheduler, denoise
+    from reel.engine.sampling import consistency, guided, sample
     from reel.models import wan
     from reel.models.shapes.world import sample_prompts
 
@@ -166,8 +168,8 @@ def preview_pairs(n: int, seed: int, batch: int = 8):
             seeds = [seed * 100_000 + k for k in range(i, min(i + batch, n))]
             cond = wan.encode_prompts(comps, prompts[i:i + batch], 32)
             noise = torch.cat([wan.initial_noise(shape, s, comps.device) for s in seeds])
-            lat = denoise(lambda x, t, e: wan.velocity(comps, x, t, e), noise,
-                          ConsistencyScheduler(shift, seeds), steps, cond, None, 1.0)
+            denoiser = guided(lambda x, t, e: wan.velocity(comps, x, t, e), cond, None, 1.0)
+            lat = sample(consistency(shift, seeds), denoiser, noise, steps)
             video = torch.cat(list(wan.decode_stream(comps, lat)), dim=2)  # (b, 3, 17, 64, 64) in [0, 1]
             lats.append(wan._denormalise(comps.vae, lat))
             frames.append(wan.to_uint8_frames(video))
@@ -183,6 +185,34 @@ def psnr(a, b) -> float:
 
 
 def main() -> None:
+    p = _parser()
+    args = p.parse_args()
+    fine_tune = _check_args(p, args)
+    if not (WEIGHTS / "reel.json").is_file():
+        raise SystemExit(f"{WEIGHTS}: no exported model (reel.json missing) — run "
+                         "scripts/train_shapes_model.py first")
+    if args.register_only:
+        report = OUT.with_suffix(".json")
+        if not (OUT.is_file() and report.is_file()):
+            raise SystemExit(f"{OUT} or {report} missing — train the decoder first (without --register-only)")
+        register(json.loads(report.read_text()))
+        return
+    base = _fine_tune_base(fine_tune) if fine_tune else None  # check before minutes of encoding
+    import torch
+    from diffusers import AutoencoderKLWan
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    out = args.out.resolve()
+    vae = AutoencoderKLWan.from_pretrained(WEIGHTS / "vae", torch_dtype=torch.float32, local_files_only=True).eval()
+    t0 = time.time()
+    decoder, lat, target, peak_lr, provenance = _training_pairs(args, vae, fine_tune, base)
+    _train(args, decoder, lat, target, peak_lr, fine_tune, t0)
+    _ship(args, decoder, provenance, vae, fine_tune, out, t0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line (module doc)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--clips", type=int, default=1536)
@@ -203,7 +233,12 @@ def main() -> None:
                         "a fresh training only")
     p.add_argument("--out", type=Path, default=OUT,
                    help="where the decoder goes (reel.json names it only at the default path)")
-    args = p.parse_args()
+    return p
+
+
+def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """Refuse bad settings before anything loads (p.error: exit 2, the flag named); returns the fine-tune's
+    flag ("--on-previews", "--restore") or None for a fresh training."""
     if args.width is not None and args.width < 8:
         p.error(f"--width {args.width}: give at least 8 channels")
     for flag, value in (("--on-previews", args.on_previews), ("--restore", args.restore)):
@@ -227,43 +262,41 @@ def main() -> None:
             p.error(f"--register-only names the decoder already at {OUT} and trains nothing; drop {', '.join(given)}")
     if args.sharpen < 0:
         p.error(f"--sharpen {args.sharpen}: give a weight >= 0 (a negative one would reward blur)")
-    if not (WEIGHTS / "reel.json").is_file():
-        raise SystemExit(f"{WEIGHTS}: no exported model (reel.json missing) — run scripts/train_shapes_model.py first")
-    if args.register_only:
-        report = OUT.with_suffix(".json")
-        if not (OUT.is_file() and report.is_file()):
-            raise SystemExit(f"{OUT} or {report} missing — train the decoder first (without --register-only)")
-        register(json.loads(report.read_text()))
-        return
-    if fine_tune:  # check before minutes of encoding
-        preview = json.loads((WEIGHTS / "reel.json").read_text()).get("preview", {})
-        if not OUT.is_file():
-            raise SystemExit(f"{OUT}: no shipped decoder to fine-tune — train one first (without {fine_tune})")
-        if not preview.get("lora") or not (WEIGHTS / preview["lora"]).is_file():
-            raise SystemExit(f"{WEIGHTS / 'reel.json'}: no preview LoRA to render previews with — run "
-                             f"scripts/distill_shapes_preview.py first, or train without {fine_tune}")
-        if preview.get("scheduler", "lcm") != "lcm" or float(preview.get("guidance", 1.0)) != 1.0:
-            raise SystemExit(f"{WEIGHTS / 'reel.json'}: the preview samples with {preview.get('scheduler')} at guidance "
-                             f"{preview.get('guidance')}; {fine_tune} makes its pairs with consistency (lcm) steps "
-                             "without guidance only")
-        from safetensors import safe_open
+    return fine_tune
 
-        with safe_open(str(OUT), "pt") as f:  # the shipped decoder's own provenance, kept as the base's
-            base = {k: v for k, v in (f.metadata() or {}).items() if k not in ("format", "config")}
-        if "fine_tune" in base:  # a second fine-tune would stack on the first
-            raise SystemExit(f"{OUT} is already fine-tuned ({base['fine_tune']}, {base.get('fine_tune_steps')} steps): "
-                             f"train a fresh decoder first (without {fine_tune}), then fine-tune it once")
+
+def _fine_tune_base(fine_tune: str) -> dict:
+    """The shipped decoder's provenance, kept as the fine-tune's base, after checking that there is a decoder to
+    fine-tune (not fine-tuned already) and a preview LoRA sampling with consistency steps without guidance."""
+    preview = json.loads((WEIGHTS / "reel.json").read_text()).get("preview", {})
+    if not OUT.is_file():
+        raise SystemExit(f"{OUT}: no shipped decoder to fine-tune — train one first (without {fine_tune})")
+    if not preview.get("lora") or not (WEIGHTS / preview["lora"]).is_file():
+        raise SystemExit(f"{WEIGHTS / 'reel.json'}: no preview LoRA to render previews with — run "
+                         f"scripts/distill_shapes_preview.py first, or train without {fine_tune}")
+    if preview.get("scheduler", "lcm") != "lcm" or float(preview.get("guidance", 1.0)) != 1.0:
+        raise SystemExit(f"{WEIGHTS / 'reel.json'}: the preview samples with {preview.get('scheduler')} at "
+                         f"guidance {preview.get('guidance')}; {fine_tune} makes its pairs with consistency (lcm) "
+                         "steps without guidance only")
+    from safetensors import safe_open
+
+    with safe_open(str(OUT), "pt") as f:  # the shipped decoder's own provenance, kept as the base's
+        base = {k: v for k, v in (f.metadata() or {}).items() if k not in ("format", "config")}
+    if "fine_tune" in base:  # a second fine-tune would stack on the first
+        raise SystemExit(f"{OUT} is already fine-tuned ({base['fine_tune']}, {base.get('fine_tune_steps')} steps): "
+                         f"train a fresh decoder first (without {fine_tune}), then fine-tune it once")
+    return base
+
+
+def _training_pairs(args: argparse.Namespace, vae, fine_tune: str | None, base: dict | None):
+    """(decoder, latents (n, z, F', h, w), targets (n, 3, F, H, W) in [-1, 1], peak lr, provenance): --clips
+    clean pairs and a fresh decoder, or for a fine-tune the shipped decoder with its preview pairs appended
+    after the clean ones."""
     import torch
-    from diffusers import AutoencoderKLWan
 
-    from reel.models.preview_decoder import PreviewDecoder, load_preview_decoder, save_preview_decoder
-    from scripts.train_shapes.vae import gradient_difference, to_tensor
+    from reel.models.preview_decoder import PreviewDecoder, load_preview_decoder
+    from scripts.train_shapes.vae import to_tensor
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    out = args.out.resolve()
-    vae = AutoencoderKLWan.from_pretrained(WEIGHTS / "vae", torch_dtype=torch.float32, local_files_only=True).eval()
-    t0 = time.time()
     lat, clips, _ = make_pairs(vae, args.clips, seed=31)
     target = to_tensor(clips)  # (n, 3, 17, 64, 64)
     decoder = PreviewDecoder(z_dim=vae.config.z_dim, width=args.width or WIDTH)
@@ -274,10 +307,21 @@ def main() -> None:
             p_lat, p_frames = preview_pairs(args.on_previews, seed=41)
         else:  # targets: the clips the preview latents were made from
             p_lat, p_frames, _ = restoration_pairs(args.restore, seed=51)
+        # clean pairs first: (n + N, z, 5, 16, 16) and (n + N, 3, 17, 64, 64)
         lat, target = torch.cat([lat, p_lat]), torch.cat([target, to_tensor(p_frames)])
         peak_lr = 5e-4
         provenance = {"fine_tune": f"{fine_tune} {args.on_previews or args.restore}", "fine_tune_steps": args.steps,
                       "clips": args.clips, "lr": peak_lr, "sharpen": args.sharpen, "base": json.dumps(base)}
+    return decoder, lat, target, peak_lr, provenance
+
+
+def _train(args: argparse.Namespace, decoder, lat, target, peak_lr: float, fine_tune: str | None, t0: float) -> None:
+    """--steps of AdamW on L1 + MSE (+ --sharpen x gradient difference): lr warm-up over 100 steps, then cosine
+    down to 5 % of the peak; a fine-tune's batches are half clean pairs, half preview pairs."""
+    import torch
+
+    from scripts.train_shapes.vae import gradient_difference
+
     n_extra = args.on_previews or args.restore
     opt = torch.optim.AdamW(decoder.parameters(), lr=peak_lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(0)
@@ -300,6 +344,13 @@ def main() -> None:
         opt.step()
         if step % 100 == 0 or step == args.steps:
             print(f"step {step}/{args.steps} loss {loss.item():.4f} lr {lr:.1e} {time.time() - t0:.0f} s", flush=True)
+
+
+def _ship(args: argparse.Namespace, decoder, provenance: dict, vae, fine_tune: str | None, out: Path,
+          t0: float) -> None:
+    """Save the decoder to `out` with its report (evaluate) and, at the default path, register it in reel.json."""
+    from reel.models.preview_decoder import save_preview_decoder
+
     # staged beside `out` until the evaluation below is done: a failed evaluation leaves the old decoder, its
     # report and the reel.json entry as they were (the staged file is removed)
     staged = out.with_name(out.stem + ".staged.safetensors")
@@ -310,7 +361,7 @@ def main() -> None:
         staged.unlink(missing_ok=True)
         raise
     if fine_tune:
-        report["fine_tune"] = {"mode": fine_tune, "clips": n_extra, "steps": args.steps}
+        report["fine_tune"] = {"mode": fine_tune, "clips": args.on_previews or args.restore, "steps": args.steps}
     print(json.dumps(report, indent=2))
     staged.replace(out)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")

@@ -29,18 +29,22 @@ from pathlib import Path
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--stage", choices=["vae", "cache", "transformer", "export", "all"], default="all",
                    help="which stage to run; a stage whose prerequisites are missing fails with what to run first")
     p.add_argument("--resume", action="store_true",
-                   help="continue from models/shapes/checkpoints/state.pt (without it an existing checkpoint is an error)")
+                   help="continue from models/shapes/checkpoints/state.pt "
+                        "(without it an existing checkpoint is an error)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: leave a core for the team)")
     p.add_argument("--max-steps", type=int, default=None,
-                   help="stop this run after N more steps of the current stage (checkpoint saved); for short sessions")
+                   help="stop this run after N more steps of the current stage (checkpoint saved); "
+                        "for short sessions")
     p.add_argument("--smoke", action="store_true",
-                   help="tiny run in models/shapes/runs/smoke/ (checkpoint, latent cache, export) to check the plumbing")
-    p.add_argument("--smoke-dir", type=Path, default=None, help="where --smoke writes (default models/shapes/runs/smoke)")
+                   help="tiny run in models/shapes/runs/smoke/ (checkpoint, latent cache, export) "
+                        "to check the plumbing")
+    p.add_argument("--smoke-dir", type=Path, default=None,
+                   help="where --smoke writes (default models/shapes/runs/smoke)")
     p.add_argument("--from-weights", type=Path, default=None, metavar="DIR",
                    help="start a new checkpoint at the transformer stage from an exported model (e.g. "
                         "models/shapes/weights) to train it further; needs --set tr_steps=TOTAL; the lr schedule "
@@ -56,10 +60,21 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from train_shapes import common
-    from train_shapes.common import Logger, TrainConfig, config_from_state, load_checkpoint, save_checkpoint
+    ckpt, weights, log, default = _where_to_write(args)
+    overrides = _overrides(args.set, default)
+    default = replace(default, **overrides)
+    state, cfg = _state(args, ckpt, default, overrides, log)
+    state = _run_stages(args, cfg, state, log, weights, ckpt)
+    log("stop", at=state["stage"])
+    return 0
 
-    # 1. where to write
+
+def _where_to_write(args: argparse.Namespace):
+    """1. Where to write: (checkpoint path, weights folder, Logger, default TrainConfig); --smoke moves all three
+    (and the latent cache) into its own folder with tiny step counts. Sets common.CKPT_PATH."""
+    from train_shapes import common
+    from train_shapes.common import Logger, TrainConfig
+
     ckpt, weights, log = common.CKPT_PATH, common.WEIGHTS_DIR, Logger()
     default = TrainConfig()
     if args.smoke_dir is not None and not args.smoke:
@@ -68,18 +83,29 @@ def main(argv=None) -> int:
         smoke = args.smoke_dir or common.RUNS_DIR / "smoke"
         common.RUNS_DIR = smoke  # its latent cache too
         ckpt, weights, log = smoke / "state.pt", smoke / "weights", Logger(smoke / "progress.log")
-        default = replace(default, vae_steps=4, vae_batch=2, vae_min_psnr=0.0, cache_clips=40, tr_steps=6, tr_batch=4, eval_every=6,
-                          eval_prompts=4, eval_steps=2, save_every=3)
+        default = replace(default, vae_steps=4, vae_batch=2, vae_min_psnr=0.0, cache_clips=40, tr_steps=6,
+                          tr_batch=4, eval_every=6, eval_prompts=4, eval_steps=2, save_every=3)
     common.CKPT_PATH = ckpt  # save_checkpoint/load_checkpoint default to this
+    return ckpt, weights, log, default
+
+
+def _overrides(pairs: list[str], default) -> dict:
+    """The --set KEY=VALUE pairs as TrainConfig fields, each value cast to the field's type."""
     overrides = {}
-    for kv in args.set:
+    for kv in pairs:
         key, _, value = kv.partition("=")
         if key not in asdict(default):
             raise SystemExit(f"--set {kv}: unknown field {key!r}; fields: {', '.join(asdict(default))}")
         kind = type(getattr(default, key))
         overrides[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
-    default = replace(default, **overrides)
-    # 2. state: fresh or resumed (explicit --set values win over the stored config, e.g. more steps)
+    return overrides
+
+
+def _state(args: argparse.Namespace, ckpt: Path, default, overrides: dict, log) -> tuple[dict | None, object]:
+    """2. State: (checkpoint state, TrainConfig), fresh, resumed or --from-weights (explicit --set values win over
+    the stored config, e.g. more steps). The state is None for a fresh run."""
+    from train_shapes.common import config_from_state, load_checkpoint, save_checkpoint
+
     state = load_checkpoint(ckpt)
     if state is not None and not args.resume:
         raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or delete it to start over")
@@ -96,6 +122,13 @@ def main(argv=None) -> int:
         save_checkpoint(state)  # saved at once: a run stopped before its first save resumes from here
         log("from weights", path=str(args.from_weights), step=state["tr_step"],
             latent_cache=state.get("cache_name", "none found: rebuilt from this VAE"))
+    return state, cfg
+
+
+def _run_stages(args: argparse.Namespace, cfg, state: dict | None, log, weights: Path, ckpt: Path) -> dict:
+    """3. Stages: the ones --stage asks for, from where the checkpoint is; returns the final state."""
+    from train_shapes.common import save_checkpoint
+
     if state is None:
         state = {"stage": "vae"}
     state["config"] = asdict(cfg)
@@ -110,7 +143,6 @@ def main(argv=None) -> int:
             return False
         return True
 
-    # 3. stages
     from train_shapes.export import export
     from train_shapes.transformer import build_cache, train_transformer
     from train_shapes.vae import train_vae
@@ -130,8 +162,7 @@ def main(argv=None) -> int:
             export(cfg, state, log, weights)
             state["stage"] = "done"
             save_checkpoint(state)
-    log("stop", at=state["stage"])
-    return 0
+    return state
 
 
 def _cache_ok(cfg, state) -> bool:

@@ -193,7 +193,8 @@ def build_model(cfg: Config) -> torch.nn.Module:
     import_spandrel()
     from spandrel.architectures.Compact import Compact
 
-    model = Compact(num_in_ch=3, num_out_ch=3, num_feat=cfg.num_feat, num_conv=cfg.num_conv, upscale=2, act_type="prelu")
+    model = Compact(num_in_ch=3, num_out_ch=3, num_feat=cfg.num_feat, num_conv=cfg.num_conv, upscale=2,
+                    act_type="prelu")
     # He init for the PReLU stack (torch's default shrinks the signal ~1/sqrt(3) per conv, which leaves the
     # net stuck at its nearest-neighbour skip for ~1000 steps) and a 10x smaller last conv.
     convs = [m for m in model.body if isinstance(m, torch.nn.Conv2d)]
@@ -245,7 +246,8 @@ def train(cfg: Config, out: Path, log=print) -> dict:
     # 4. save and check that spandrel recognises it
     model.eval()
     summary = {"config": asdict(cfg), "train_seconds": round(train_seconds, 1),
-               "data_seconds": round(t1 - t0, 1), "heldout_psnr_render_like": round(psnr(run_model(model, val_lr), val_hr), 3),
+               "data_seconds": round(t1 - t0, 1),
+               "heldout_psnr_render_like": round(psnr(run_model(model, val_lr), val_hr), 3),
                "heldout_psnr_clean": round(psnr(run_model(model, clean_lr), clean_hr), 3)}
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     meta = {"reel": "built-in x2 upscaler (shapes world)", "architecture": "SRVGGNetCompact",

@@ -131,6 +131,22 @@ def latent_drift(vae, old, cfg) -> dict:
 
 
 def main() -> None:
+    args = _parse_args()
+    import torch
+
+    from scripts.train_shapes.common import TrainConfig
+
+    torch.set_num_threads(args.threads)
+    cfg = TrainConfig()
+    vae, old, trainable, vae_dir = _load_vae(args.with_encoder)
+    opt = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    ckpt, stage, step, before = _start(args, vae, opt, cfg)
+    _train(args, vae, old, trainable, opt, cfg, ckpt, stage, step, before)
+    _write(args, vae, old, vae_dir, cfg, stage, before)
+
+
+def _parse_args() -> argparse.Namespace:
+    """The command line (module doc), --sharpen checked against the stage."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch", type=int, default=8)
@@ -147,15 +163,15 @@ def main() -> None:
         p.error(f"--sharpen {args.sharpen}: give a weight >= 0 (a negative one would reward blur); stage 3 used 1.0")
     if args.sharpen and args.with_encoder:
         p.error("--sharpen trains the decoder only: drop --with-encoder")
+    return args
+
+
+def _load_vae(with_encoder: bool):
+    """(the exported VAE in fp32, a frozen copy of it for stage 2 or None, the parameters to train, its folder):
+    the decoder and post_quant_conv, plus the encoder and quant_conv with --with-encoder."""
     import torch
     from diffusers import AutoencoderKLWan
-    from safetensors.torch import load_file, save_file
 
-    from scripts.train_shapes.common import TrainConfig
-    from scripts.train_shapes.vae import gradient_difference
-
-    torch.set_num_threads(args.threads)
-    cfg = TrainConfig()
     vae_dir = WEIGHTS / "vae"
     if not (vae_dir / "config.json").is_file():
         raise SystemExit(f"{vae_dir}: no VAE — train the model first (scripts/train_shapes_model.py)")
@@ -163,14 +179,21 @@ def main() -> None:
     vae.requires_grad_(False)
     trainable = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     old = None
-    if args.with_encoder:
+    if with_encoder:
         import copy
 
         old = copy.deepcopy(vae).eval()  # the encoder the transformer's latents came from (frozen)
         trainable += [*vae.encoder.parameters(), *vae.quant_conv.parameters()]
     for q in trainable:
         q.requires_grad_(True)
-    opt = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    return vae, old, trainable, vae_dir
+
+
+def _start(args: argparse.Namespace, vae, opt, cfg) -> tuple[Path, str, int, dict]:
+    """(checkpoint path, stage name, first step, the `before` report): a fresh start (evaluated first) or the
+    stage's checkpoint with --resume; refuses a second stage 2 and a checkpoint of another stage."""
+    import torch
+
     WORK.mkdir(parents=True, exist_ok=True)
     ckpt = WORK / "checkpoint.pt"
     step, before = 0, None
@@ -194,27 +217,46 @@ def main() -> None:
     if before is None:
         before = evaluate(vae, cfg)
         print(f"before: {before}", flush=True)
+    return ckpt, stage, step, before
+
+
+def _loss(vae, old, x, sharpen: float):
+    """The step's loss on x (B, 3, f, h, w) in [-1, 1]: reconstruction (MSE + 0.5 L1, + sharpen x gradient
+    difference) through the frozen encoder; with `old` (stage 2) through the trained one, plus the decoder on
+    the old encoder's base latents and those latents' MSE to the new ones."""
+    import torch
+
+    from scripts.train_shapes.vae import gradient_difference
+
+    if old is None:
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()  # (B, z, f', h/4, w/4): the frozen encoder's latents
+        y = vae.decode(z).sample  # (B, 3, f, h, w)
+        return (y - x).pow(2).mean() + 0.5 * (y - x).abs().mean() + sharpen * gradient_difference(y, x)
+    z = vae.encode(x).latent_dist.mode()  # (B, z, f', h/4, w/4)
+    y = vae.decode(z).sample  # (B, 3, f, h, w)
+    base = x[0::2]  # the base-vocabulary half of the batch
+    with torch.no_grad():
+        z_old = old.encode(base).latent_dist.mode()  # what the transformer learned to generate
+    y_old = vae.decode(z_old).sample  # the decoder must still draw the transformer's latents
+    return ((y - x).pow(2).mean() + 0.5 * (y - x).abs().mean()
+            + (y_old - base).pow(2).mean() + 0.5 * (y_old - base).abs().mean()
+            + (z[0::2] - z_old).pow(2).mean())  # base latents stay where they were
+
+
+def _train(args: argparse.Namespace, vae, old, trainable: list, opt, cfg, ckpt: Path, stage: str, step: int,
+           before: dict) -> None:
+    """From `step` to --steps: lr warm-up over 20 steps, gradients clipped at 1; progress every 10 steps, a
+    checkpoint and an evaluation every 100 and at the end."""
+    import torch
+
     vae.train()
     t0 = time.time()
     while step < args.steps:
         for g in opt.param_groups:
             g["lr"] = args.lr * min(1.0, (step + 1) / 20)
         x = training_batch(step, args.batch, cfg)  # (B, 3, f, h, w) in [-1, 1]
-        if old is None:
-            with torch.no_grad():
-                z = vae.encode(x).latent_dist.mode()  # (B, z, f', h/4, w/4): the frozen encoder's latents
-            y = vae.decode(z).sample  # (B, 3, f, h, w)
-            loss = (y - x).pow(2).mean() + 0.5 * (y - x).abs().mean() + args.sharpen * gradient_difference(y, x)
-        else:
-            z = vae.encode(x).latent_dist.mode()  # (B, z, f', h/4, w/4)
-            y = vae.decode(z).sample  # (B, 3, f, h, w)
-            base = x[0::2]  # the base-vocabulary half of the batch
-            with torch.no_grad():
-                z_old = old.encode(base).latent_dist.mode()  # what the transformer learned to generate
-            y_old = vae.decode(z_old).sample  # the decoder must still draw the transformer's latents
-            loss = ((y - x).pow(2).mean() + 0.5 * (y - x).abs().mean()
-                    + (y_old - base).pow(2).mean() + 0.5 * (y_old - base).abs().mean()
-                    + (z[0::2] - z_old).pow(2).mean())  # base latents stay where they were
+        loss = _loss(vae, old, x, args.sharpen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -222,13 +264,20 @@ def main() -> None:
         step += 1
         if step % 10 == 0:
             rate = step / max(time.time() - t0, 1e-6)
-            print(f"step {step}/{args.steps} loss {loss.item():.5f} ({(args.steps - step) / max(rate, 1e-6) / 60:.1f} min left)",
-                  flush=True)
+            print(f"step {step}/{args.steps} loss {loss.item():.5f} "
+                  f"({(args.steps - step) / max(rate, 1e-6) / 60:.1f} min left)", flush=True)
         if step % 100 == 0 or step == args.steps:
             torch.save({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step, "before": before,
                         "stage": stage}, ckpt)
             print(f"step {step}: {evaluate(vae, cfg)}", flush=True)
-    # fp16, as the export stores it (stage 1: the encoder's tensors come back bit-identical, checked below)
+
+
+def _write(args: argparse.Namespace, vae, old, vae_dir: Path, cfg, stage: str, before: dict) -> None:
+    """Store the VAE in fp16, as the export does (stages 1 and 3: only if the encoder's tensors come back
+    bit-identical), evaluate it as stored and record the stage in reel.json's `vae_widening`."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
     vae.eval()
     sd = {k: v.detach().half() if v.is_floating_point() else v for k, v in vae.state_dict().items()}
     stored = load_file(vae_dir / "diffusion_pytorch_model.safetensors")

@@ -91,7 +91,8 @@ def installed(wheel, tmp_path_factory) -> Path:
     """A fresh virtualenv with the wheel installed; reel's dependencies come from this one's site-packages."""
     venv = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c",
+                                "import sysconfig; print(sysconfig.get_path('purelib'))"],
                                capture_output=True, text=True, check=True).stdout.strip())
     # a path line only: .pth files inside it (our own editable install's) are not processed from there
     (site / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
@@ -129,7 +130,8 @@ def test_reel_models_and_demo_work_from_an_unrelated_folder(installed, tmp_path)
 
 def test_reel_render_works_from_an_unrelated_folder(installed, tmp_path):
     (tmp_path / "film.toml").write_text('[film]\nmodel = "shapes"\nupscale = "x2"\n'
-                                        '[[shots]]\nid = "one"\nprompt = "a red circle moving right on a black background"\n')
+                                        '[[shots]]\nid = "one"\n'
+                                        'prompt = "a red circle moving right on a black background"\n')
     render = _run(installed, ["reel", "render", "film.toml", "--out", "out", "--device", "cpu", "-q"], tmp_path)
     assert render.returncode == 0, render.stderr
     assert (tmp_path / "out" / "shots" / "one.mp4").is_file() and (tmp_path / "out" / "film.mp4").is_file()

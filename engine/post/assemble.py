@@ -13,7 +13,15 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from reel.engine.post.encode import Codec, EncodeError, color_args, container_args, ffmpeg_env, ffmpeg_exe, metadata_args
+from reel.engine.post.encode import (
+    Codec,
+    EncodeError,
+    color_args,
+    container_args,
+    ffmpeg_env,
+    ffmpeg_exe,
+    metadata_args,
+)
 from reel.engine.post.timeline import AudioPlacement, Timeline
 from reel.engine.store import atomic_path
 

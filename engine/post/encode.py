@@ -152,7 +152,8 @@ class VideoWriter:
         cmd = [
             ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
-            *audio_args(audio_from), *self.codec.args(), *crf_args, *color_args(self.codec), *container_args(self.codec),
+            *audio_args(audio_from), *self.codec.args(), *crf_args, *color_args(self.codec),
+            *container_args(self.codec),
             *metadata_args(metadata), "-f", self.codec.muxer, str(self.tmp),
         ]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=ffmpeg_env())
@@ -160,7 +161,8 @@ class VideoWriter:
     def write(self, frames: np.ndarray) -> None:
         """Send (N, H, W, 3) uint8 frames to ffmpeg."""
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (self.height, self.width, 3):
-            raise ValueError(f"expected (N, {self.height}, {self.width}, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+            raise ValueError(f"expected (N, {self.height}, {self.width}, 3) uint8 frames, "
+                             f"got {frames.shape} {frames.dtype}")
         try:
             self.proc.stdin.write(np.ascontiguousarray(frames).tobytes())
         except BrokenPipeError:

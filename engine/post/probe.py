@@ -54,7 +54,8 @@ def probe(path: str | Path) -> MediaInfo:
     text = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True).stderr.decode(
         errors="replace")
     if "Invalid data found" in text or "Stream #" not in text:
-        raise MediaError(f"{path}: not a media file ffmpeg can read ({text.strip().splitlines()[-1] if text.strip() else 'no output'})")
+        raise MediaError(f"{path}: not a media file ffmpeg can read "
+                         f"({text.strip().splitlines()[-1] if text.strip() else 'no output'})")
     dur = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", text)
     duration = int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3)) if dur else None
     v = re.search(r"Stream #\S+.*?: Video: (\w+).*?, (\w+)(?:\([^)]*\))?, (\d+)x(\d+)", text)

@@ -223,7 +223,8 @@ def load_upscaler(ref: str, device: torch.device | str = "cpu", tile: int = TILE
         descriptor = spandrel.ModelLoader(device="cpu").load_from_file(path)
     except spandrel.UnsupportedModelError:
         raise UpscaleError(f"{path}: not a model architecture spandrel {spandrel.__version__} knows — "
-                           f"use an ESRGAN, Real-ESRGAN, SwinIR, ... super-resolution model file, or 'lanczos2'") from None
+                           f"use an ESRGAN, Real-ESRGAN, SwinIR, ... super-resolution model file, "
+                           f"or 'lanczos2'") from None
     except Exception as exc:  # pickle, safetensors, shape and key errors all mean the same to the user
         raise UpscaleError(f"{path}: could not be read as a model file ({type(exc).__name__}: {str(exc)[:200]}) — "
                            f"it may be truncated or corrupt: download or export it again") from None
@@ -233,7 +234,8 @@ def load_upscaler(ref: str, device: torch.device | str = "cpu", tile: int = TILE
         raise UpscaleError(f"{path}: a {arch} {descriptor.purpose} model, not super-resolution — "
                            f"use an SR model (ESRGAN, Real-ESRGAN, SwinIR, ...)")
     if not 2 <= descriptor.scale <= 8:
-        raise UpscaleError(f"{path}: {arch} with scale {descriptor.scale} is not supported — use a 2x, 3x, 4x or 8x model")
+        raise UpscaleError(f"{path}: {arch} with scale {descriptor.scale} is not supported — "
+                           f"use a 2x, 3x, 4x or 8x model")
     if descriptor.input_channels != 3 or descriptor.output_channels != 3:
         raise UpscaleError(f"{path}: {arch} maps {descriptor.input_channels} to {descriptor.output_channels} "
                            f"channels; video frames need an RGB (3 -> 3) model")
@@ -297,7 +299,8 @@ def _chunks(reader, src: Path, h: int, w: int, n: int):
         try:
             raw = next(reader, None)
         except (OSError, RuntimeError) as exc:
-            raise UpscaleError(f"{src}: decoding failed ({str(exc).strip()[:300]}) — the video may be truncated") from None
+            raise UpscaleError(f"{src}: decoding failed ({str(exc).strip()[:300]}) — "
+                               "the video may be truncated") from None
         if raw is not None:
             chunk.append(np.frombuffer(raw, dtype=np.uint8).reshape(h, w, 3))
         if chunk and (raw is None or len(chunk) == n):

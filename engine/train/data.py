@@ -48,7 +48,8 @@ def read_clip(path: Path) -> np.ndarray:
         w, h = meta["size"]
         frames = [np.frombuffer(f, dtype=np.uint8).reshape(h, w, 3) for f in reader]
     except (OSError, RuntimeError, StopIteration, KeyError) as err:
-        raise ValueError(f"ffmpeg cannot decode it ({str(err).strip().splitlines()[-1][:160] if str(err).strip() else 'no frames'})") from None
+        raise ValueError("ffmpeg cannot decode it "
+                         f"({str(err).strip().splitlines()[-1][:160] if str(err).strip() else 'no frames'})") from None
     if not frames:
         raise ValueError("it has no frames")
     return np.stack(frames)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from reel.engine.sampling import shifted_sigmas
-from reel.engine.train.lora import sample_index, step_generator
+from reel.engine.sampling import cfg_combine, shifted_sigmas
+from reel.engine.train.stream import sample_index, step_generator
 
 
 def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
@@ -54,7 +54,7 @@ def consistency_loss_at(trainer, step: int) -> float:
             for j in range(n, min(n + cfg.skip, cfg.teacher_steps)):
                 a, b = float(grid[j]), float(grid[j + 1])
                 both = v(torch.cat([x_lo, x_lo]), a, torch.cat([cond, uncond]))  # (2, C, F', H', W')
-                x_lo = x_lo + (b - a) * (both[1:] + guidance * (both[:1] - both[1:]))
+                x_lo = x_lo + (b - a) * cfg_combine(both[:1], both[1:], guidance)
             tr.enable_lora()
             # target: the student's own clean estimate at the lower noise level (x0 = x at sigma 0)
             target = x_lo - s_lo * v(x_lo, s_lo, cond) if s_lo > 0 else x_lo

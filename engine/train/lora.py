@@ -25,8 +25,10 @@ import torch
 
 from reel.engine.embed_cache import EmbedCache, encoder_hash
 from reel.engine.hashing import weights_hash
-from reel.engine.runtime import pick_device
-from reel.engine.sampling import denoise
+from reel.engine.devices import pick_device
+from reel.engine.train.stream import sample_index, step_generator
+from reel.engine.sampling import consistency, guided, sample
+from reel.models.samplers import shift_sigmas
 from reel.engine.store import atomic_write_json, read_json
 from reel.engine.train.cache import LatentCache
 from reel.engine.train.config import TrainConfig
@@ -50,18 +52,6 @@ class TrainResult:
     final_loss: float | None
     cache_hits: int
     cache_misses: int
-
-
-def step_generator(seed: int, step: int, micro: int) -> torch.Generator:
-    """The RNG of one micro-step: a pure function of (seed, step, micro) — resumable by construction."""
-    return torch.Generator("cpu").manual_seed((seed * 1_000_003 + step * 1009 + micro) % (2**63))
-
-
-def sample_index(seed: int, k: int, n: int) -> int:
-    """The k-th sample of the stream: epoch-wise permutations of the n (repeated) items."""
-    epoch, pos = divmod(k, n)
-    perm = torch.randperm(n, generator=torch.Generator("cpu").manual_seed(seed * 7919 + epoch))
-    return int(perm[pos])
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -121,6 +111,10 @@ class Trainer:
         """Load the model, cache latents and caption embeddings, add the LoRA adapter."""
         cfg = self.cfg
         self.comps = wan.load(self.model.path, self.device, self.dtype)
+        if self.device.type == "cpu":  # as a CPU render runs (engine/accel.py, cpu_fast_paths = auto)
+            from reel.engine.accel import apply_cpu_fast_paths
+
+            apply_cpu_fast_paths(self.comps, self.model.family)
         self.base_hash = weights_hash(self.model.path)
         vae_hash = weights_hash(self.model.path / "vae")
         self.latent_cache = LatentCache()
@@ -182,7 +176,7 @@ class Trainer:
                     caption = ""
                 noise = torch.randn(x0.shape, generator=g)  # (1, C, F', H', W')
                 u = torch.sigmoid(torch.randn((), generator=g) * cfg.logit_std + cfg.logit_mean)
-                sigma = float(self.shift * u / (1 + (self.shift - 1) * u))
+                sigma = float(shift_sigmas(u, self.shift))
                 keep_uncond = (bool(cfg.uncond_preservation)
                                and float(torch.rand((), generator=g)) < cfg.uncond_preservation)
                 xts.append((1 - sigma) * x0 + sigma * noise)
@@ -307,12 +301,11 @@ class Trainer:
             noise = wan.initial_noise(wan.latent_shape(comps, self.frames, self.height, self.width),
                                       cfg.validation_seed + i, comps.device)
             if cfg.kind == "preview":  # what the preview will render: few steps, no CFG
-                from reel.engine.sampling import ConsistencyScheduler
-
-                sched, steps, guidance = ConsistencyScheduler(self.shift, [cfg.validation_seed + i]), cfg.preview_steps, 1.0
+                sampler, steps, guidance = consistency(self.shift, [cfg.validation_seed + i]), cfg.preview_steps, 1.0
             else:
-                sched = wan.make_scheduler(comps, "unipc", self.shift)
-            lat = denoise(lambda x, t, e: wan.velocity(comps, x, t, e), noise, sched, steps, cond, uncond, guidance)
+                sampler = wan.make_sampler(comps, "unipc", self.shift)
+            denoiser = guided(lambda x, t, e: wan.velocity(comps, x, t, e), cond, uncond, guidance)
+            lat = sample(sampler, denoiser, noise, steps)
             path = out_dir / f"step-{step:07d}-{i}.mp4"
             with VideoWriter(path, self.width, self.height, int(self.model.defaults["fps"])) as w:
                 for chunk in wan.decode_stream(comps, lat):

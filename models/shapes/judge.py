@@ -73,6 +73,57 @@ def _crop_resize(soft: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray
     return np.asarray(img.resize((TEMPLATE, TEMPLATE), Image.BILINEAR), dtype=np.float32)
 
 
+def _direction(soft: np.ndarray) -> tuple[str, float, float, float, np.ndarray]:
+    """(direction, confidence, dx, dy, frames with something visible) from the soft masks (F, H, W): the
+    least-squares slope of the centroid over time, in frame widths/heights per clip."""
+    n_f, h, w = soft.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    mass = soft.sum(axis=(1, 2))  # (F,)
+    ok = mass > 0.02 * h * w * 0.05  # frames where something is visible
+    cx = (soft * xx).sum(axis=(1, 2)) / np.maximum(mass, 1e-6)  # (F,)
+    cy = (soft * yy).sum(axis=(1, 2)) / np.maximum(mass, 1e-6)  # (F,)
+    t = np.arange(n_f, dtype=np.float32)
+    if ok.sum() >= 2:
+        tt = t[ok] - t[ok].mean()
+        denom = float((tt * tt).sum())
+        dx = float((tt * (cx[ok] - cx[ok].mean())).sum() / denom) * (n_f - 1) / w
+        dy = float((tt * (cy[ok] - cy[ok].mean())).sum() / denom) * (n_f - 1) / h
+    else:
+        dx = dy = 0.0
+    if abs(dx) >= abs(dy):
+        direction = "right" if dx > 0 else "left"
+    else:
+        direction = "down" if dy > 0 else "up"
+    big, small = max(abs(dx), abs(dy)), min(abs(dx), abs(dy))
+    dir_conf = float(np.clip((big - small) / (big + 1e-6), 0, 1)) * float(np.clip(big / 0.1, 0, 1))
+    return direction, dir_conf, dx, dy, ok
+
+
+def _shape(soft: np.ndarray, shapes: tuple[str, ...]) -> tuple[str, float, dict[str, float], int]:
+    """(shape, confidence, summed template errors, frames used): each frame's bounding-box crop of the soft
+    mask (F, H, W) against the templates, frames touching the border left out."""
+    n_f, h, w = soft.shape
+    errors = {s: 0.0 for s in shapes}
+    used = 0
+    for f in range(n_f):
+        m = soft[f] > 0.5
+        if m.sum() < 6:
+            continue
+        rows, cols = np.where(m.any(axis=1))[0], np.where(m.any(axis=0))[0]
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        if y0 == 0 or x0 == 0 or y1 == h or x1 == w:
+            continue
+        crop = _crop_resize(soft[f], (y0, y1, x0, x1))
+        for s in shapes:
+            errors[s] += float(np.abs(crop - _template(s)).mean())
+        used += 1
+    if not used:
+        return "", 0.0, errors, 0
+    ranked = sorted(errors, key=errors.get)
+    e0, e1 = errors[ranked[0]] / used, errors[ranked[1]] / used if len(ranked) > 1 else 1.0
+    return ranked[0], float(np.clip((e1 - e0) / (e1 + 1e-6), 0, 1)), errors, used
+
+
 def judge_clip(
     frames: np.ndarray,
     *,
@@ -107,47 +158,9 @@ def judge_clip(
     axis = fg_rgb - bg_rgb  # (3,)
     soft = np.clip(((x - bg_rgb) @ axis) / float(axis @ axis), 0.0, 1.0)  # (F, H, W)
     # 4. direction: least-squares slope of the centroid over time
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    mass = soft.sum(axis=(1, 2))  # (F,)
-    ok = mass > 0.02 * h * w * 0.05  # frames where something is visible
-    cx = (soft * xx).sum(axis=(1, 2)) / np.maximum(mass, 1e-6)  # (F,)
-    cy = (soft * yy).sum(axis=(1, 2)) / np.maximum(mass, 1e-6)  # (F,)
-    t = np.arange(n_f, dtype=np.float32)
-    if ok.sum() >= 2:
-        tt = t[ok] - t[ok].mean()
-        denom = float((tt * tt).sum())
-        dx = float((tt * (cx[ok] - cx[ok].mean())).sum() / denom) * (n_f - 1) / w
-        dy = float((tt * (cy[ok] - cy[ok].mean())).sum() / denom) * (n_f - 1) / h
-    else:
-        dx = dy = 0.0
-    if abs(dx) >= abs(dy):
-        direction = "right" if dx > 0 else "left"
-    else:
-        direction = "down" if dy > 0 else "up"
-    big, small = max(abs(dx), abs(dy)), min(abs(dx), abs(dy))
-    dir_conf = float(np.clip((big - small) / (big + 1e-6), 0, 1)) * float(np.clip(big / 0.1, 0, 1))
+    direction, dir_conf, dx, dy, ok = _direction(soft)
     # 5. shape: template match of each frame's bounding-box crop (frames not touching the border)
-    errors = {s: 0.0 for s in shapes}
-    used = 0
-    for f in range(n_f):
-        m = soft[f] > 0.5
-        if m.sum() < 6:
-            continue
-        rows, cols = np.where(m.any(axis=1))[0], np.where(m.any(axis=0))[0]
-        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        if y0 == 0 or x0 == 0 or y1 == h or x1 == w:
-            continue
-        crop = _crop_resize(soft[f], (y0, y1, x0, x1))
-        for s in shapes:
-            errors[s] += float(np.abs(crop - _template(s)).mean())
-        used += 1
-    if used:
-        ranked = sorted(errors, key=errors.get)
-        shape = ranked[0]
-        e0, e1 = errors[ranked[0]] / used, errors[ranked[1]] / used if len(ranked) > 1 else 1.0
-        shape_conf = float(np.clip((e1 - e0) / (e1 + 1e-6), 0, 1))
-    else:
-        shape, shape_conf = "", 0.0
+    shape, shape_conf, errors, used = _shape(soft, shapes)
     bg_conf = float(np.clip(bg_margin / (bg_margin + bg_dist + 1e-6), 0, 1))
     color_conf = float(np.clip(color_margin / (color_margin + color_dist + 1e-6), 0, 1))
     confidence = min(bg_conf, color_conf, dir_conf, shape_conf)

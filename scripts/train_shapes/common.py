@@ -177,8 +177,10 @@ def prompt_embeds(text_encoder, ids: torch.Tensor, mask: torch.Tensor) -> torch.
 
 # ---- flow matching (as Wan) -----------------------------------------------------------------------
 def shift_sigma(u: torch.Tensor, shift: float) -> torch.Tensor:
-    """Wan / SD3 timestep shift: sigma = s*u / (1 + (s-1)*u); shift>1 favours high noise."""
-    return shift * u / (1.0 + (shift - 1.0) * u)
+    """Wan / SD3 timestep shift (models/samplers.py shift_sigmas); shift>1 favours high noise."""
+    from reel.models.samplers import shift_sigmas
+
+    return shift_sigmas(u, shift)
 
 
 # ---- checkpoint: ONE file, overwritten atomically ------------------------------------------------

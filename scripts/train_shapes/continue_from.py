@@ -46,9 +46,11 @@ def state_from_weights(cfg: TrainConfig, weights: Path) -> dict:
     sizes = {"layers": "num_layers", "heads": "num_attention_heads", "head_dim": "attention_head_dim",
              "ffn_dim": "ffn_dim", "freq_dim": "freq_dim", "text_dim": "text_dim", "z_dim": "in_channels"}
     wrong = [f"{k}={transformer.config[v]}" for k, v in sizes.items() if getattr(cfg, k) != transformer.config[v]]
-    wrong += [f"{k}={reel[k]}" for k in ("shift", "width", "height", "frames") if k in reel and getattr(cfg, k) != reel[k]]
+    wrong += [f"{k}={reel[k]}" for k in ("shift", "width", "height", "frames")
+              if k in reel and getattr(cfg, k) != reel[k]]
     if wrong:
-        raise SystemExit(f"--from-weights {weights}: the model was trained with other settings; add --set {' '.join(wrong)}")
+        raise SystemExit(f"--from-weights {weights}: the model was trained with other settings; "
+                         f"add --set {' '.join(wrong)}")
     model = {f"transformer.{k}": v.clone() for k, v in transformer.state_dict().items()}
     model |= {f"text_encoder.{k}": v.clone() for k, v in text_encoder.state_dict().items()}
     # the newest complete cache of cfg.cache_clips clips (a smoke run's small cache is not one)

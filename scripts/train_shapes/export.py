@@ -30,7 +30,9 @@ def export(cfg: TrainConfig, state: dict, log: Logger, out: Path = WEIGHTS_DIR) 
     weights = state.get("ema") or state.get("model")
     if weights is None:
         raise RuntimeError("no transformer weights in the checkpoint: run --stage transformer first")
-    transformer.load_state_dict({k[len("transformer."):]: v for k, v in weights.items() if k.startswith("transformer.")})
+    transformer.load_state_dict(
+        {k[len("transformer."):]: v for k, v in weights.items() if k.startswith("transformer.")}
+    )
     text_encoder.load_state_dict(
         {k[len("text_encoder."):]: v for k, v in weights.items() if k.startswith("text_encoder.")}
     )

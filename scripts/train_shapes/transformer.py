@@ -12,6 +12,7 @@ import time
 import numpy as np
 import torch
 
+from reel.engine.sampling import cfg_combine
 from reel.models.shapes.judge import judge_clip, score
 from reel.models.shapes.vocab import build_tokenizer
 from reel.models.shapes.world import COLORS, HELD_OUT_PAIRS, SHAPES, caption, render_clip, sample_prompts, sample_spec
@@ -32,7 +33,7 @@ from .common import (
     shift_sigma,
     tokenize,
 )
-from .vae import reconstruct, to_tensor, to_uint8
+from .vae import to_tensor, to_uint8
 
 SHARD = 500  # clips per cache shard
 
@@ -128,7 +129,7 @@ def sample(model: Denoiser, tokenizer, cfg: TrainConfig, prompts: list[str], see
         t = torch.full((2 * len(prompts),), float(sig[i]) * 1000.0)
         v = model.transformer(torch.cat([x, x]), t, ctx, return_dict=False)[0]  # (2B, z, F', H', W')
         vc, vu = v.chunk(2)
-        x = x + (sig[i + 1] - sig[i]) * (vu + guidance * (vc - vu))
+        x = x + (sig[i + 1] - sig[i]) * cfg_combine(vc, vu, guidance)
     return x
 
 

@@ -6,7 +6,7 @@ import torch
 
 from reel.engine.plan import build_plan
 from reel.engine.runtime import Engine
-from reel.engine.sampling import denoise
+from reel.engine.sampling import guided, sample
 from reel.engine.spec import load_film
 
 FILM = """
@@ -39,9 +39,9 @@ def batch_latents(engine, plan, jobs):
     uncond = engine.embed(family, comps, key, [j.negative_prompt for j in jobs], first.max_sequence_length)
     shape = family.latent_shape(comps, first.frames, first.height, first.width)
     noise = torch.cat([family.initial_noise(shape, j.seed, comps.device) for j in jobs])
-    sched = family.make_scheduler(comps, first.scheduler, first.shift)
-    return denoise(lambda x, t, e: family.velocity(comps, x, t, e), noise, sched, first.steps, cond, uncond,
-                   first.guidance)
+    sampler = family.make_sampler(comps, first.scheduler, first.shift)
+    return sample(sampler, guided(lambda x, t, e: family.velocity(comps, x, t, e), cond, uncond, first.guidance),
+                  noise, first.steps)
 
 
 def test_batched_shots_equal_shots_alone(write_spec):

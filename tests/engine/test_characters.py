@@ -79,21 +79,23 @@ def latents_for(tiny_model, spec_path, shot_id, engine=None):
     adapters = tuple((engine.peft_name(a, p), w) for a, p, w in job.adapters)
     hook = bank.schedule(adapters, job.steps)
     seen = []
-    from reel.engine.sampling import denoise
+    from reel.engine.sampling import guided, sample, with_step_hook
 
     key = str(plan.film.model.path)
     cond = engine.embed(family, comps, key, [job.prompt], job.max_sequence_length)
     uncond = engine.embed(family, comps, key, [job.negative_prompt], job.max_sequence_length)
     noise = family.initial_noise(family.latent_shape(comps, job.frames, job.height, job.width), job.seed, comps.device)
-    sched = family.make_scheduler(comps, job.scheduler, job.shift)
+    sampler = family.make_sampler(comps, job.scheduler, job.shift)
 
     def record(state):
         layer = comps.transformer.blocks[0].attn1.to_q
         seen.append({k: float(v) for k, v in getattr(layer, "scaling", {}).items()
                      if k in getattr(layer, "active_adapters", [])})
 
-    out = denoise(lambda x, t, e: family.velocity(comps, x, t, e), noise, sched, job.steps, cond, uncond,
-                  job.guidance, (job.shot_id,), on_step=record, before_step=hook)
+    denoiser = guided(lambda x, t, e: family.velocity(comps, x, t, e), cond, uncond, job.guidance)
+    if hook is not None:
+        denoiser = with_step_hook(denoiser, hook)
+    out = sample(sampler, denoiser, noise, job.steps, on_step=record, shot_ids=(job.shot_id,))
     return out, seen, engine
 
 
@@ -265,7 +267,7 @@ def test_same_frames_from_render_for_plain_shot_with_and_without_loras(write_spe
 def test_fused_adapters_match_unfused_and_restore_the_base_exactly(comps, loras):
     """Constant-weight adapters are merged into the weights for speed; the output matches the unfused LoRA
     and unfusing restores every base weight bit for bit."""
-    from reel.engine.characters import AdapterBank
+    from reel.engine.lora_bank import AdapterBank
 
     tr = comps.transformer
     bank = AdapterBank(tr, wan.lora_to_diffusers)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from reel.engine.sampling import denoise
+from reel.engine.sampling import guided, sample
 from reel.models import wan
 
 PROMPT = "a red circle moving left on a black background"
@@ -17,8 +17,9 @@ def reel_frames(comps, seed, steps, guidance, scheduler_name, shift, frames=9, s
     cond = wan.encode_prompts(comps, [PROMPT], length)  # (1, L, D)
     uncond = wan.encode_prompts(comps, [NEGATIVE], length) if guidance > 1 else None
     noise = wan.initial_noise(wan.latent_shape(comps, frames, size, size), seed, comps.device)
-    scheduler = wan.make_scheduler(comps, scheduler_name, shift)
-    latents = denoise(lambda x, t, e: wan.velocity(comps, x, t, e), noise, scheduler, steps, cond, uncond, guidance)
+    sampler = wan.make_sampler(comps, scheduler_name, shift)
+    latents = sample(sampler, guided(lambda x, t, e: wan.velocity(comps, x, t, e), cond, uncond, guidance),
+                     noise, steps)
     chunks = list(wan.decode_stream(comps, latents))  # [(1, 3, f, H, W)]
     video = torch.cat(chunks, dim=2)  # (1, 3, F, H, W)
     return video[0].permute(1, 2, 3, 0).numpy(), latents  # (F, H, W, 3) in [0, 1]

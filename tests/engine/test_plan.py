@@ -46,7 +46,8 @@ def test_explicit_seed_and_prompt_edit(write_spec):
 
 
 def test_jobs_resolve_film_defaults_and_overrides(write_spec):
-    plan = build_plan(load_film(write_spec(SPEC.replace("{shots}", shot("a") + shot("b", extra="steps = 2\nframes = 5")))))
+    plan = build_plan(load_film(write_spec(SPEC.replace("{shots}",
+                                                        shot("a") + shot("b", extra="steps = 2\nframes = 5")))))
     a, b = plan.jobs
     assert (a.frames, a.steps, b.frames, b.steps) == (9, 4, 5, 2)
     assert a.seed_source == "derived"
@@ -65,7 +66,8 @@ def test_subset_and_batching(write_spec):
 
 def test_fingerprint_changes_with_inputs_not_position(write_spec):
     one = build_plan(load_film(write_spec(SPEC.replace("{shots}", shot("a") + shot("b")), "1.toml"))).jobs
-    two = build_plan(load_film(write_spec(SPEC.replace("{shots}", shot("b") + shot("a", extra="steps = 3")), "2.toml"))).jobs
+    two = build_plan(load_film(write_spec(SPEC.replace("{shots}", shot("b") + shot("a", extra="steps = 3")),
+                                          "2.toml"))).jobs
     fp1 = {j.shot_id: j.fingerprint("w") for j in one}
     fp2 = {j.shot_id: j.fingerprint("w") for j in two}
     assert fp1["b"] == fp2["b"] and fp1["a"] != fp2["a"]

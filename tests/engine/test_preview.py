@@ -12,7 +12,7 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from reel.engine.cli import app
-from reel.engine.sampling import ConsistencyScheduler, denoise, shifted_sigmas
+from reel.engine.sampling import consistency, guided, sample, shifted_sigmas
 from tests.engine.test_train_lora import make_dataset
 
 runner = CliRunner()
@@ -40,10 +40,10 @@ def test_consistency_sampler_is_per_shot_and_ends_clean():
     v = lambda x, t, e: x * 0.5 + e.mean()  # noqa: E731  (a fixed, simple velocity field)
     noise = torch.randn(2, 2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     e = torch.zeros(2, 1, 1)
-    both = denoise(v, noise, ConsistencyScheduler(3.0, [11, 22]), 4, e, None, 1.0)
-    alone = denoise(v, noise[1:], ConsistencyScheduler(3.0, [22]), 4, e[1:], None, 1.0)
+    both = sample(consistency(3.0, [11, 22]), guided(v, e, None, 1.0), noise, 4)
+    alone = sample(consistency(3.0, [22]), guided(v, e[1:], None, 1.0), noise[1:], 4)
     assert torch.equal(both[1:], alone)  # a shot's re-noising never depends on its batch mates
-    one_step = denoise(v, noise[:1], ConsistencyScheduler(3.0, [11]), 1, e[:1], None, 1.0)
+    one_step = sample(consistency(3.0, [11]), guided(v, e[:1], None, 1.0), noise[:1], 1)
     assert torch.allclose(one_step, noise[:1] - 1.0 * (noise[:1] * 0.5))  # x0 = x - sigma * v at sigma 1
 
 
@@ -62,7 +62,8 @@ def preview_lora(tmp_path_factory, tiny_model):
 def test_distilled_preview_lora_is_marked_and_validated(preview_lora):
     with safe_open(str(preview_lora), "pt") as f:
         meta = f.metadata()
-    assert meta["reel_kind"] == "preview" and meta["reel_preview_steps"] == "4" and meta["reel_preview_scheduler"] == "lcm"
+    assert (meta["reel_kind"] == "preview" and meta["reel_preview_steps"] == "4"
+            and meta["reel_preview_scheduler"] == "lcm")
     assert (preview_lora.with_suffix(".train") / "validation" / "step-0000003.png").is_file()
 
 

@@ -62,7 +62,8 @@ def test_render_film_end_to_end(write_spec, tmp_path):
         assert m["scheduler"] == "unipc" and m["shift"] == 3.0 and m["device"] == "cpu"
         assert m["model"]["weights_hash"].startswith("sha256:") and len(m["model"]["weights_hash"]) == 71
         assert {"torch", "diffusers", "transformers"} <= set(m["versions"])
-        assert {"encoder_start_s", "text_encode_s", "denoise_s", "decode_encode_s", "total_s", "s_per_step"} <= set(m["timings"])
+        assert {"encoder_start_s", "text_encode_s", "denoise_s", "decode_encode_s", "total_s",
+                "s_per_step"} <= set(m["timings"])
     film = json.loads((out / "film.json").read_text())
     assert [s["id"] for s in film["shots"]] == ["a", "b", "c"]
     assert film["frames"] == 23 and film["shots"][0]["manifest"] == "shots/a.json"

@@ -11,7 +11,7 @@ from reel.engine.accel import SpeedConfig
 from reel.engine.cli import app
 from reel.engine.plan import build_plan
 from reel.engine.runtime import Engine
-from reel.engine.sampling import denoise
+from reel.engine.sampling import guided, sample
 from reel.engine.spec import SpecError, load_film
 from reel.kernels.attention import BACKENDS, BackendError, select_backend
 
@@ -72,7 +72,8 @@ def trajectory(spec_path, engine=None, calls=None):
     job = plan.jobs[0]
     hook = None
     if calls is not None:
-        hook = comps.transformer.blocks[1].ffn.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+        hook = comps.transformer.blocks[1].ffn.register_forward_hook(
+            lambda m, args, out: calls.append(args[0].shape[0]))
     from reel.engine.accel import step_cache_session
 
     key = str(plan.film.model.path)
@@ -81,9 +82,9 @@ def trajectory(spec_path, engine=None, calls=None):
     noise = family.initial_noise(family.latent_shape(comps, job.frames, job.height, job.width), job.seed, comps.device)
     cfg_steps = job.steps - int(round(job.steps * job.cfg_skip_last)) if job.cfg_skip_last else None
     with step_cache_session(comps.transformer, SpeedConfig(step_cache=job.step_cache)) as ctx:
-        out = denoise(lambda x, t, e: family.velocity(comps, x, t, e), noise,
-                      family.make_scheduler(comps, job.scheduler, job.shift), job.steps, cond, uncond, job.guidance,
-                      cfg_steps=cfg_steps, call_context=ctx)
+        denoiser = guided(lambda x, t, e: family.velocity(comps, x, t, e), cond, uncond, job.guidance,
+                          cfg_steps=cfg_steps, context=lambda i, batched: ctx(i, job.steps, batched))
+        out = sample(family.make_sampler(comps, job.scheduler, job.shift), denoiser, noise, job.steps)
     if hook:
         hook.remove()
     return out
@@ -141,7 +142,8 @@ def test_memory_plan_picks_the_first_that_fits():
 
     gb = 2**30
     mem = {"peak": 40 * gb, "peak, tiled VAE": 30 * gb, "peak, offload model": 20 * gb,
-           "peak, offload model, tiled VAE": 18 * gb, "peak, offload group": 6 * gb, "peak, offload group, tiled VAE": 3 * gb,
+           "peak, offload model, tiled VAE": 18 * gb, "peak, offload group": 6 * gb,
+           "peak, offload group, tiled VAE": 3 * gb,
            "transformer weights": 16 * gb}
     fits = choose_memory(mem, 48 * gb, 8 * gb)
     assert (fits["offload"], fits["vae_tiling"], fits["weights"]) == ("none", False, "bf16")
@@ -223,3 +225,82 @@ def test_fused_kernels_auto_stays_off_on_cuda_until_measured_faster(tiny_model):
     cpu = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, transformer=transformer, vae=None)
     with pytest.raises(BackendError, match="fused_kernels = on cannot run here: .*needs a CUDA device"):
         apply_load_time(cpu, SpeedConfig(fused_kernels="on"), family=wan)
+
+
+def test_step_cache_state_resets_between_trajectories_on_one_engine(write_spec):
+    """Two cached trajectories in a row on one engine (the cache stays enabled: its state is reset between them,
+    engine/accel.py `_reset_step_cache`), then a new threshold, each match a fresh engine's."""
+    fresh = trajectory(write_spec(FILM.replace("{speed}", "step_cache = 0.6"), "fresh.toml"))
+    fresh_low = trajectory(write_spec(FILM.replace("{speed}", "step_cache = 0.3"), "fresh_low.toml"))
+    engine = Engine("cpu")
+    runs = [trajectory(write_spec(FILM.replace("{speed}", f"step_cache = {v}"), f"{i}.toml"), engine=engine)
+            for i, v in enumerate((0.6, 0.6, 0.3))]
+    assert torch.equal(runs[0], fresh) and torch.equal(runs[1], fresh) and torch.equal(runs[2], fresh_low)
+    transformer = next(iter(engine._models.values()))[1].transformer
+    assert transformer.is_cache_enabled  # left on for the next cached trajectory
+
+
+def test_cpu_fast_paths_are_recorded_on_the_cpu_and_off_renders_with_diffusers_modules(write_spec, tmp_path):
+    """`cpu_fast_paths` auto: on for CPU renders, in the manifest; "off": diffusers' own processors and VAE norms,
+    the same trajectory up to rounding."""
+    import json
+
+    from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+    from reel.kernels.wan_cpu import WanSelfAttnProcessorCPU
+
+    auto_engine, off_engine = Engine("cpu"), Engine("cpu")
+    auto = trajectory(write_spec(FILM.replace("{speed}", ""), "auto.toml"), engine=auto_engine)
+    off = trajectory(write_spec(FILM.replace("{speed}", 'cpu_fast_paths = "off"'), "off.toml"), engine=off_engine)
+    counts = next(iter(auto_engine.applied.values()))["cpu_fast_paths"]
+    assert counts["self_attention"] == 2 and counts["vae_norms"] > 0
+    auto_comps = next(iter(auto_engine._models.values()))[1]
+    assert all(isinstance(b.attn1.processor, WanSelfAttnProcessorCPU) for b in auto_comps.transformer.blocks)
+    assert "cpu_fast_paths" not in next(iter(off_engine.applied.values()))
+    comps = next(iter(off_engine._models.values()))[1]
+    assert all(type(p) is WanAttnProcessor for p in comps.transformer.attn_processors.values())
+    assert all("forward" not in vars(m) for m in (*comps.vae.modules(), *comps.transformer.modules()))
+    torch.testing.assert_close(off, auto, rtol=1e-4, atol=1e-4)
+    out = tmp_path / "out"
+    spec = write_spec(FILM.replace("{speed}", 'cpu_fast_paths = "off"'), "render.toml")
+    result = runner.invoke(app, ["render", str(spec), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "cpu_fast_paths" not in json.loads((out / "shots" / "a.json").read_text())["speed"]
+
+
+def test_cpu_fast_paths_on_fails_for_families_they_do_not_cover(tiny_model, write_spec):
+    from types import SimpleNamespace
+
+    from diffusers import WanTransformer3DModel
+
+    from reel.engine.accel import apply_load_time
+    from reel.models.registry import FAMILIES
+
+    transformer = WanTransformer3DModel.from_pretrained(tiny_model / "transformer").eval()
+    processors = dict(transformer.attn_processors)
+    comps = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, transformer=transformer, vae=None)
+    with pytest.raises(BackendError, match="cpu_fast_paths = on cannot run here: they cover Wan models, not ltx"):
+        apply_load_time(comps, SpeedConfig(cpu_fast_paths="on"), family=FAMILIES["ltx"])
+    assert dict(transformer.attn_processors) == processors  # failed before changing anything
+    assert "cpu_fast_paths" not in apply_load_time(comps, SpeedConfig(), family=FAMILIES["ltx"])  # auto: quietly off
+    with pytest.raises(SpecError, match="speed.cpu_fast_paths"):
+        load_film(write_spec(FILM.replace("{speed}", 'cpu_fast_paths = "fast"')))
+
+
+def test_each_films_speed_applies_on_one_long_lived_engine(write_spec, tmp_path):
+    """A server's Engine renders film after film: each one's [speed] holds for its own render (the model is
+    loaded again when a load-time setting differs), not the first film's for the Engine's lifetime."""
+    import json
+
+    engine = Engine("cpu")
+    plain = build_plan(load_film(write_spec(FILM.format(model="{model}", speed=""), "plain.toml")))
+    bf16 = build_plan(load_film(write_spec(FILM.format(model="{model}", speed='weights = "bf16"'), "bf16.toml")))
+    dtypes = []
+    for i, plan in enumerate((plain, bf16, plain)):
+        result = engine.render(plan, tmp_path / f"out{i}")
+        manifest = json.loads(result.shots[0].manifest.read_text())
+        dtypes.append((manifest["dtype"], manifest["speed"].get("weights")))
+        _, comps = engine.load(plan.film.model)
+        assert comps.transformer.dtype == getattr(torch, manifest["dtype"])
+    assert [d for d, _ in dtypes] == ["float32", "bfloat16", "float32"]
+    assert dtypes[1][1].startswith("bf16")

@@ -74,7 +74,7 @@ def test_train_writes_both_formats_with_metadata_and_logs(tmp_path, tiny_model, 
 def test_lora_loads_in_reel_and_diffusers_and_formats_agree(tmp_path, tiny_model, data):
     from diffusers import WanPipeline
 
-    from reel.engine.characters import AdapterBank
+    from reel.engine.lora_bank import AdapterBank
     from reel.models import wan
 
     result = train_lora(config(tmp_path, tiny_model))
@@ -135,7 +135,7 @@ def test_a_batch_equals_accumulated_samples_and_checkpointing_changes_nothing(tm
 def test_uncond_preservation_keeps_the_empty_prompt_prediction(tmp_path, tiny_model, data):
     """Samples with the empty caption and the base's own prediction as target keep the LoRA's unconditional pass
     near the base's (classifier-free guidance then amplifies the character instead of cancelling it)."""
-    from reel.engine.characters import AdapterBank
+    from reel.engine.lora_bank import AdapterBank
     from reel.models import wan
 
     comps = wan.load(tiny_model, torch.device("cpu"), torch.float32)

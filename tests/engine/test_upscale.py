@@ -1,4 +1,5 @@
-"""Upscaling: the built-in x2 and foreign spandrel models from real files, tiling, Lanczos, streamed video, bad input."""
+"""Upscaling: the built-in x2 and foreign spandrel models from real files, tiling, Lanczos, streamed video,
+bad input."""
 
 from __future__ import annotations
 
@@ -228,5 +229,6 @@ def test_unknown_and_non_sr_models_are_rejected(tmp_path):
         load_upscaler(str(unknown))
     denoiser = tmp_path / "restore-1x.safetensors"
     save_file(arch("Compact")(num_feat=8, num_conv=2, upscale=1).state_dict(), str(denoiser))
-    with pytest.raises(UpscaleError, match=r"restore-1x\.safetensors: a RealESRGAN Compact Restoration model, not super-resolution"):
+    with pytest.raises(UpscaleError,
+                       match=r"restore-1x\.safetensors: a RealESRGAN Compact Restoration model, not super-resolution"):
         load_upscaler(str(denoiser))

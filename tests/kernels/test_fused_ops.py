@@ -10,7 +10,12 @@ import torch
 os.environ["TRITON_INTERPRET"] = "1"  # before triton compiles anything: run kernels on the CPU
 pytest.importorskip("triton", reason="triton is in the dev extra; install it to test the kernels")
 
-from reel.kernels.modulate import gated_residual_reference, gated_residual_triton, ln_modulate_reference, ln_modulate_triton  # noqa: E402
+from reel.kernels.modulate import (  # noqa: E402
+    gated_residual_reference,
+    gated_residual_triton,
+    ln_modulate_reference,
+    ln_modulate_triton,
+)
 from reel.kernels.rmsnorm import rms_norm_reference, rms_norm_triton  # noqa: E402
 from reel.kernels.rotary import rotary_reference, rotary_triton  # noqa: E402
 
@@ -83,6 +88,49 @@ def test_fused_wan_transformer_matches_stock_on_cpu_interpreter(tiny_model):
         a = stock(hidden_states=x, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
         b = fused(hidden_states=x, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_kernels_come_off_again_and_chain_with_diffusers_hooks(tiny_model):
+    """The block hooks run under diffusers' First-Block-Cache (its hooks wrap them) and, removed, leave diffusers'
+    own blocks and processor objects: bit-identical output, no instance `forward`. Stacked over the CPU
+    processor, each comes off on its own."""
+    from diffusers import WanTransformer3DModel
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    from reel.kernels.hooks import has_hook
+    from reel.kernels.wan_cpu import WanSelfAttnProcessorCPU, apply_cpu_attention, remove_cpu_attention
+    from reel.kernels.wan_fused import FUSED_BLOCK_HOOK, FusedWanSelfAttnProcessor, apply_fused_kernels, \
+        remove_fused_kernels
+
+    stock = WanTransformer3DModel.from_pretrained(tiny_model / "transformer").eval()
+    tr = WanTransformer3DModel.from_pretrained(tiny_model / "transformer").eval()
+    before = dict(tr.attn_processors)
+    x, text, t = rand(2, 4, 3, 8, 8), rand(2, 16, 32), torch.tensor([700.0, 300.0])
+
+    def run(model):
+        with torch.no_grad(), model.cache_context("cond", step_index=0, num_inference_steps=2):
+            return model(hidden_states=x, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
+
+    # 1. fused over the CPU processor, under First-Block-Cache: the stock model's output
+    assert apply_cpu_attention(tr) == 2 and apply_fused_kernels(tr, interpret_ok=True) == 2
+    assert all(has_hook(b, FUSED_BLOCK_HOOK) for b in tr.blocks)
+    for model in (stock, tr):
+        model.enable_cache(FirstBlockCacheConfig(threshold=0.05))
+    torch.testing.assert_close(run(tr), run(stock), rtol=1e-4, atol=1e-4)
+    for model in (stock, tr):
+        model.disable_cache()
+    # 2. the CPU processor comes out from under the fused one; then the fused path comes off
+    assert remove_cpu_attention(tr) == 2
+    assert all(type(b.attn1.processor) is FusedWanSelfAttnProcessor for b in tr.blocks)
+    assert all(b.attn1.processor.replaced is before[f"blocks.{i}.attn1.processor"] for i, b in enumerate(tr.blocks))
+    assert remove_fused_kernels(tr) == 2 and remove_fused_kernels(tr) == 0
+    assert all(tr.attn_processors[name] is p for name, p in before.items())
+    assert not any(isinstance(p, WanSelfAttnProcessorCPU) for p in tr.attn_processors.values())
+    assert all("forward" not in vars(b) and not has_hook(b, FUSED_BLOCK_HOOK) for b in tr.blocks)
+    with torch.no_grad():
+        a = stock(hidden_states=x, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
+        b = tr(hidden_states=x, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
+    assert torch.equal(b, a)
 
 
 def test_each_triton_kernel_is_built_once_per_process():

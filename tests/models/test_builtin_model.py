@@ -25,7 +25,7 @@ def test_weights_are_small_and_self_describing():
 def test_engine_matches_wanpipeline_on_the_builtin_weights():
     from diffusers import UniPCMultistepScheduler, WanPipeline
 
-    from reel.engine.sampling import denoise
+    from reel.engine.sampling import guided, sample
     from reel.models import wan
 
     d = resolve_model("shapes").defaults
@@ -40,8 +40,8 @@ def test_engine_matches_wanpipeline_on_the_builtin_weights():
     comps = wan.load(WEIGHTS, torch.device("cpu"), torch.float32)
     cond, uncond = wan.encode_prompts(comps, [prompt], length), wan.encode_prompts(comps, [""], length)
     noise = wan.initial_noise(wan.latent_shape(comps, 17, 64, 64), 3, comps.device)
-    lat = denoise(lambda x, t, e: wan.velocity(comps, x, t, e), noise, wan.make_scheduler(comps, "unipc", shift),
-                  steps, cond, uncond, guidance)
+    lat = sample(wan.make_sampler(comps, "unipc", shift),
+                 guided(lambda x, t, e: wan.velocity(comps, x, t, e), cond, uncond, guidance), noise, steps)
     ours = torch.cat(list(wan.decode_stream(comps, lat)), dim=2)[0].permute(1, 2, 3, 0).numpy()
     assert float(np.abs(ours - ref).max()) <= 1e-3
 
@@ -84,7 +84,8 @@ def test_shipped_preview_adapters_render_the_final_composition(tmp_path):
     engine.render(build_plan(film, batch_size=2), tmp_path / "out")
     for sid in ("a", "b"):
         m = json.loads((tmp_path / "out" / "preview" / "shots" / f"{sid}.json").read_text())
-        assert m["steps"] == 4 and m["guidance"] == 1.0 and m["preview_decoder"]["file"].endswith("preview_decoder.safetensors")
+        assert (m["steps"] == 4 and m["guidance"] == 1.0
+                and m["preview_decoder"]["file"].endswith("preview_decoder.safetensors"))
         p = judge_clip(read_video(tmp_path / "out" / "preview" / "shots" / f"{sid}.mp4")[0])
         f = judge_clip(read_video(tmp_path / "out" / "shots" / f"{sid}.mp4")[0])
         assert (p.color, p.direction) == (f.color, f.direction)

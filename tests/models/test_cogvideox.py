@@ -10,8 +10,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from reel.engine.characters import AdapterBank
-from reel.engine.sampling import denoise
+from reel.engine.lora_bank import AdapterBank
+from reel.engine.sampling import guided, sample
 from reel.models import cogvideox as cog
 from reel.models.tiny import TINY_WORDS
 
@@ -89,8 +89,9 @@ def reel_frames(comps, seed, steps, guidance, scheduler_name, image=None):
         cond = {"embeds": cond, **img}
         uncond = {"embeds": uncond, **img} if uncond is not None else None
     noise = cog.initial_noise(shape, seed, comps.device, image=image is not None)
-    scheduler = cog.make_scheduler(comps, scheduler_name, 1.0, shape=shape, image=image is not None, seeds=[seed])
-    latents = denoise(lambda x, t, e: cog.velocity(comps, x, t, e), noise, scheduler, steps, cond, uncond, guidance)
+    sampler = cog.make_sampler(comps, scheduler_name, 1.0, shape=shape, image=image is not None, seeds=[seed])
+    latents = sample(sampler, guided(lambda x, t, e: cog.velocity(comps, x, t, e), cond, uncond, guidance),
+                     noise, steps)
     chunks = list(cog.decode_stream(comps, latents, frames=FRAMES))  # [(1, 3, f, H, W)]; 1.5 drops its padding
     return torch.cat(chunks, dim=2)[0].permute(1, 2, 3, 0).numpy(), len(chunks)
 
@@ -163,7 +164,7 @@ def test_noise_and_rules(folders):
     with pytest.raises(ValueError, match="multiples of 16"):
         cog.latent_shape(comps, 9, 40, 32)
     with pytest.raises(ValueError, match="ddim, dpm"):
-        cog.make_scheduler(comps, "unipc", 1.0)
+        cog.make_sampler(comps, "unipc", 1.0)
     i2v = cog.load(folders["i2v"], CPU, torch.float32)  # learned positional embeddings: one size only
     with pytest.raises(ValueError, match="width = 32, height = 32, frames = 9"):
         cog.latent_shape(i2v, 9, 48, 32)
@@ -177,14 +178,14 @@ def test_dpm_without_seeds_is_deterministic_per_shot(folders):
     noise = torch.cat([cog.initial_noise(shape, s, CPU) for s in (1, 2)])  # (2, F', C, H', W')
 
     def run(x, c):
-        return denoise(lambda a, t, e: cog.velocity(comps, a, t, e), x, cog.make_scheduler(comps, "dpm", 1.0),
-                       3, c, None, 1.0)
+        return sample(cog.make_sampler(comps, "dpm", 1.0), guided(lambda a, t, e: cog.velocity(comps, a, t, e), c,
+                                                                  None, 1.0), x, 3)
 
     both = run(noise, cond)
     assert torch.equal(both, run(noise, cond))
     assert torch.allclose(both[1:], run(noise[1:], cond[1:]), atol=1e-5)  # a shot's result ignores its batch
-    seeded = denoise(lambda a, t, e: cog.velocity(comps, a, t, e), noise[:1],
-                     cog.make_scheduler(comps, "dpm", 1.0, seeds=[1]), 3, cond[:1], None, 1.0)
+    seeded = sample(cog.make_sampler(comps, "dpm", 1.0, seeds=[1]),
+                    guided(lambda a, t, e: cog.velocity(comps, a, t, e), cond[:1], None, 1.0), noise[:1], 3)
     assert float((seeded - both[:1]).abs().max()) > 1e-3  # the step noise matters: seeds give the pipeline's
 
 

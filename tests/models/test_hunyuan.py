@@ -13,8 +13,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from reel.engine.characters import AdapterBank
-from reel.engine.sampling import denoise
+from reel.engine.lora_bank import AdapterBank
+from reel.engine.sampling import guided, sample
 from reel.models import hunyuan
 
 PROMPT = "a red circle moving left on a black background"
@@ -105,8 +105,9 @@ def template_of(comps) -> dict:
 def reel_frames(comps, seed: int, steps: int, guidance: float, scheduler: str = "default") -> np.ndarray:
     cond = hunyuan.with_guidance(hunyuan.encode_prompts(comps, [PROMPT], TEXT_LEN), guidance, 1)
     noise = hunyuan.initial_noise(hunyuan.latent_shape(comps, 9, 32, 32), seed, comps.device)  # (1, 4, 3, 4, 4)
-    sched = hunyuan.make_scheduler(comps, scheduler, 7.0)
-    latents = denoise(lambda x, t, e: hunyuan.velocity(comps, x, t, e), noise, sched, steps, cond, None, guidance)
+    sampler = hunyuan.make_sampler(comps, scheduler, 7.0)
+    latents = sample(sampler, guided(lambda x, t, e: hunyuan.velocity(comps, x, t, e), cond, None, guidance),
+                     noise, steps)
     video = torch.cat(list(hunyuan.decode_stream(comps, latents)), dim=2)  # (1, 3, 9, 32, 32)
     return video[0].permute(1, 2, 3, 0).numpy()  # (F, H, W, 3) in [0, 1]
 
@@ -154,15 +155,20 @@ def test_scheduler_uses_the_pipelines_sigmas(comps, pipe):
 
     ref = pipe.scheduler.__class__.from_config(pipe.scheduler.config)
     retrieve_timesteps(ref, 5, "cpu", sigmas=np.linspace(1.0, 0.0, 6)[:-1])
-    ours = hunyuan.make_scheduler(comps, "default", 7.0)
-    ours.set_timesteps(5, device="cpu")
-    assert torch.equal(ours.timesteps, ref.timesteps) and torch.equal(ours.sigmas, ref.sigmas)
+    x = torch.zeros(1, 2)
+
+    def seen_by(name: str) -> tuple[list, torch.Tensor]:
+        seen = []
+        out = hunyuan.make_sampler(comps, name, 7.0)(lambda x, t, i: seen.append(t) or torch.ones_like(x), x, 5, None)
+        return seen, out
+
+    seen, out = seen_by("default")
+    assert torch.equal(torch.stack(seen), ref.timesteps)
+    assert torch.equal(out, x + (ref.sigmas[1:] - ref.sigmas[:-1]).sum())  # Euler steps over the pipeline's sigmas
     for name in ("euler", "unipc"):
-        s = hunyuan.make_scheduler(comps, name, 7.0)
-        s.set_timesteps(5, device="cpu")
-        assert len(s.timesteps) == 5
+        assert len(seen_by(name)[0]) == 5
     with pytest.raises(ValueError, match="unknown scheduler"):
-        hunyuan.make_scheduler(comps, "ddim", 7.0)
+        hunyuan.make_sampler(comps, "ddim", 7.0)
 
 
 def test_streamed_decode_equals_vae_decode_on_long_clips(comps):

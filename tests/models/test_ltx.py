@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from reel.engine.characters import AdapterBank
+from reel.engine.lora_bank import AdapterBank
 from reel.engine.cli import app
 from reel.engine.post.contact import read_video
-from reel.engine.sampling import denoise
+from reel.engine.sampling import guided, sample
 from reel.models import ltx
 from reel.models.registry import resolve_model
 
@@ -90,8 +90,9 @@ def reel_video(comps, seed, image=None, steps=STEPS, guidance=GUIDANCE, pass_see
         img = ltx.image_condition(comps, image, FRAMES, H, W)
         cond, uncond = {**cond, "cond_mask": img["cond_mask"]}, {**uncond, "cond_mask": img["cond_mask"]}
     noise = ltx.initial_noise(shape, seed, comps.device, image=img)
-    scheduler = ltx.make_scheduler(comps, "default", 1.0, shape=shape, image=img)
-    latents = denoise(lambda x, t, e: ltx.velocity(comps, x, t, e), noise, scheduler, steps, cond, uncond, guidance)
+    sampler = ltx.make_sampler(comps, "default", 1.0, shape=shape, image=img)
+    latents = sample(sampler, guided(lambda x, t, e: ltx.velocity(comps, x, t, e), cond, uncond, guidance),
+                     noise, steps)
     chunks = list(ltx.decode_stream(comps, latents, seeds=[seed] if pass_seeds else None))  # [(1, 3, f, H, W)]
     assert [c.shape[2] for c in chunks] == [1, 8]
     return torch.cat(chunks, dim=2)[0].permute(1, 2, 3, 0).numpy(), latents
@@ -241,14 +242,14 @@ def test_a_batch_of_shots_equals_each_shot_alone(t2v):
     cond = ltx.encode_prompts(comps, [PROMPT, NEGATIVE], TEXT_LEN)
     uncond = ltx.encode_prompts(comps, ["", ""], TEXT_LEN)
     noise = torch.cat([ltx.initial_noise(shape, s, comps.device) for s in (1, 2)])  # (2, C, F', H', W')
-    latents = denoise(lambda x, t, e: ltx.velocity(comps, x, t, e), noise,
-                      ltx.make_scheduler(comps, "default", 1.0, shape=shape), STEPS, cond, uncond, GUIDANCE)
+    latents = sample(ltx.make_sampler(comps, "default", 1.0, shape=shape),
+                     guided(lambda x, t, e: ltx.velocity(comps, x, t, e), cond, uncond, GUIDANCE), noise, STEPS)
     batch = torch.cat(list(ltx.decode_stream(comps, latents, seeds=[1, 2])), dim=2)  # (2, 3, F, H, W)
     for i, seed in enumerate((1, 2)):
         one = {k: v[i:i + 1] for k, v in cond.items()}
-        alone = denoise(lambda x, t, e: ltx.velocity(comps, x, t, e), noise[i:i + 1],
-                        ltx.make_scheduler(comps, "default", 1.0, shape=shape), STEPS, one,
-                        {k: v[i:i + 1] for k, v in uncond.items()}, GUIDANCE)
+        alone = sample(ltx.make_sampler(comps, "default", 1.0, shape=shape),
+                       guided(lambda x, t, e: ltx.velocity(comps, x, t, e), one,
+                              {k: v[i:i + 1] for k, v in uncond.items()}, GUIDANCE), noise[i:i + 1], STEPS)
         video = torch.cat(list(ltx.decode_stream(comps, alone, seeds=[seed])), dim=2)
         assert float((video[0] - batch[i]).abs().max()) <= 1e-4
     assert ltx.to_uint8_frames(batch[:, :, :1]).shape == (2, 1, H, W, 3)

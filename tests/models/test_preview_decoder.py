@@ -32,7 +32,8 @@ def test_round_trip_and_bad_files(tmp_path):
     assert torch.allclose(back(z), dec.half().float()(z), atol=1e-5)  # stored as fp16
     with pytest.raises(PreviewDecoderError, match="made for 4-channel latents, the model has 16"):
         load_preview_decoder(path, z_dim=16)
-    with pytest.raises(PreviewDecoderError, match="compressing 4x in time and 4x in space, the model's compresses 4x and 8x"):
+    with pytest.raises(PreviewDecoderError, match="compressing 4x in time and 4x in space, "
+                                                  "the model's compresses 4x and 8x"):
         load_preview_decoder(path, z_dim=4, factors=(4, 8))
     with pytest.raises(PreviewDecoderError, match="missing.safetensors: preview decoder not found"):
         load_preview_decoder(tmp_path / "missing.safetensors")
@@ -66,7 +67,8 @@ def test_preview_renders_through_the_decoder(write_spec, tmp_path, preview_lora,
     frames, _ = read_video(out / "preview" / "shots" / "a.mp4")
     assert frames.shape[1:] == (m["height"], m["width"], 3) and frames.shape[0] == m["frames"]
     vae_out = tmp_path / "vae"
-    spec_vae = write_spec(FILM.replace("{extra}", f'preview_lora = "{preview_lora}"\npreview_decoder = "vae"'), "v.toml")
+    spec_vae = write_spec(FILM.replace("{extra}", f'preview_lora = "{preview_lora}"\npreview_decoder = "vae"'),
+                          "v.toml")
     assert runner.invoke(app, ["preview", str(spec_vae), "--out", str(vae_out), "-q"]).exit_code == 0
     mv = json.loads((vae_out / "preview" / "shots" / "a.json").read_text())
     assert mv["preview_decoder"] is None and mv["fingerprint"] != m["fingerprint"]
@@ -85,6 +87,7 @@ def test_bad_preview_decoder_is_a_clear_error(write_spec, tmp_path, preview_lora
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x00" * 64)
     extra = f'preview_lora = "{preview_lora}"\npreview_decoder = "{junk}"'
-    result = runner.invoke(app, ["preview", str(write_spec(FILM.replace("{extra}", extra), "j.toml")), "--out", str(out)])
+    result = runner.invoke(app, ["preview", str(write_spec(FILM.replace("{extra}", extra), "j.toml")),
+                                 "--out", str(out)])
     assert result.exit_code == 2 and "junk.safetensors: not a readable safetensors file" in result.output
     assert not (out / "preview" / "shots").exists()

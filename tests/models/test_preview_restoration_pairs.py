@@ -42,10 +42,10 @@ def test_restoration_pairs_repeat_from_their_seed(pairs):
 
 
 def test_a_restoration_step_is_the_engines_consistency_step(pairs):
-    """From the last start, a pair is one ConsistencyScheduler step (the engine's preview sampler, same sigma,
-    timestep scale and x0 formula) from the clip's noised latents, denormalised as decode_preview expects."""
-    from reel.engine.sampling import ConsistencyScheduler
+    """From the last start, a pair is one consistency step (the engine's preview sampler: same sigma, timestep
+    scale and x0 formula) from the clip's noised latents, denormalised as decode_preview expects."""
     from reel.models import wan
+    from reel.models.samplers import consistency_sigmas
     from reel.models.shapes.world import caption
     from scripts.train_preview_decoder import preview_components, preview_settings
     from scripts.train_shapes.vae import to_tensor
@@ -56,18 +56,16 @@ def test_a_restoration_step_is_the_engines_consistency_step(pairs):
     vae, zc = comps.vae, comps.vae.config.z_dim
     mean = torch.tensor(vae.config.latents_mean).view(1, zc, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std).view(1, zc, 1, 1, 1)
-    scheduler = ConsistencyScheduler(shift, [0] * len(specs))
-    scheduler.set_timesteps(steps)
-    scheduler.set_begin_index(steps - 1)
-    sigma = float(scheduler.sigmas[steps - 1])
+    sigma = float(consistency_sigmas(steps, shift)[steps - 1])
+    t = torch.tensor(sigma * 1000, dtype=torch.float32)  # the timestep the model sees at that level
     with torch.no_grad():
         z0 = (vae.encode(to_tensor(clips)).latent_dist.mode() - mean) / std  # (4, z, 5, 16, 16)
         noise = torch.cat([wan.initial_noise(tuple(z0.shape[1:]), 5 * 100_000 + i, comps.device) for i in range(4)])
         x = (1 - sigma) * z0 + sigma * noise  # the engine's per-shot noise, seeds seed * 100_000 + index
         cond = wan.encode_prompts(comps, [caption(s) for s in specs], 32)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=wan.cpu_bf16_fast(comps.device)):
-            v = wan.velocity(comps, x, scheduler.timesteps[steps - 1], cond).float()
-        expected = scheduler.step(v, scheduler.timesteps[steps - 1], x)[0] * std + mean
+            v = wan.velocity(comps, x, t, cond).float()
+        expected = (x - sigma * v) * std + mean  # the last step ends clean: x0 = x - sigma * v
     assert torch.allclose(lat, expected, atol=1e-4), (lat - expected).abs().max()
 
 

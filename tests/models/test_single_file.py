@@ -72,7 +72,8 @@ def test_single_file_renders_like_the_folder(tiny_model, tmp_path, kind):
     assert detect_family(file) == "wan"
     result = runner.invoke(app, ["import-model", str(file), "--base", str(tiny_model), "--out", str(tmp_path / "m")])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "m" / "vae").is_symlink() and not (tmp_path / "m" / "transformer" / "diffusion_pytorch_model.safetensors").exists()
+    assert ((tmp_path / "m" / "vae").is_symlink()
+            and not (tmp_path / "m" / "transformer" / "diffusion_pytorch_model.safetensors").exists())
     assert np.array_equal(render(tmp_path, tmp_path / "m", "single"), render(tmp_path, tiny_model, "folder"))
 
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from reel.engine.cli import app
 from reel.engine.post.contact import read_video
-from reel.engine.sampling import cat_cond, denoise
+from reel.engine.sampling import guided, sample
 from reel.models import wan
 from reel.models.tiny import build_tiny_wan
 
@@ -44,8 +44,9 @@ def ours(folder, length, image=None, steps=4, guidance=4.0, seed=5, frames=9, si
         img = wan.image_condition(comps, image, frames, size, size)
         cond, uncond = {"embeds": cond, **img}, {"embeds": uncond, **img}
     noise = wan.initial_noise(wan.latent_shape(comps, frames, size, size), seed, comps.device)
-    sched = wan.make_scheduler(comps, "unipc", 3.0, image=img)
-    latents = denoise(lambda x, t, e: wan.velocity(comps, x, t, e), noise, sched, steps, cond, uncond, guidance)
+    sampler = wan.make_sampler(comps, "unipc", 3.0, image=img)
+    latents = sample(sampler, guided(lambda x, t, e: wan.velocity(comps, x, t, e), cond, uncond, guidance),
+                     noise, steps)
     return torch.cat(list(wan.decode_stream(comps, latents)), dim=2)[0].permute(1, 2, 3, 0).numpy()
 
 

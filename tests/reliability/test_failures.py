@@ -38,7 +38,8 @@ def test_two_processes_on_one_folder(tiny_model, tmp_path):
     spec = make_spec(tmp_path, str(tiny_model), shots=3, steps=300)  # slow enough to overlap
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [str(shutil.which("python") or "python"), "-m", "reel.engine.cli", "render", str(spec), "--out", str(out), "-q"]
+    cmd = [str(shutil.which("python") or "python"), "-m", "reel.engine.cli",
+           "render", str(spec), "--out", str(out), "-q"]
     import sys
 
     cmd[0] = sys.executable
@@ -84,16 +85,16 @@ def test_out_of_memory_mid_denoise_kills_the_started_encoders(tiny_model, tmp_pa
     import reel.engine.runtime as runtime
 
     spec = make_spec(tmp_path, str(tiny_model), shots=4, steps=2)
-    real = runtime.denoise
+    real = runtime.sample
     seen = []
 
-    def denoise_oom_when_batched(fn, noise, *args, **kw):
+    def sample_oom_when_batched(sampler, denoiser, noise, *args, **kw):
         seen.append(noise.shape[0])
         if noise.shape[0] > 1:
             raise torch.OutOfMemoryError("CUDA out of memory (injected mid-denoise)")
-        return real(fn, noise, *args, **kw)
+        return real(sampler, denoiser, noise, *args, **kw)
 
-    monkeypatch.setattr(runtime, "denoise", denoise_oom_when_batched)
+    monkeypatch.setattr(runtime, "sample", sample_oom_when_batched)
     out = tmp_path / "out"
     result = Engine("cpu").render(build_plan(load_film(spec), batch_size=4), out)
     assert seen[0] == 4 and 1 in seen and result.film_video.is_file()

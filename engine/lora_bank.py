@@ -1,6 +1,7 @@
-"""Character LoRAs at run time: read, convert, check, load once as named peft adapters, switch.
+"""The LoRA adapter bank: character and preview LoRAs read, converted, checked, loaded once as named peft
+adapters and switched per batch (the characters themselves live in engine/cast.py).
 
-    adapters = AdapterBank(transformer, convert=models.wan.lora_to_diffusers)
+    adapters = AdapterBank(transformer, convert=reel.models.wan.lora_to_diffusers)
     adapters.load("hero", Path("hero.safetensors"))          # once per run; raises LoraError if it won't fit
     adapters.activate([("hero", 0.8)])                        # per batch: set_adapters, no reload
     adapters.activate([])                                     # no characters: every adapter disabled
