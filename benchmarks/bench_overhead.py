@@ -6,7 +6,8 @@ The baseline is a second Python environment with another reel installed (a wheel
 RESULTS.md for how it was made). Both run the same child program, alternately, `--rounds` times each:
 1. the loop alone: the built-in model's scheduler (UniPC), guidance 5 (cond and uncond in one batch), a batch
    of 4 shots, a velocity that costs nothing (zeros), 200 steps: what reel adds around the model per step;
-2. the loop with the real model: one batch of 4 built-in-model shots, 20 steps, the transformer included.
+2. the loop with the real model: one batch of 4 built-in-model shots, 20 steps, the transformer included
+   (with the CPU fast paths a CPU render uses, on both sides).
 The report is the median of each side and new/baseline ratios; with --record it becomes a RESULTS.md section.
 The child program works with either sampling API (the 11-argument `denoise` or `sample` over a sampler).
 """
@@ -27,6 +28,11 @@ from reel.models import wan
 from reel.models.registry import resolve_model
 info = resolve_model("shapes")
 comps = wan.load(info.path, torch.device("cpu"), torch.float32)
+try:  # since the architecture change the engine applies the CPU fast paths (before, wan.load did)
+    from reel.engine.accel import apply_cpu_fast_paths
+    apply_cpu_fast_paths(comps, info.family)
+except ImportError:
+    pass
 d = info.defaults
 cond = wan.encode_prompts(comps, ["a red circle moving right on a black background"] * 4, 32)  # (4, L, D)
 uncond = wan.encode_prompts(comps, [""] * 4, 32)
@@ -83,7 +89,10 @@ def main(argv=None) -> int:
         write_section("overhead", "## reel's own overhead per step, against the commit before\n\n" + cmd + "\n\n"
                       "Built-in model, a batch of 4 shots (64x64, 17 frames), UniPC, guidance 5 (cond + uncond in one "
                       "batch), CPU fp32. `loop`: a velocity that costs nothing, 200 steps: what reel adds around the "
-                      "model. `model`: the real transformer, 20 steps. Both sides in one run, alternating.\n\n"
+                      "model. `model`: the real transformer, 20 steps. Both sides in one run, alternating. The "
+                      "baseline: `git archive COMMIT pyproject.toml README.md engine models kernels` unpacked, built "
+                      "with `pip wheel --no-deps`, installed into a `venv --without-pip` whose site-packages has a "
+                      ".pth line naming .venv's (the same dependencies).\n\n"
                       + table, {"median": med, "runs": runs, "baseline": args.label})
     return 0
 
