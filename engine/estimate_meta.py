@@ -126,22 +126,14 @@ def param_count(module: torch.nn.Module) -> int:
 
 
 def vae_factors(class_name: str, config: dict) -> tuple[int, int, int]:
-    """(temporal factor, spatial factor, latent channels) of a video VAE config."""
-    if class_name == "AutoencoderKLWan":
-        return (int(config.get("scale_factor_temporal", 4)), int(config.get("scale_factor_spatial", 8)),
-                int(config.get("z_dim", 16)))
-    if class_name == "AutoencoderKLLTXVideo":
-        ups = sum(bool(s) for s in config.get("spatio_temporal_scaling", (True, True, True, False)))
-        return (int(config.get("patch_size_t", 1)) * 2**ups, int(config.get("patch_size", 4)) * 2**ups,
-                int(config.get("latent_channels", 128)))
-    if class_name == "AutoencoderKLCogVideoX":
-        levels = len(config.get("block_out_channels", [0] * 4)) - 1  # one 2x upsampling per level
-        return int(config.get("temporal_compression_ratio", 4)), 2**levels, int(config.get("latent_channels", 16))
-    if class_name == "AutoencoderKLHunyuanVideo":
-        return (int(config.get("temporal_compression_ratio", 4)), int(config.get("spatial_compression_ratio", 8)),
-                int(config.get("latent_channels", 16)))
-    raise ValueError(f"unknown video VAE class {class_name!r}; known: AutoencoderKLWan, AutoencoderKLLTXVideo, "
-                     "AutoencoderKLCogVideoX, AutoencoderKLHunyuanVideo")
+    """(temporal factor, spatial factor, latent channels) of a video VAE config (the family's registry entry)."""
+    from reel.models.registry import FAMILIES
+
+    for family in FAMILIES.values():
+        if family.vae_class == class_name and family.vae_latent is not None:
+            return family.vae_latent(config)
+    raise ValueError(f"unknown video VAE class {class_name!r}; known: "
+                     f"{', '.join(f.vae_class for f in FAMILIES.values())}")
 
 
 def _meta(*shape: int, dtype=torch.bfloat16) -> torch.Tensor:

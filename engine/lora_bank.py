@@ -188,8 +188,9 @@ class AdapterBank:
         self._saved = None
 
     def schedule(self, adapters: tuple, total_steps: int, fuse: bool = True) -> Callable[[int], None] | None:
-        """A per-step hook that applies weight schedules, or None when every weight is constant (then the
-        adapters are fused into the weights for speed, unless `fuse` is False or fuse() declines)."""
+        """Make `adapters` active for a batch: constant weights are activated and fused into the weights for
+        speed (unless `fuse` is False or fuse() declines) and None is returned; weight schedules return the
+        per-step hook that sets each step's weights."""
         if all(isinstance(w, (int, float)) for _, w in adapters):
             self.activate([(a, float(w)) for a, w in adapters])
             if fuse:

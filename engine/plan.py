@@ -91,8 +91,11 @@ class ShotJob:
         `lora_hashes` maps each adapter's LoRA file path to its content hash; `inputs` holds the hashes of
         other inputs (the first-frame image's content, or the fingerprint of the shot continued from)."""
         fields = asdict(self)
-        for volatile in ("index", "model_path", "seed_source", "adapters", "depth", "image", "preview_decoder"):
-            fields.pop(volatile)
+        # left out: what does not decide pixels (index, seed_source, depth), and paths whose content is hashed
+        # instead (model_path -> weights_hash, adapters -> lora_hashes, image and preview_decoder -> inputs)
+        for not_pixels_or_hashed in ("index", "model_path", "seed_source", "adapters", "depth", "image",
+                                     "preview_decoder"):
+            fields.pop(not_pixels_or_hashed)
         fields["weights_hash"] = weights_hash
         fields["inputs"] = inputs or {}
         fields["adapters"] = [[name, (lora_hashes or {}).get(path, path), weight]

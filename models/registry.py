@@ -44,6 +44,27 @@ def _cog_factors(vae: dict, tr: dict) -> tuple[int, int]:
     return temporal, spatial * int(tr.get("patch_size", 2))
 
 
+def _wan_latent(vae: dict) -> tuple[int, int, int]:
+    return (int(vae.get("scale_factor_temporal", 4)), int(vae.get("scale_factor_spatial", 8)),
+            int(vae.get("z_dim", 16)))
+
+
+def _ltx_latent(vae: dict) -> tuple[int, int, int]:
+    ups = sum(bool(s) for s in vae.get("spatio_temporal_scaling", (True, True, True, False)))
+    return (int(vae.get("patch_size_t", 1)) * 2**ups, int(vae.get("patch_size", 4)) * 2**ups,
+            int(vae.get("latent_channels", 128)))
+
+
+def _cog_latent(vae: dict) -> tuple[int, int, int]:
+    levels = len(vae.get("block_out_channels", [0] * 4)) - 1  # one 2x upsampling per level
+    return int(vae.get("temporal_compression_ratio", 4)), 2**levels, int(vae.get("latent_channels", 16))
+
+
+def _hunyuan_latent(vae: dict) -> tuple[int, int, int]:
+    return (int(vae.get("temporal_compression_ratio", 4)), int(vae.get("spatial_compression_ratio", 8)),
+            int(vae.get("latent_channels", 16)))
+
+
 def _hunyuan_factors(vae: dict, tr: dict) -> tuple[int, int]:
     temporal = int(vae.get("temporal_compression_ratio", 4))
     spatial = int(vae.get("spatial_compression_ratio", 8))
@@ -85,6 +106,7 @@ class Family:
     cpu_fast_paths: bool = False  # kernels/channel_norm.py and wan_cpu.py cover its VAE and transformer
     vae_defaults: Callable[[dict], dict] = lambda transformer_config: {}  # VAE config when only a transformer's
     #                                                                       is given
+    vae_latent: Callable[[dict], tuple[int, int, int]] | None = None  # VAE config -> (temporal, spatial, channels)
     single_file_keys: tuple[str, ...] = ()  # tensor names of its original / ComfyUI checkpoints (prefix stripped)
     single_file_loader: bool = True  # diffusers can load its transformer from a single file
 
@@ -101,27 +123,28 @@ FAMILIES: dict[str, Family] = {
         default_width=832, default_height=480, default_frames=81, default_max_sequence_length=512,
         image_pipelines=("WanImageToVideoPipeline",), default_scheduler="unipc",
         hub_example="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", preview_decoder=True, cpu_bf16_decode=True,
-        cpu_bf16_preview=True, fused_kernels=True, cpu_fast_paths=True, vae_defaults=_wan_vae_defaults,
+        cpu_bf16_preview=True, fused_kernels=True, vae_latent=_wan_latent, cpu_fast_paths=True,
+        vae_defaults=_wan_vae_defaults,
         single_file_keys=("head.modulation", "patch_embedding.weight")),
     "ltx": Family(
         "ltx", ("LTXPipeline", "LTXImageToVideoPipeline"), "reel.models.ltx", "LTXVideoTransformer3DModel",
         "AutoencoderKLLTXVideo", _ltx_factors, default_fps=24, default_steps=50, default_guidance=3.0,
         default_shift=1.0, default_width=704, default_height=480, default_frames=161, default_max_sequence_length=128,
-        image_pipelines=("LTXImageToVideoPipeline",), hub_example="Lightricks/LTX-Video",
+        image_pipelines=("LTXImageToVideoPipeline",), hub_example="Lightricks/LTX-Video", vae_latent=_ltx_latent,
         single_file_keys=("adaln_single.linear.weight", "caption_projection.linear_1.weight")),
     "cogvideox": Family(
         "cogvideox", ("CogVideoXPipeline", "CogVideoXImageToVideoPipeline"), "reel.models.cogvideox",
         "CogVideoXTransformer3DModel", "AutoencoderKLCogVideoX", _cog_factors, default_fps=8, default_steps=50,
         default_guidance=6.0, default_shift=1.0, default_width=720, default_height=480, default_frames=49,
         default_max_sequence_length=226, flow_matching=False, image_pipelines=("CogVideoXImageToVideoPipeline",),
-        hub_example="THUDM/CogVideoX-5b",
+        hub_example="THUDM/CogVideoX-5b", vae_latent=_cog_latent,
         single_file_keys=("transformer.transformer_blocks.0.attn1.to_q.weight", "patch_embed.proj.weight"),
         single_file_loader=False),
     "hunyuan": Family(
         "hunyuan", ("HunyuanVideoPipeline",), "reel.models.hunyuan", "HunyuanVideoTransformer3DModel",
         "AutoencoderKLHunyuanVideo", _hunyuan_factors, default_fps=24, default_steps=50, default_guidance=6.0,
         default_shift=7.0, default_width=1280, default_height=720, default_frames=129, default_max_sequence_length=256,
-        hub_example="hunyuanvideo-community/HunyuanVideo", guidance="embedded",
+        hub_example="hunyuanvideo-community/HunyuanVideo", guidance="embedded", vae_latent=_hunyuan_latent,
         single_file_keys=("double_blocks.0.img_attn_qkv.weight",
                           "txt_in.individual_token_refiner.blocks.0.norm1.weight")),
 }

@@ -122,3 +122,13 @@ def test_the_engine_asks_flags_not_names_or_attributes(path):
         if isinstance(node, ast.Attribute) and node.attr == "signature" and ast.unparse(node.value) == "inspect":
             wrong.append(f"line {node.lineno}: inspect.signature")
     assert not wrong, f"{path}:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_the_estimator_reads_every_familys_vae_from_the_registry(name, loaded):
+    from reel.engine.estimate_meta import vae_factors
+
+    module, comps = loaded[name]
+    t, s, channels = vae_factors(FAMILIES[name].vae_class, dict(comps.vae.config))
+    assert (t, s) == (comps.temporal_factor, comps.spatial_factor)
+    assert channels > 0
