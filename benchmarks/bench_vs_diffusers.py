@@ -174,7 +174,7 @@ def _warm_engines(args: argparse.Namespace, pipe, film, jobs, work: Path):
     engine.render(build_plan(film, only=[jobs[0].shot_id]), work / "warm")
     engines = {"reel": engine, "reel_cache": engine}
     films = {"reel": film, "reel_cache": cached_film}
-    if args.bf16:  # a second engine: the compute dtype is chosen when a model loads
+    if args.bf16:  # a second engine keeps its bf16 model loaded (one engine would reload it every round)
         engines["reel_bf16"], films["reel_bf16"] = Engine("cpu"), bf16_film
         engines["reel_bf16"].render(build_plan(bf16_film, only=[jobs[0].shot_id]), work / "warm16")
         engines["reel_bf16_cache"] = engines["reel_bf16"]

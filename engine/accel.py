@@ -1,5 +1,6 @@
 """Opt-in speed-ups, each an `apply_x(module, config)`-style hook or processor that comes off again, with a
-parity or quality test (diffusers' HookRegistry pattern; nothing replaces a module's forward).
+parity or quality test (diffusers' HookRegistry pattern: reel never assigns a module's forward; the registry
+wraps it and unwraps it again).
 
     speed = SpeedConfig(step_cache=0.05, cfg_skip_last=0.25, attention="auto", threads=2)
     apply_load_time(components, speed, family=f)   # attention backend, CPU fast paths, fused kernels, memory, compile
@@ -17,7 +18,7 @@ import weakref
 from reel.engine.speed import SpeedConfig, SpeedSection
 
 __all__ = ["FUSED_AUTO_OFF", "SpeedConfig", "SpeedSection", "apply_cpu_fast_paths", "apply_load_time",
-           "apply_offload", "apply_threads", "auto_batch_size", "choose_memory", "plan_memory",
+           "apply_offload", "auto_batch_size", "choose_memory", "plan_memory",
            "remove_cpu_fast_paths", "step_cache_session"]
 
 
@@ -26,13 +27,6 @@ __all__ = ["FUSED_AUTO_OFF", "SpeedConfig", "SpeedSection", "apply_cpu_fast_path
 # built a new Triton function; that is fixed (one build per process), but no GPU has measured the fix, so auto
 # stays off until a recorded measurement shows them faster.
 FUSED_AUTO_OFF = "off (auto: no GPU measurement shows them faster than diffusers' ops; fused_kernels = \"on\" to try)"
-
-
-def apply_threads(speed: SpeedConfig) -> None:
-    import torch
-
-    if speed.threads:
-        torch.set_num_threads(speed.threads)
 
 
 def choose_memory(mem: dict, free_bytes: float, weights_fp8_saving: float) -> dict:
@@ -209,7 +203,9 @@ def step_cache_session(transformer, speed: SpeedConfig):
     diffusers' public CacheMixin API only: enable_cache, disable_cache, is_cache_enabled, cache_context. The cache
     stays enabled between trajectories with the same threshold (its hooks stay in place); its state is reset at
     the start and end of each (`_reset_step_cache`)."""
-    enabled = getattr(transformer, "is_cache_enabled", False)
+    from diffusers.models.cache_utils import CacheMixin
+
+    enabled = isinstance(transformer, CacheMixin) and transformer.is_cache_enabled
     if speed.step_cache is None:
         if enabled:  # an earlier cached render on this engine
             transformer.disable_cache()

@@ -286,7 +286,8 @@ def estimate_shot(model: dict, gpu: str | GPU, width: int, height: int, frames: 
     """Time and memory of one shot of `model` (a shipped or folder config dict) on `gpu`."""
     spec = gpu if isinstance(gpu, GPU) else gpu_spec(gpu)
     family, pipe = model["family"], model["pipeline"]
-    cfg = guidance > 1.0 and pipe.get("cfg") is not False  # cfg False: guidance-distilled, one pass per step
+    embedded = FAMILIES[family].guidance == "embedded"  # guidance-distilled: an input, one pass per step
+    cfg = guidance > 1.0 and pipe.get("cfg") is not False and not embedded
     cfg_steps = (steps - int(round(steps * cfg_skip_last))) if cfg else 0
     # 1. one step (cond + uncond rows when CFG); a step without CFG costs half (FLOPs are linear in rows)
     step = estimate_step(model["transformer"], family, width, height, frames, 1, cfg, vae_config=model["vae"],

@@ -22,6 +22,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
+from reel.models.common import meta_tensor
+
 
 
 @dataclass(frozen=True)
@@ -136,10 +138,6 @@ def vae_factors(class_name: str, config: dict) -> tuple[int, int, int]:
                      f"{', '.join(f.vae_class for f in FAMILIES.values())}")
 
 
-def _meta(*shape: int, dtype=torch.bfloat16) -> torch.Tensor:
-    return torch.empty(shape, device="meta", dtype=dtype)
-
-
 def transformer_inputs(family: str, cfg: dict, batch: int, latent: tuple[int, int, int], text_len: int,
                        expand_timesteps: bool = False) -> dict:
     """Forward kwargs of the family's transformer for `batch` sequences of latent (F', H', W'), on meta
@@ -184,9 +182,9 @@ def measure_vae_decode(entry: dict, latent: tuple[int, int, int], batch: int = 1
         run = (min(f, 2 if entry["_class_name"] == "AutoencoderKLWan" else 5), min(h, 2 * stride), min(w, 2 * stride))
 
     def decode():
-        z = _meta(batch, channels, *run, dtype=dtype)  # (B, C, F', H', W')
+        z = meta_tensor(batch, channels, *run, dtype=dtype)  # (B, C, F', H', W')
         if entry["config"].get("timestep_conditioning"):  # LTX 0.9.1+: the decoder takes the decode timestep
-            return model.decode(z, temb=_meta(batch, dtype=dtype), return_dict=False)[0]  # (B, 3, F, H, W)
+            return model.decode(z, temb=meta_tensor(batch, dtype=dtype), return_dict=False)[0]  # (B, 3, F, H, W)
         return model.decode(z, return_dict=False)[0]  # (B, 3, F, H, W)
 
     flops, peak = run_on_meta(decode, model)

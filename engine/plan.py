@@ -117,6 +117,10 @@ class RenderPlan:
     other_jobs: tuple[ShotJob, ...] = ()  # every shot in the other mode (finals of previews, previews of finals);
     #                                       () when the film has no preview adapter
 
+    def __post_init__(self) -> None:
+        if self.jobs and not self.film_jobs:
+            raise ValueError("a RenderPlan needs film_jobs (every shot of the film): build it with build_plan")
+
     def job(self, shot_id: str, preview: bool) -> ShotJob | None:
         """The film's job for a shot, as a preview or as a final render (None: not planned)."""
         jobs = self.film_jobs if preview == self.preview else self.other_jobs

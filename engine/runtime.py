@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reel.engine.accel import SpeedConfig, apply_load_time, apply_offload, apply_threads, step_cache_session
+from reel.engine.accel import SpeedConfig, apply_load_time, apply_offload, step_cache_session
 from reel.engine.lora_bank import AdapterBank, LoraError
 from reel.engine.devices import compute_dtype, pick_device
 from reel.engine.embed_cache import EmbedCache, encoder_hash
@@ -79,11 +79,15 @@ def _unbatched(e):
     return {k: v[0] for k, v in e.items()} if isinstance(e, dict) else e[0]
 
 
-def _load_key(speed: SpeedConfig, dtype: torch.dtype) -> tuple:
+def _load_key(speed: SpeedConfig, dtype: torch.dtype, device: torch.device, plan: RenderPlan | None) -> tuple:
     """What a loaded model depends on besides its folder: the dtype and the [speed] settings applied at load
-    (step_cache and cfg_skip_last are per batch, threads per render)."""
-    return (str(dtype), *sorted((k, str(v)) for k, v in asdict(speed).items()
-                                if k not in ("step_cache", "cfg_skip_last", "threads")))
+    (step_cache and cfg_skip_last are per batch, threads per render); on CUDA with "auto" memory settings also
+    the largest shot, which the memory plan was made for."""
+    key = (str(dtype), *sorted((k, str(v)) for k, v in asdict(speed).items()
+                               if k not in ("step_cache", "cfg_skip_last", "threads")))
+    if device.type == "cuda" and plan is not None and "auto" in (speed.offload, speed.vae_tiling, speed.weights):
+        key += (max((j.frames * j.width * j.height for j in plan.film_jobs), default=0),)
+    return key
 
 
 class OutOfMemory(RuntimeError):
@@ -142,7 +146,7 @@ class Engine:
         self._load_keys: dict[str, tuple] = {}  # model path -> the dtype and [speed] it was loaded with
         self._embeds: dict[tuple[str, str, int], torch.Tensor] = {}  # (model, prompt, length) -> (1, L, D)
         self._hashes: dict[str, str] = {}  # weights path -> "sha256:..."
-        self._banks: dict[str, AdapterBank] = {}  # model path -> its loaded LoRA adapters
+        self._banks: dict[str, AdapterBank] = {}  # "model path|expert" -> that transformer's LoRA adapters
         self._encoder_hashes: dict[str, str] = {}
         self._audio_durations: dict[Path, float] = {}  # audio file -> seconds (decoded once)
         self._upscalers: dict[str, object] = {}  # spec value -> loaded Upscaler
@@ -153,15 +157,18 @@ class Engine:
         self._memory_savers = False
         self.applied: dict[str, dict] = {}  # model path -> speed-ups applied at load
         self.embed_cache = EmbedCache()
-        self._prepared: RenderPlan | None = None  # the plan prepare() last readied (render() prepares once)
+        self._prepared: RenderPlan | None = None  # the plan prepare() readied for the next render() (once)
+        self._threads = torch.get_num_threads()  # torch's own choice: a film without [speed] threads gets it
 
     # -- models ------------------------------------------------------------------------------------
-    def load(self, model: ModelInfo, film=None):
-        """The model's family module and components, loaded with the current [speed] settings and dtype; a model
-        loaded with other ones is loaded again (a server's jobs each keep their own [speed]). `film`: plans
-        CUDA memory with its shot sizes when the [speed] asks for "auto"."""
+    def load(self, model: ModelInfo, plan: RenderPlan | None = None):
+        """The model's family module and components, loaded with the current [speed] settings and dtype. With
+        `plan` (prepare's call), a model loaded for other settings, or changed by an out-of-memory retry, is
+        loaded again: a server's jobs each keep their own [speed]. The plan's shot sizes plan CUDA memory
+        when its [speed] asks for "auto"."""
         key = str(model.path)
-        if key in self._models and self._load_keys[key] != _load_key(self.speed, self.dtype):
+        if plan is not None and key in self._models and \
+                self._load_keys[key] != _load_key(self.speed, self.dtype, self.device, plan):
             self.progress.say(f"reloading {model.name}: this film's [speed] settings differ from the last one's")
             self._unload(key)
         if key not in self._models:
@@ -175,9 +182,9 @@ class Engine:
                 raise
             except Exception as err:  # noqa: BLE001 - every cause is named: a package, a version or the weights
                 raise load_failure(model.path, err) from err
-            self.applied[key] = apply_load_time(comps, self.speed, film, family=model.family)
+            self.applied[key] = apply_load_time(comps, self.speed, plan.film if plan else None, family=model.family)
             self._models[key] = (family, comps)
-            self._load_keys[key] = _load_key(self.speed, self.dtype)
+            self._load_keys[key] = _load_key(self.speed, self.dtype, self.device, plan)
         return self._models[key]
 
     def _unload(self, key: str) -> None:
@@ -247,20 +254,32 @@ class Engine:
         """Load and check everything the plan needs (model, LoRAs, upscaler, audio) before any output
         is written; raises LoraError, UpscaleError, MediaError or TimelineError naming the file."""
         film = plan.film
-        self._hashes.clear()  # files may have changed since the last render of a long-lived engine (the server);
-        self._audio_durations.clear()  # the on-disk hash cache (path, mtime, size) keeps this cheap
+        if self._prepared is None or self._prepared.film != film:  # a new film (a cluster worker's next batch of
+            self._hashes.clear()  # the same film keeps them): files may have changed since the last render of a
+            self._audio_durations.clear()  # long-lived engine; the on-disk hash cache keeps this cheap
+        self._prepared = None
+        before = self.speed, self.dtype
         self.speed, self.dtype = film.speed, compute_dtype(self.device)  # this plan's [speed], not the first one's
-        apply_threads(film.speed)
         if self.device.type == "cuda" and film.speed.weights == "fp16":
             self.dtype = torch.float16
         elif self.device.type == "cpu" and film.speed.weights == "bf16":  # opt-in: bf16 matmuls on the CPU
             self.dtype = torch.bfloat16
+        try:
+            self._prepare(plan)
+        except BaseException:
+            self.speed, self.dtype = before  # a refused film leaves the engine as it was
+            raise
+        self._prepared = plan
+
+    def _prepare(self, plan: RenderPlan) -> None:
+        film = plan.film
+        torch.set_num_threads(film.speed.threads or self._threads)
         self.check_inputs(plan)
         if film.upscale and film.upscale not in self._upscalers:
             from reel.engine.post.upscale import load_upscaler
 
             self._upscalers[film.upscale] = load_upscaler(film.upscale, self.device)
-        _, comps = self.load(plan.film.model, film)
+        _, comps = self.load(plan.film.model, plan)
         self.weights_hash(plan.film.model)
         for path in sorted({j.preview_decoder for j in plan.jobs if j.preview_decoder}):
             if path not in self._preview_decoders:
@@ -278,7 +297,6 @@ class Engine:
                 for expert in experts:
                     if self.targets(adapter, expert):
                         self.bank(plan.film.model, expert).load(self.peft_name(adapter, path), Path(path))
-        self._prepared = plan
 
     def embed(self, family, comps, model_key: str, prompts: list[str], length: int) -> torch.Tensor:
         """Text embeddings (N, L, D): from memory, else the disk cache, else the text encoder (once per prompt)."""
@@ -304,6 +322,7 @@ class Engine:
         film = plan.film
         if self._prepared is not plan:  # the CLI prepares first, to report bad input before writing anything
             self.prepare(plan)
+        self._prepared = None  # the next render prepares again: its files may have changed meanwhile
         root = Path(out_dir) / "preview" if plan.preview else Path(out_dir)
         store = RenderStore(root, ext=get_codec(film.codec).ext)
         with store.locked():
@@ -370,6 +389,7 @@ class Engine:
     def enable_memory_savers(self, model: ModelInfo) -> None:
         _, comps = self.load(model)
         self.applied.setdefault(str(model.path), {})["after_oom"] = apply_offload(comps, "group")
+        self._load_keys[str(model.path)] = ("changed by an out-of-memory retry",)  # the next film loads it afresh
         comps.vae.enable_tiling()
         self._memory_savers = True
 

@@ -83,7 +83,7 @@ def iso(t: float | None) -> str | None:
 
 
 class Server:
-    """The queue, the workers and the rules for specs; the routes in create_app call into it."""
+    """The queue, the workers and the rules for specs; the routes (engine/serve_api.py) call into it."""
 
     def __init__(self, config: ServeConfig):
         self.config = config

@@ -151,7 +151,7 @@ def interrupts_deferred() -> Iterator[None]:
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        for s, handler in previous.items():  # None: a handler not set from Python; the default is the nearest
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
     if held:
-        raise KeyboardInterrupt(f"signal {held[0]} while starting the encoders")
+        signal.raise_signal(held[0])  # to the handler that was there (the CLI's raises KeyboardInterrupt)

@@ -5,7 +5,7 @@
 
 The pattern of diffusers' own hooks (diffusers/hooks/first_block_cache.py): a `ModelHook` whose `new_forward`
 computes the module's output, registered in the module's registry under a name, so it chains with diffusers'
-hooks (First-Block-Cache, group offloading, layerwise casting) and comes off again without a trace.
+hooks (First-Block-Cache, group offloading, layerwise casting) and comes off again (an empty registry stays).
 """
 
 from __future__ import annotations

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from reel.models.common import cpu_generator, freeze, meta_tensor, quiet_loading, scheduler_config, to_uint8_frames
-from reel.models.samplers import Denoiser, Sampler, StepCallback, diffusers_steps
+from reel.models.common import cpu_generator, freeze, meta_tensor, quiet_loading, scheduler_config
+from reel.models.samplers import Denoiser, Sampler, OnStep, diffusers_steps
 from reel.models.single_file import load_transformer
+from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
 
-__all__ = ["to_uint8_frames"]  # shared helper, part of this module's contract
 SCHEDULERS = ("default", "ddim", "dpm")  # "default": the folder's own (CogVideoXDDIMScheduler or ...DPMScheduler)
 OFS = 2.0  # CogVideoX 1.5 I2V's ofs embedding input, as the pipeline sets it
 
@@ -114,7 +114,7 @@ def _dpm(config: dict, seeds: list[int] | None, image: bool) -> Sampler:
     step to step, the step noise drawn from one CPU generator per shot."""
     from diffusers import CogVideoXDPMScheduler
 
-    def sample(denoiser: Denoiser, x: torch.Tensor, steps: int, callback: StepCallback | None = None) -> torch.Tensor:
+    def sample(denoiser: Denoiser, x: torch.Tensor, steps: int, callback: OnStep | None = None) -> torch.Tensor:
         scheduler = CogVideoXDPMScheduler.from_config(config)
         scheduler.set_timesteps(steps, device=x.device)
         timesteps = scheduler.timesteps  # (steps,) int64, descending

@@ -29,12 +29,11 @@ from reel.models.common import (
     meta_tensor,
     quiet_loading,
     scheduler_config,
-    to_uint8_frames,
 )
 from reel.models.samplers import Sampler, diffusers_schedule, diffusers_steps, euler
 from reel.models.single_file import load_transformer
+from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
 
-__all__ = ["to_uint8_frames"]  # shared helper, part of this module's contract
 CLIP_LENGTH = 77  # the pipeline always pads CLIP prompts to 77 tokens
 HIDDEN_LAYERS_TO_SKIP = 2  # prompt embeddings are hidden_states[-(2 + 1)] of the Llama encoder
 

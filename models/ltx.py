@@ -47,12 +47,11 @@ from reel.models.common import (
     meta_tensor,
     quiet_loading,
     scheduler_config,
-    to_uint8_frames,
 )
 from reel.models.samplers import Sampler, diffusers_schedule, diffusers_steps, euler, keep_first_frame
 from reel.models.single_file import load_transformer
+from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
 
-__all__ = ["to_uint8_frames"]  # shared helper, part of this module's contract
 IMAGE_PIPELINES = ("LTXImageToVideoPipeline",)  # folders whose every shot starts from an image
 
 

@@ -11,7 +11,8 @@ A family's `make_sampler` (models/family.py) picks a schedule and one of these:
 and may wrap it: keep_first_frame (LTX image-to-video: frame 0 is never stepped), pin_first_frame (Wan 2.2
 TI2V: the image's latent frame goes back in front after the last step, as WanImageToVideoPipeline does; it
 wraps the sampler, not the denoiser, because the pipeline pins after its loop and a denoiser cannot move the
-final step exactly there). Each sampler's arithmetic is diffusers' own, so frames stay bit-identical.
+final step exactly there). euler and diffusers_steps keep diffusers' arithmetic, consistency the arithmetic of
+reel's earlier consistency scheduler, so frames stay bit-identical.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from collections.abc import Callable
 import torch
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
-StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
-Sampler = Callable[[Denoiser, torch.Tensor, int, StepCallback | None], torch.Tensor]
+OnStep = Callable[[int, torch.Tensor, torch.Tensor], None]
+Sampler = Callable[[Denoiser, torch.Tensor, int, OnStep | None], torch.Tensor]
 Schedule = Callable[[int, torch.device], tuple[torch.Tensor, torch.Tensor]]  # steps -> (sigmas (N+1,), timesteps (N,))
 
 
@@ -57,7 +58,7 @@ def diffusers_schedule(make_scheduler: Callable[[], object],
 
 def euler(schedule: Schedule) -> Sampler:
     """Flow-matching Euler, as FlowMatchEulerDiscreteScheduler.step computes it (fp32, the same rounding)."""
-    def sample(denoiser: Denoiser, x: torch.Tensor, steps: int, callback: StepCallback | None = None) -> torch.Tensor:
+    def sample(denoiser: Denoiser, x: torch.Tensor, steps: int, callback: OnStep | None = None) -> torch.Tensor:
         sigmas, timesteps = schedule(steps, x.device)  # (N+1,), (N,)
         for i, t in enumerate(timesteps):
             v = denoiser(x, t, i)  # (B, *latent) velocity
@@ -79,7 +80,7 @@ def consistency(shift: float, seeds: list[int], start: int = 0) -> Sampler:
     Each step predicts the clean latents x0 = x - sigma * v, then re-noises them to the next level with fresh
     noise from each shot's own CPU generator (a shot's preview does not depend on its batch). `start`: begin at
     that 0-based step, from latents already at its noise level consistency_sigmas(steps, shift)[start]."""
-    def sample(denoiser: Denoiser, x: torch.Tensor, steps: int, callback: StepCallback | None = None) -> torch.Tensor:
+    def sample(denoiser: Denoiser, x: torch.Tensor, steps: int, callback: OnStep | None = None) -> torch.Tensor:
         generators = [torch.Generator("cpu").manual_seed((s + 0x5EED) % (2**63)) for s in seeds]
         sigmas = consistency_sigmas(steps, shift)  # (steps + 1,)
         timesteps = (sigmas[:-1] * 1000).to(x.device)  # (steps,)
@@ -102,7 +103,7 @@ def consistency(shift: float, seeds: list[int], start: int = 0) -> Sampler:
 def diffusers_steps(make_scheduler: Callable[[], object], begin_index: bool = True, **step_kwargs) -> Sampler:
     """A fresh diffusers scheduler per call, driven by its own `step` (multistep state lives inside it).
     `begin_index`: start its step index at 0 (schedulers that count steps, like UniPC)."""
-    def sample(denoiser: Denoiser, x: torch.Tensor, steps: int, callback: StepCallback | None = None) -> torch.Tensor:
+    def sample(denoiser: Denoiser, x: torch.Tensor, steps: int, callback: OnStep | None = None) -> torch.Tensor:
         scheduler = make_scheduler()
         scheduler.set_timesteps(steps, device=x.device)
         if begin_index:
@@ -117,7 +118,7 @@ def diffusers_steps(make_scheduler: Callable[[], object], begin_index: bool = Tr
 
 def keep_first_frame(sampler: Sampler, frame_dim: int = 2) -> Sampler:
     """Step latent frames 1.. only; frame 0 (an encoded first image) goes into every model call unchanged."""
-    def sample(denoiser: Denoiser, x: torch.Tensor, steps: int, callback: StepCallback | None = None) -> torch.Tensor:
+    def sample(denoiser: Denoiser, x: torch.Tensor, steps: int, callback: OnStep | None = None) -> torch.Tensor:
         first = x.narrow(frame_dim, 0, 1)  # (B, C, 1, H', W')
 
         def rest_denoiser(rest: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
@@ -135,7 +136,7 @@ def keep_first_frame(sampler: Sampler, frame_dim: int = 2) -> Sampler:
 
 def pin_first_frame(sampler: Sampler, condition: torch.Tensor, mask: torch.Tensor) -> Sampler:
     """After the last step, frame 0 becomes the image's latents: (1 - mask) * condition + mask * x."""
-    def sample(denoiser: Denoiser, x: torch.Tensor, steps: int, callback: StepCallback | None = None) -> torch.Tensor:
+    def sample(denoiser: Denoiser, x: torch.Tensor, steps: int, callback: OnStep | None = None) -> torch.Tensor:
         out = sampler(denoiser, x, steps, callback)
         m = mask.to(out.device, out.dtype)  # (1, 1, F', H', W'), 0 on the image's frame
         return (1 - m) * condition.to(out.device, out.dtype) + m * out

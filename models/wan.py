@@ -16,19 +16,18 @@ import torch
 
 from reel.models.common import (
     channel_stats,
-    cpu_bf16_fast,
     cpu_noise,
     flow_unipc,
     freeze,
     meta_tensor,
     quiet_loading,
     scheduler_config,
-    to_uint8_frames,
 )
 from reel.models.samplers import Sampler, diffusers_schedule, diffusers_steps, euler, pin_first_frame
 from reel.models.single_file import load_transformer
+from reel.models.common import cpu_bf16_fast as cpu_bf16_fast  # the family contract's, shared
+from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
 
-__all__ = ["cpu_bf16_fast", "to_uint8_frames"]  # shared helpers, part of this module's contract
 
 
 @dataclass

@@ -297,3 +297,23 @@ def test_fused_adapters_match_unfused_and_restore_the_base_exactly(comps, loras)
     assert torch.equal(run(), base)
     assert all(torch.equal(v, before[k]) for k, v in tr.state_dict().items() if "lora" not in k)
     bank.transformer.delete_adapters(["fuse_hero", "fuse_villain"])
+
+
+def test_rendering_the_same_plan_again_sees_an_edited_lora(write_spec, tmp_path, comps):
+    """A long-lived Engine (the server) renders one plan object twice; the LoRA file was edited in between:
+    its content hash is taken again, so the shot is rendered again, not reused."""
+    import shutil
+
+    lora = tmp_path / "hero.safetensors"
+    write_lora(random_lora(comps.transformer, seed=21), lora, "diffusers")
+    plan = build_plan(load_film(spec_with(write_spec, lora)))
+    engine = Engine("cpu")
+    first = {s.shot_id: s.status for s in engine.render(plan, tmp_path / "out").shots}
+    again = {s.shot_id: s.status for s in engine.render(plan, tmp_path / "out").shots}
+    edited = tmp_path / "edited.safetensors"
+    write_lora(random_lora(comps.transformer, seed=22), edited, "diffusers")
+    shutil.copyfile(edited, lora)
+    after_edit = {s.shot_id: s.status for s in engine.render(plan, tmp_path / "out").shots}
+    assert first == {"with-hero": "rendered", "plain": "rendered"}
+    assert again == {"with-hero": "reused", "plain": "reused"}
+    assert after_edit == {"with-hero": "rendered", "plain": "reused"}
