@@ -1,6 +1,6 @@
 """LoRA adapter switching against the time of a shot, and how planning reduces switches.
 
-    .venv/bin/python -m benchmarks.bench_adapters                 # built-in model (tiny random one if untrained)
+    .venv/bin/python -m benchmarks.bench_adapters                 # the built-in model
     .venv/bin/python -m benchmarks.bench_adapters --model PATH --repeats 100
 
 Writes the `adapters` section of benchmarks/RESULTS.md and benchmarks/results/adapters.json.
