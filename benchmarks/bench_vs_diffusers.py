@@ -182,7 +182,7 @@ def _warm_engines(args: argparse.Namespace, pipe, film, jobs, work: Path):
             bf16_film, speed=dataclasses.replace(bf16_film.speed, step_cache=args.step_cache))
     compile_s = None
     if args.compile:  # a third engine: compiled once per process, warmed on a full batch so no shape recompiles
-        comp_film = dataclasses.replace(film, speed=dataclasses.replace(film.speed, weights="bf16", compile=True))
+        comp_film = dataclasses.replace(film, speed=dataclasses.replace(film.speed, weights="bf16", compile="full"))
         engines["reel_bf16_compile"], films["reel_bf16_compile"] = Engine("cpu"), comp_film
         films["reel_bf16_compile_cache"] = dataclasses.replace(
             comp_film, speed=dataclasses.replace(comp_film.speed, step_cache=args.step_cache))

@@ -3,7 +3,9 @@ parity or quality test (diffusers' HookRegistry pattern: reel never assigns a mo
 wraps it and unwraps it again).
 
     speed = SpeedConfig(step_cache=0.05, cfg_skip_last=0.25, attention="auto", threads=2)
-    apply_load_time(components, speed, family=f)   # attention backend, CPU fast paths, fused kernels, memory, compile
+    apply_load_time(components, speed, family=f)   # attention backend, CPU fast paths, fused kernels, fp8 matmuls,
+                                                   # memory, compile; "auto" on CUDA from engine/measured.py
+    remove_load_time(components, family=f)         # compile hooks, fp8 matmuls, attention backend off again
     with step_cache_session(transformer, speed) as step:   # First-Block-Cache per trajectory
         ...
 
@@ -17,16 +19,9 @@ import weakref
 
 from reel.engine.speed import SpeedConfig, SpeedSection
 
-__all__ = ["FUSED_AUTO_OFF", "SpeedConfig", "SpeedSection", "apply_cpu_fast_paths", "apply_load_time",
-           "apply_offload", "auto_batch_size", "choose_memory", "plan_memory",
-           "remove_cpu_fast_paths", "step_cache_session"]
-
-
-# What `fused_kernels = "auto"` does on CUDA, and why. On one H200 (2026-12-04, Wan 2.1 1.3B size, 832x480x81)
-# the fused kernels made a step 1.41x slower than diffusers' own ops (benchmarks/RESULTS.md). Each call then
-# built a new Triton function; that is fixed (one build per process), but no GPU has measured the fix, so auto
-# stays off until a recorded measurement shows them faster.
-FUSED_AUTO_OFF = "off (auto: no GPU measurement shows them faster than diffusers' ops; fused_kernels = \"on\" to try)"
+__all__ = ["SpeedConfig", "SpeedSection", "apply_cpu_fast_paths", "apply_load_time", "apply_offload",
+           "auto_batch_size", "choose_memory", "plan_memory", "remove_cpu_fast_paths", "remove_load_time",
+           "step_cache_session"]
 
 
 def choose_memory(mem: dict, free_bytes: float, weights_fp8_saving: float) -> dict:
@@ -68,21 +63,28 @@ def plan_memory(components, speed: SpeedConfig, film) -> dict:
     return {k: (auto[k] if v == "auto" else v) for k, v in chosen.items()} | {"why": auto["why"]}
 
 
-def apply_load_time(components, speed: SpeedConfig, film=None, *, family=None) -> dict:
-    """Speed-ups applied once after loading; returns what was applied (for manifests and logs).
+def apply_load_time(components, speed: SpeedConfig, film=None, *, family=None, gpu_name: str | None = None,
+                    table=None) -> dict:
+    """Speed-ups applied once after loading; returns what was applied and why (for manifests and logs).
 
-    `family`: the model's registry Family (its capability flags say which speed-ups cover it)."""
-    from reel.kernels.attention import apply_backend, select_backend
+    `family`: the model's registry Family (its capability flags say which speed-ups cover it). On CUDA, "auto"
+    attention, fused_kernels and compile come from recorded measurements only (engine/measured.py): `gpu_name`
+    (default torch.cuda.get_device_name) picks the rows, `table` the file (default engine/measured_speedups.json).
+    On the CPU auto means sdpa, no fused kernels, no compile. remove_load_time takes the hooks off again."""
+    from reel.kernels.attention import apply_backend
 
-    tr = components.transformer
-    applied = {}
-    head_dim = int(tr.config.attention_head_dim)
-    name, passed = select_backend(speed.attention, components.device, components.dtype, head_dim)
+    tr, applied = components.transformer, {}
+    gpu = (gpu_name or _gpu_name(components.device)) if components.device.type == "cuda" else None
     # 1. what cannot run fails before anything changes
-    fused = speed.fused_kernels == "on" and _check_fused(components, family)
+    name, passed, why = _choose_attention(components, speed, gpu, table)
+    fused = _fused_on(components, speed, family, gpu, table, applied)
+    mode = _compile_mode(components, speed, fused, gpu, table, applied)
+    fp8 = speed.fp8_matmul and _check_fp8(components)
     cpu_paths = _cpu_fast_paths_on(components, speed, family)
     apply_backend(tr, name)
     applied["attention"] = name
+    if why:
+        applied["attention_auto"] = why
     if passed:
         applied["attention_passed_over"] = passed
     # 2. hooks and processors, before offloading and layerwise casting (their hooks must wrap these)
@@ -92,32 +94,162 @@ def apply_load_time(components, speed: SpeedConfig, film=None, *, family=None) -
         from reel.kernels.wan_fused import apply_fused_kernels
 
         applied["fused_kernels"] = apply_fused_kernels(tr)
-    elif speed.fused_kernels == "auto" and components.device.type == "cuda":
-        applied["fused_kernels"] = FUSED_AUTO_OFF
-    # 3. memory: weight storage, offloading, VAE tiling; then compile
-    memory = plan_memory(components, speed, film) if components.device.type == "cuda" else \
+    if fp8:
+        applied["fp8_matmul"] = _apply_fp8(components, family)
+    # 3. memory: weight storage, offloading, VAE tiling
+    _apply_memory(components, speed, film, applied)
+    # 4. compile last: its hooks wrap everything above
+    if mode != "off":
+        from reel.kernels.regional_compile import apply_compile
+
+        n = sum(apply_compile(t, mode) for t in _experts(components, family))
+        auto = applied.pop("compile_auto", None)
+        applied["compile"] = f"{mode} ({n} compiled region(s); the first call compiles)" + \
+            (f" (auto: {auto})" if auto else "")
+    return applied
+
+
+def remove_load_time(components, family=None) -> dict:
+    """Take off the removable speed-ups apply_load_time put on the transformers: compile hooks, fp8 matmuls and
+    the attention backend (diffusers' default again); returns how many compile and fp8 hooks came off. (The CPU
+    fast paths have remove_cpu_fast_paths, the fused kernels kernels/wan_fused.py; memory settings stay.)"""
+    from reel.kernels.attention import remove_backend
+    from reel.kernels.fp8_linear import remove_fp8_linear
+    from reel.kernels.regional_compile import remove_compile
+
+    experts = _experts(components, family)
+    removed = {"compile": sum(remove_compile(t) for t in experts),
+               "fp8_matmul": sum(remove_fp8_linear(t) for t in experts)}
+    for t in experts:
+        remove_backend(t)
+    return removed
+
+
+def _gpu_name(device) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if torch.cuda.is_available() else "unknown GPU (CUDA unavailable)"
+
+
+def _experts(components, family) -> list:
+    """The transformers a speed-up covers: every expert of the family (Wan 2.2 A14B has two), else the one."""
+    if family is None:
+        return [components.transformer]
+    from reel.models.family import family_module
+
+    return list(family_module(family).experts(components).values())
+
+
+def _choose_attention(components, speed: SpeedConfig, gpu: str | None, table):
+    """(backend, passed over, why or None). On CUDA "auto" is sdpa unless a measurement shows another faster."""
+    from reel.kernels.attention import BACKENDS, select_backend
+
+    device, dtype = components.device, components.dtype
+    head_dim = int(components.transformer.config.attention_head_dim)
+    prefer, why = None, None
+    if speed.attention == "auto" and gpu is not None:
+        from reel.engine.measured import measured_choice
+
+        candidates = [n for n, b in BACKENDS.items()
+                      if n != "sdpa" and not b.lossy and not b.validate(device, dtype, head_dim)]
+        prefer, why = measured_choice("attention", candidates, gpu, table)
+        why = why if prefer else f"sdpa ({why})"
+    name, passed = select_backend(speed.attention, device, dtype, head_dim, prefer=prefer)
+    return name, passed, why
+
+
+def _fused_on(components, speed: SpeedConfig, family, gpu: str | None, table, applied: dict) -> bool:
+    """Whether the fused kernels go on: "on" (or BackendError with every reason not), "auto" on CUDA when a
+    measurement on this GPU shows them faster (else the reason lands in `applied`), never on the CPU by auto."""
+    if speed.fused_kernels == "on":
+        return _check_fused(components, family)
+    if speed.fused_kernels != "auto" or gpu is None:
+        return False
+    from reel.engine.measured import measured_choice
+    from reel.kernels.wan_fused import fused_reasons
+
+    reasons = fused_reasons(components.device)
+    if family is None or not family.fused_kernels:
+        reasons.append(f"they cover Wan transformers, not {family.name if family else 'this'} ones")
+    value, why = measured_choice("fused_kernels", [] if reasons else ["on"], gpu, table,
+                                 context={"compile": speed.compile})
+    if value != "on":
+        applied["fused_kernels"] = f"off (auto: {'; '.join(reasons) or why}; fused_kernels = \"on\" to try)"
+    return value == "on"
+
+
+def _compile_mode(components, speed: SpeedConfig, fused: bool, gpu: str | None, table, applied: dict) -> str:
+    """The compile mode to apply: a named one (or BackendError with every reason it cannot run), "off", or for
+    "auto" on CUDA the mode a measurement on this GPU shows faster with these settings (off on the CPU)."""
+    from reel.kernels.attention import BackendError
+    from reel.kernels.regional_compile import MODES, compile_reasons
+
+    tr, device = components.transformer, components.device
+    if speed.compile in MODES:
+        reasons = compile_reasons(speed.compile, tr, device)
+        if reasons:
+            raise BackendError(f"compile = {speed.compile} cannot run here: " + "; ".join(reasons))
+        return speed.compile
+    if speed.compile == "off" or gpu is None:
+        return "off"
+    from reel.engine.measured import measured_choice
+
+    candidates = [m for m in MODES if not compile_reasons(m, tr, device)]
+    value, why = measured_choice("compile", candidates, gpu, table,
+                                 context={"fused_kernels": "on" if fused else "off"})
+    if value:
+        applied["compile_auto"] = why
+    else:
+        applied["compile"] = f"off (auto: {why})"
+    return value or "off"
+
+
+def _check_fp8(components) -> bool:
+    """True, or BackendError with every reason `fp8_matmul = true` cannot run for these components."""
+    from reel.kernels.attention import BackendError
+    from reel.kernels.fp8_linear import fp8_reasons
+
+    reasons = fp8_reasons(components.device, components.dtype, components.transformer)
+    if reasons:
+        raise BackendError("fp8_matmul = true cannot run here: " + "; ".join(reasons))
+    return True
+
+
+def _apply_fp8(components, family) -> str:
+    """fp8 matmuls in every expert's blocks; the manifest line says how many layers and what it costs."""
+    from reel.kernels.fp8_linear import apply_fp8_linear
+
+    counts = [apply_fp8_linear(t) for t in _experts(components, family)]
+    layers, skipped = sum(c["layers"] for c in counts), sum(c["skipped"] for c in counts)
+    text = f"{layers} linear layers as fp8 matmuls (lossy), {skipped} skipped (features not multiples of 16)"
+    if components.device.type == "cpu":
+        text += "; CPU: slow (no fp8 units), for checking the numbers, not for speed"
+    return text
+
+
+def _apply_memory(components, speed: SpeedConfig, film, applied: dict) -> None:
+    """Weight storage, offloading and VAE tiling: explicit settings, or on CUDA the estimator's plan for "auto"."""
+    cuda = components.device.type == "cuda"
+    memory = plan_memory(components, speed, film) if cuda else \
         {"offload": "none" if speed.offload == "auto" else speed.offload, "vae_tiling": speed.vae_tiling is True,
          "weights": "bf16" if speed.weights == "auto" else speed.weights}
     if memory.get("why"):
         applied["memory_plan"] = memory["why"]
-    if components.device.type != "cuda" and speed.weights not in ("auto", "bf16"):
+    if not cuda and speed.weights not in ("auto", "bf16"):
         applied["weights"] = f"fp32 ({speed.weights} storage applies on CUDA only)"
     if components.device.type == "cpu" and speed.weights == "bf16":
         applied["weights"] = "bf16 (CPU: transformer and text encoder in bf16, VAE decode under bf16 autocast)"
-    if memory["weights"] == "fp8" and components.device.type == "cuda":
+    if memory["weights"] == "fp8" and cuda:
         import torch
 
-        tr.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+        components.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn,
+                                                        compute_dtype=torch.bfloat16)
         applied["weights"] = "fp8 (layerwise casting)"
     if memory["offload"] != "none":
         applied["offload"] = apply_offload(components, memory["offload"])
     if memory["vae_tiling"]:
         components.vae.enable_tiling()
         applied["vae_tiling"] = True
-    if speed.compile:
-        tr.compile()  # nn.Module.compile: in place, torch.compile under the hood
-        applied["compile"] = True
-    return applied
 
 
 def _check_fused(components, family) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import typer
 
+from reel.engine.bench_cli import bench
 from reel.engine.plan import PlanError, build_plan
 from reel.kernels.attention import BACKENDS, BackendError
 from reel.engine.spec import SpecError, load_film
@@ -135,10 +136,14 @@ def _render_cluster(plan, out: Path, force: bool, address: str, workers: int | N
 
 
 def _with_speed(film, flags: dict):
-    """The spec's [speed] table with command-line flags on top; checks the attention name early."""
+    """The spec's [speed] table with command-line flags on top; checks the attention and compile names early."""
     import dataclasses
 
+    from reel.engine.speed import COMPILE_MODES
+
     given = {k: v for k, v in flags.items() if v is not None}
+    if given.get("compile") not in (None, *COMPILE_MODES):
+        raise BackendError(f"--compile {given['compile']}: unknown mode — use one of {', '.join(COMPILE_MODES)}")
     speed = dataclasses.replace(film.speed, **given)
     if speed.attention != "auto" and speed.attention not in BACKENDS:
         raise BackendError(f"attention {speed.attention!r}: unknown backend — use auto or one of {', '.join(BACKENDS)}")
@@ -148,6 +153,19 @@ def _with_speed(film, flags: dict):
 STEP_CACHE_HELP = "First-Block-Cache threshold (e.g. 0.05): reuse block residuals when the first block barely changes."
 CFG_SKIP_HELP = "Fraction of the final steps that skip the unconditional pass (e.g. 0.25)."
 ATTENTION_HELP = f"Attention backend: auto or one of {', '.join(BACKENDS)}; forcing one that can't run lists why."
+COMPILE_HELP = ("torch.compile the transformer: auto (CUDA: the mode a recorded GPU measurement shows faster, else "
+                "off; CPU: off), off, regional (each repeated block, one shared graph), full (the whole transformer) "
+                "or cuda-graphs (whole transformer with CUDA graphs; CUDA only). The first call compiles (slow).")
+NO_COMPILE_HELP = "Same as --compile off."
+FP8_HELP = ("fp8 matmuls for the linear layers of the transformer's blocks (lossy, off by default; CUDA with compute "
+            "capability >= 8.9, or slowly on the CPU for checking the numbers).")
+
+
+def _compile_flag(compile_: str | None, no_compile: bool) -> str | None:
+    """--compile MODE / --no-compile as the [speed] compile value (None: the spec's)."""
+    if no_compile and compile_ not in (None, "off"):
+        _fail(f"--compile {compile_} and --no-compile contradict each other — give one")
+    return "off" if no_compile else compile_
 
 
 @app.command()
@@ -167,7 +185,9 @@ def render(
     step_cache: float = typer.Option(None, "--step-cache", help=STEP_CACHE_HELP),
     cfg_skip_last: float = typer.Option(None, "--cfg-skip-last", help=CFG_SKIP_HELP),
     attention: str = typer.Option(None, "--attention", help=ATTENTION_HELP),
-    compile_: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the transformer."),
+    compile_: str = typer.Option(None, "--compile", help=COMPILE_HELP),
+    no_compile: bool = typer.Option(False, "--no-compile", help=NO_COMPILE_HELP),
+    fp8_matmul: bool = typer.Option(None, "--fp8-matmul/--no-fp8-matmul", help=FP8_HELP),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
     offload: str = typer.Option(None, "--offload", help="auto, none, model or group (CUDA memory savers; auto picks "
                                 "from the estimator and the free VRAM)."),
@@ -179,7 +199,8 @@ def render(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
     """Render a film spec: one clip per shot in OUT/shots/, the assembled OUT/film.mp4, and manifests."""
-    speed = {"step_cache": step_cache, "cfg_skip_last": cfg_skip_last, "attention": attention, "compile": compile_,
+    speed = {"step_cache": step_cache, "cfg_skip_last": cfg_skip_last, "attention": attention,
+             "compile": _compile_flag(compile_, no_compile), "fp8_matmul": fp8_matmul,
              "threads": threads, "offload": offload, "vae_tiling": vae_tiling, "weights": weights}
     _film, result = _render(spec, out, force, shots, device, quiet, batch_size, model, characters, preview, speed,
                             cluster, workers)
@@ -243,11 +264,16 @@ def preview(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
     batch_size: str = typer.Option("4", "--batch-size", help="Shots per forward batch: a number or auto."),
     characters: Path = typer.Option(None, "--characters", help="A character library folder."),
+    compile_: str = typer.Option(None, "--compile", help=COMPILE_HELP),
+    no_compile: bool = typer.Option(False, "--no-compile", help=NO_COMPILE_HELP),
+    fp8_matmul: bool = typer.Option(None, "--fp8-matmul/--no-fp8-matmul", help=FP8_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
     """Preview a film in seconds: every shot in a few steps with the preview adapter and the final render's
     seeds, plus OUT/preview/contact_sheet.png and OUT/preview/storyboard.gif. Approve, then `reel render`."""
-    _film, result = _render(spec, out, force, shots, device, quiet, batch_size, None, characters, preview=True)
+    speed = {"compile": _compile_flag(compile_, no_compile), "fp8_matmul": fp8_matmul}
+    _film, result = _render(spec, out, force, shots, device, quiet, batch_size, None, characters, preview=True,
+                            speed=speed)
     if not quiet:
         rendered = sum(s.status == "rendered" for s in result.shots)
         typer.echo(f"preview: {rendered} rendered, {len(result.shots) - rendered} reused; "
@@ -461,6 +487,9 @@ def demo(
     sheet = contact_sheet([(s.shot_id, s.video) for s in result.shots], out / "contact_sheet.png")
     if not quiet:
         typer.echo(f"demo: {result.film_video} and {sheet}")
+
+
+app.command("bench")(bench)  # engine/bench_cli.py
 
 
 def main() -> None:

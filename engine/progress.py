@@ -50,6 +50,9 @@ class RenderProgress:
         if self._progress is not None and self._step_task is not None:
             self._progress.update(self._step_task, completed=state.step)
 
+    def denoised(self, shot_ids: tuple[str, ...]) -> None:
+        """A batch's sampler has returned its latents (decoding follows); after its last step()."""
+
     def shot_done(self, line: str) -> None:
         if self._progress is not None and self._film_task is not None:
             self._progress.advance(self._film_task)

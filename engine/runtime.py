@@ -515,6 +515,7 @@ class Engine:
             if hooks:
                 denoiser = with_step_hook(denoiser, lambda i: [h(i) for h in hooks])
             latents = sample(sampler, denoiser, noise, first.steps, on_step=self.progress.step, shot_ids=ids)
+            self.progress.denoised(ids)
         return latents.float() if draft_bf16 else latents  # (B, C, F', H', W'); the decoders take fp32 latents
 
     def _decode_into(self, family, comps, model: ModelInfo, jobs: tuple[ShotJob, ...], latents: torch.Tensor,

@@ -27,26 +27,38 @@ VelocityFn = Callable[[torch.Tensor, torch.Tensor, object], torch.Tensor]  # (x,
 
 @dataclass(frozen=True)
 class StepState:
-    """What the per-step callback sees."""
+    """What the per-step callback sees: plain Python values, none read from the device (on a GPU the host queues
+    the steps ahead of the device, so a step is "finished" and `seconds` counted when it is queued, not run)."""
 
     shot_ids: tuple[str, ...]  # shots in this batch
-    step: int  # 1-based step just finished
+    step: int  # 1-based step just finished (queued, on an asynchronous device)
     total: int  # steps in the loop
-    timestep: float  # the scheduler's timestep for this step (0..1000)
+    timestep: float  # the scheduler's timestep for this step (0..1000), from the sampler's CPU copy of its schedule
     latents_shape: tuple[int, ...]  # (B, C, F', H', W')
-    seconds: float  # wall time since the loop began
+    seconds: float  # host wall time since the loop began
 
 
 StepCallback = Callable[[StepState], None]
 
 
 Cond = torch.Tensor | dict  # text conditioning: a tensor, or a dict of tensors, each with a leading batch dim
+# (a dict may also hold plain Python values shared by the whole batch, such as LTX's frame rate)
 
 
 def cat_cond(parts: list[Cond]) -> Cond:
-    """Concatenate conditionings along the batch (tensors, or dicts of tensors key by key)."""
+    """Concatenate conditionings along the batch (tensors, or dicts of tensors key by key; a dict's plain Python
+    values are the batch's own and must be equal in every part)."""
     if isinstance(parts[0], dict):
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        out = {}
+        for k, v in parts[0].items():
+            if isinstance(v, torch.Tensor):
+                out[k] = torch.cat([p[k] for p in parts])
+            elif any(p[k] != v for p in parts[1:]):
+                raise ValueError(f"conditioning {k!r} differs between the parts of one batch ({[p[k] for p in parts]})"
+                                 " — it is one value per batch: batch only shots that share it")
+            else:
+                out[k] = v
+        return out
     return torch.cat(parts)
 
 
@@ -83,10 +95,12 @@ def with_step_hook(denoiser: Denoiser, before_step: Callable[[int], None]) -> De
 @torch.no_grad()
 def sample(sampler: Sampler, denoiser: Denoiser, noise: torch.Tensor, steps: int, *,
            on_step: StepCallback | None = None, shot_ids: tuple[str, ...] = ()) -> torch.Tensor:
-    """Run `sampler` from noise (B, *latent) to clean latents in `steps` steps; `on_step` after each step."""
+    """Run `sampler` from noise (B, *latent) to clean latents in `steps` steps; `on_step` after each step.
+
+    Nothing here reads the device: the sampler hands the callback its timestep as a Python float."""
     start = time.perf_counter()
 
-    def callback(i: int, t: torch.Tensor, x: torch.Tensor) -> None:
-        on_step(StepState(shot_ids, i + 1, steps, float(t), tuple(x.shape), time.perf_counter() - start))
+    def callback(i: int, t: float, x: torch.Tensor) -> None:
+        on_step(StepState(shot_ids, i + 1, steps, t, tuple(x.shape), time.perf_counter() - start))
 
     return sampler(denoiser, noise, steps, callback if on_step is not None else None)

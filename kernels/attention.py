@@ -2,11 +2,16 @@
 cannot run here (vLLM's selector pattern). The kernels themselves are diffusers' attention dispatcher
 backends; reel picks one and says why the others were passed over.
 
-    name, passed_over = select_backend("auto", device, dtype, head_dim)   # first valid in priority order
+    name, passed_over = select_backend("auto", device, dtype, head_dim)   # sdpa, and why the others were not
+    name, _ = select_backend("auto", device, dtype, head_dim, prefer="cudnn")  # a measured winner, if it runs
     select_backend("flash-attn", ...)   # forced: raises BackendError listing every reason if it can't run
+    apply_backend(transformer, name)    # route every attention layer through it
+    remove_backend(transformer)         # diffusers' default (sdpa) again
 
-Priority for "auto": flash-attn, xformers, sdpa. sageattention (8-bit QK, slightly lossy) is used only
-when asked for by name. No probing happens at import time.
+"auto" is sdpa unless the caller passes `prefer`: the backend a recorded GPU measurement showed faster
+(engine/measured.py reads engine/measured_speedups.json; kernels never guess an order). `lossy` backends
+(sageattention: 8-bit QK) are never preferred by auto, only used when asked for by name. No probing happens
+at import time.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class Backend:
     package: str | None  # import name that must be installed
     install: str  # what to install
     checks: tuple[Callable[[torch.device, torch.dtype, int], str | None], ...] = ()
+    lossy: bool = False  # changes the numbers beyond rounding: never chosen by "auto"
 
     def validate(self, device: torch.device, dtype: torch.dtype, head_dim: int) -> list[str]:
         """Every reason this backend cannot run for (device, dtype, head_dim); empty if it can."""
@@ -65,6 +71,22 @@ def _sm_at_least(major: int):
     return check
 
 
+def _sm_is(major: int, minor: int, what: str):
+    def check(device, dtype, head_dim):
+        if device.type != "cuda" or not torch.cuda.is_available():
+            return None  # the CUDA check already said so
+        cap = torch.cuda.get_device_capability(device)
+        return None if cap == (major, minor) else \
+            f"needs {what}, compute capability {major}.{minor} (GPU has {cap[0]}.{cap[1]})"
+    return check
+
+
+def _needs_cudnn(device, dtype, head_dim):
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None  # the CUDA check already said so
+    return None if torch.backends.cudnn.is_available() else "needs cuDNN (this torch build has none)"
+
+
 def _sage_head_dim(device, dtype, head_dim):
     return None if head_dim in (64, 96, 128) else f"head size {head_dim} unsupported (64, 96 or 128)"
 
@@ -75,15 +97,25 @@ BACKENDS: dict[str, Backend] = {
     "xformers": Backend("xformers", "xformers", "xformers", "pip install 'reel[cuda]'",
                         (_needs_cuda, _needs_half, _head_dim_at_most(256))),
     "sageattention": Backend("sageattention", "sage", "sageattention", "pip install sageattention",
-                             (_needs_cuda, _needs_half, _sage_head_dim, _sm_at_least(8))),
+                             (_needs_cuda, _needs_half, _sage_head_dim, _sm_at_least(8)), lossy=True),
+    # torch's SDPA with its cuDNN kernel (no extra package); head sizes above 128 are left to sdpa
+    "cudnn": Backend("cudnn", "_native_cudnn", None, "built into torch (CUDA builds)",
+                     (_needs_cuda, _needs_half, _head_dim_at_most(128), _sm_at_least(8), _needs_cudnn)),
+    # FlashAttention-3, Hopper only; its package is `flash_attn_interface` (no wheel on PyPI)
+    "flash3": Backend("flash3", "_flash_3", "flash_attn_interface",
+                      "build FlashAttention-3 from github.com/Dao-AILab/flash-attention, folder hopper/",
+                      (_needs_cuda, _needs_half, _head_dim_at_most(256), _sm_is(9, 0, "a Hopper GPU (H100/H200)"))),
     "sdpa": Backend("sdpa", "native", None, "built into torch"),
 }
-AUTO_ORDER = ("flash-attn", "xformers", "sdpa")
 
 
-def select_backend(requested: str, device: torch.device, dtype: torch.dtype,
-                   head_dim: int) -> tuple[str, dict[str, list[str]]]:
-    """(chosen backend name, {backend passed over: its reasons})."""
+def select_backend(requested: str, device: torch.device, dtype: torch.dtype, head_dim: int,
+                   prefer: str | None = None) -> tuple[str, dict[str, list[str]]]:
+    """(chosen backend name, {backend passed over: its reasons}).
+
+    `requested`: "auto" or a name in BACKENDS. A named backend runs or raises BackendError with every reason it
+    cannot. "auto" is `prefer` when that backend can run and is not lossy, else sdpa; `prefer` is for a caller
+    that has a measurement showing that backend faster on this GPU (engine/accel.py)."""
     if requested != "auto" and requested not in BACKENDS:
         raise BackendError(f"--attention {requested}: unknown backend — use auto or one of {', '.join(BACKENDS)}")
     if requested != "auto":
@@ -91,16 +123,34 @@ def select_backend(requested: str, device: torch.device, dtype: torch.dtype,
         if reasons:
             raise BackendError(f"--attention {requested} cannot run here: " + "; ".join(reasons))
         return requested, {}
+    if prefer is not None and prefer not in BACKENDS:
+        raise BackendError(f"prefer={prefer!r}: unknown backend — one of {', '.join(BACKENDS)}")
+    reasons = {name: backend.validate(device, dtype, head_dim) for name, backend in BACKENDS.items()}
+    chosen = prefer if prefer and not reasons[prefer] and not BACKENDS[prefer].lossy else "sdpa"
     passed = {}
-    for name in AUTO_ORDER:
-        reasons = BACKENDS[name].validate(device, dtype, head_dim)
-        if not reasons:
-            return name, passed
-        passed[name] = reasons
-    raise BackendError("no attention backend can run: " + str(passed))  # sdpa always can; defensive
+    for name, why in reasons.items():
+        if name != chosen:
+            passed[name] = why or (["lossy: used only when asked for by name"] if BACKENDS[name].lossy else
+                                   ["no recorded measurement shows it faster here (auto uses sdpa unless one does)"])
+    return chosen, passed
 
 
 def apply_backend(transformer: torch.nn.Module, name: str) -> None:
-    """Route the transformer's attention through the chosen backend (sdpa is diffusers' default)."""
-    if name != "sdpa":
+    """Route the transformer's attention through the chosen backend (sdpa is diffusers' default); removable
+    with remove_backend. Only this model's attention processors change: diffusers' set_attention_backend also
+    makes the backend the process-wide default, which is put back at once, so other models stay on theirs."""
+    if name == "sdpa":
+        return
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    default = _AttentionBackendRegistry.get_active_backend()[0]
+    try:
         transformer.set_attention_backend(BACKENDS[name].diffusers_name)
+    finally:
+        _AttentionBackendRegistry.set_active_backend(default)
+
+
+def remove_backend(transformer: torch.nn.Module) -> None:
+    """Undo apply_backend: every attention processor of `transformer` back on diffusers' default backend
+    (diffusers' ModelMixin.reset_attention_backend)."""
+    transformer.reset_attention_backend()

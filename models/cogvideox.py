@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from reel.models.common import cpu_generator, freeze, meta_tensor, quiet_loading, scheduler_config
-from reel.models.samplers import Denoiser, Sampler, OnStep, diffusers_steps
+from reel.models.cogvideox_samplers import ddim, dpm
+from reel.models.samplers import Sampler
 from reel.models.single_file import load_transformer
 from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
 
@@ -109,34 +110,13 @@ def _step_generators(seeds: list[int] | None, x: torch.Tensor, image: bool) -> l
     return out
 
 
-def _dpm(config: dict, seeds: list[int] | None, image: bool) -> Sampler:
-    """CogVideoXDPMScheduler as the pipeline drives it: the previous x0 prediction and timestep carried from
-    step to step, the step noise drawn from one CPU generator per shot."""
-    from diffusers import CogVideoXDPMScheduler
-
-    def sample(denoiser: Denoiser, x: torch.Tensor, steps: int, callback: OnStep | None = None) -> torch.Tensor:
-        scheduler = CogVideoXDPMScheduler.from_config(config)
-        scheduler.set_timesteps(steps, device=x.device)
-        timesteps = scheduler.timesteps  # (steps,) int64, descending
-        generators, old_x0 = None, None
-        for i, t in enumerate(timesteps):
-            v = denoiser(x, t, i)  # (B, F', C, H', W') v-prediction
-            if generators is None:
-                generators = _step_generators(seeds, x, image)
-            back = timesteps[i - 1] if i > 0 else None
-            x, old_x0 = scheduler.step(v, old_x0, t, back, x, eta=0.0, generator=generators, return_dict=False)
-            if callback is not None:
-                callback(i, t, x)
-        return x
-    return sample
-
-
 def make_sampler(components: CogVideoXComponents, name: str, shift: float, *, shape: tuple | None = None,
                  image: dict | bool | None = None, seeds: list[int] | None = None) -> Sampler:
     """A sampler: "default" (the folder's own scheduler class), "ddim" or "dpm" (CogVideoX's DDIM / DPM
     schedulers built from the folder's config). `shift` is unused (CogVideoX is not a flow model; the
     folder's snr_shift_scale applies). `seeds`: one per shot, for the DPM scheduler's step noise to equal
-    the pipeline's; `image`: truthy for image-to-video shots (their generators drew the image sample first)."""
+    the pipeline's; `image`: truthy for image-to-video shots (their generators drew the image sample first).
+    Both plan their steps on the CPU before the loop (models/cogvideox_samplers.py): nothing read from the device."""
     from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
 
     if name not in SCHEDULERS:
@@ -150,8 +130,10 @@ def make_sampler(components: CogVideoXComponents, name: str, shift: float, *, sh
     if sigma != 1.0:  # initial_noise relies on it (the pipeline multiplies by it)
         raise ValueError(f"{cls.__name__} with init_noise_sigma={sigma} is not supported")
     if name == "ddim":
-        return diffusers_steps(lambda: cls.from_config(cfg), begin_index=False, eta=0.0)
-    return _dpm(cfg, None if seeds is None else [int(s) for s in seeds], image is not None and image is not False)
+        return ddim(cfg)
+    shot_seeds = None if seeds is None else [int(s) for s in seeds]
+    takes_image = image is not None and image is not False
+    return dpm(cfg, lambda x: _step_generators(shot_seeds, x, takes_image))
 
 
 # -- text ----------------------------------------------------------------------------------------------
@@ -386,3 +368,8 @@ def meta_inputs(config: dict, *, batch: int, latent: tuple[int, int, int], text_
         kw["image_rotary_emb"] = (meta_tensor(n, config["attention_head_dim"], dtype=torch.float32),
                                   meta_tensor(n, config["attention_head_dim"], dtype=torch.float32))  # (N, D) cos, sin
     return kw
+
+
+def pipeline_kwargs(components: CogVideoXComponents, *, negative_prompt: str, fps: int) -> dict:
+    """CogVideoXPipeline's extra argument: the negative prompt."""
+    return {"negative_prompt": negative_prompt}

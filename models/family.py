@@ -110,6 +110,10 @@ class FamilyModule(Protocol):
                     expand_timesteps: bool = False) -> dict:
         """The transformer's forward kwargs on the meta device, for the estimator (engine/estimate_meta.py)."""
 
+    def pipeline_kwargs(self, components: Components, *, negative_prompt: str, fps: int) -> dict:
+        """What the family's diffusers pipeline takes besides prompt, size, frames, steps, guidance, text length and
+        generator to render what reel renders (`reel bench` and the parity tests call the pipeline with it)."""
+
 
 def family_module(family) -> FamilyModule:
     """The module of a registry `Family` (imported on first use)."""

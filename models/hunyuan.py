@@ -30,7 +30,7 @@ from reel.models.common import (
     quiet_loading,
     scheduler_config,
 )
-from reel.models.samplers import Sampler, diffusers_schedule, diffusers_steps, euler
+from reel.models.samplers import Sampler, diffusers_schedule, euler, unipc
 from reel.models.single_file import load_transformer
 from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
 
@@ -151,7 +151,7 @@ def make_sampler(components: HunyuanComponents, name: str, shift: float, *, shap
         return euler(diffusers_schedule(lambda: FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift),
                                         _pipeline_sigmas))
     if name == "unipc":
-        return diffusers_steps(lambda: flow_unipc(shift))
+        return unipc(lambda: flow_unipc(shift))
     raise ValueError(f"unknown scheduler {name!r}; use 'default', 'euler' or 'unipc'")
 
 
@@ -341,3 +341,10 @@ def meta_inputs(config: dict, *, batch: int, latent: tuple[int, int, int], text_
             "encoder_attention_mask": meta_tensor(batch, text_len),
             "pooled_projections": meta_tensor(batch, config["pooled_projection_dim"]),  # (B, 768) CLIP pooled
             "guidance": meta_tensor(batch, dtype=torch.float32)}
+
+
+def pipeline_kwargs(components: HunyuanComponents, *, negative_prompt: str, fps: int) -> dict:
+    """HunyuanVideoPipeline's extra argument: the folder's prompt template. Guidance is embedded (one pass, no
+    negative prompt: true_cfg_scale stays 1)."""
+    return {"prompt_template": {"template": components.prompt_template["template"],
+                                "crop_start": components.prompt_template["crop_start"]}}

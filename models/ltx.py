@@ -48,7 +48,7 @@ from reel.models.common import (
     quiet_loading,
     scheduler_config,
 )
-from reel.models.samplers import Sampler, diffusers_schedule, diffusers_steps, euler, keep_first_frame
+from reel.models.samplers import Sampler, diffusers_schedule, euler, keep_first_frame, unipc
 from reel.models.single_file import load_transformer
 from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
 
@@ -156,7 +156,7 @@ def make_sampler(components: LTXComponents, name: str, shift: float, *, shape: t
         sampler = euler(diffusers_schedule(lambda: FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000,
                                                                                    shift=shift)))
     elif name == "unipc":
-        sampler = diffusers_steps(lambda: flow_unipc(shift))
+        sampler = unipc(lambda: flow_unipc(shift))
     else:
         raise ValueError(f"unknown scheduler {name!r}; use 'default', 'euler' or 'unipc'")
     return keep_first_frame(sampler) if image is not None else sampler
@@ -193,8 +193,9 @@ def embed_key(components: LTXComponents) -> str:
 
 
 def batch_conditioning(components: LTXComponents, cond: dict, *, guidance: float, fps: int, batch: int) -> dict:
-    """The batch's frame rate, which scales the rotary positions: {"frame_rate": (B,) float64, on the CPU}."""
-    return {**cond, "frame_rate": torch.full((batch,), float(fps), dtype=torch.float64)}
+    """The batch's frame rate, which scales the rotary positions: {"frame_rate": fps as a Python float}, one value
+    for the whole batch (a float, not a tensor: velocity reads it on every step without touching a tensor)."""
+    return {**cond, "frame_rate": float(fps)}
 
 
 def experts(components: LTXComponents) -> dict[str, torch.nn.Module]:
@@ -222,15 +223,15 @@ def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device, *,
 
 def velocity(components: LTXComponents, latents: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
     """The denoiser contract: the transformer's flow prediction for latents (B, C, F', H', W') at timestep t,
-    text cond {"embeds": (B, L, D), "mask": (B, L)} (+ "cond_mask" (B, S) for image-to-video, + "frame_rate" (B,)
-    from batch_conditioning; every shot of a batch shares its fps)."""
+    text cond {"embeds": (B, L, D), "mask": (B, L)} (+ "cond_mask" (B, S) for image-to-video, + "frame_rate", a
+    float from batch_conditioning; every shot of a batch shares its fps)."""
     b, _, f, h, w = latents.shape
     x = _pack(latents.to(components.device, components.dtype), components)  # (B, S, C)
     timestep = t.to(components.device).expand(b)  # (B,)
     if "cond_mask" in cond:  # conditioned (image) tokens are clean: timestep 0 there
         mask = cond["cond_mask"].to(components.device, torch.float32)  # (B, S)
         timestep = timestep.unsqueeze(-1) * (1 - mask)  # (B, S)
-    frame_rate = float(cond["frame_rate"][0]) if "frame_rate" in cond else components.frame_rate  # a CPU tensor
+    frame_rate = float(cond.get("frame_rate", components.frame_rate))  # a Python float: nothing read from a tensor
     rope_scale = (components.temporal_factor / frame_rate, components.spatial_factor, components.spatial_factor)
     out = components.transformer(hidden_states=x, encoder_hidden_states=cond["embeds"].to(components.dtype),
                                  timestep=timestep, encoder_attention_mask=cond["mask"].to(components.device),
@@ -375,3 +376,10 @@ def meta_inputs(config: dict, *, batch: int, latent: tuple[int, int, int], text_
             "encoder_hidden_states": meta_tensor(batch, text_len, config["caption_channels"]),  # (B, L, 4096)
             "timestep": meta_tensor(batch, dtype=torch.float32), "encoder_attention_mask": meta_tensor(batch, text_len),
             "num_frames": f, "height": h, "width": w, "rope_interpolation_scale": (8 / 25, 32.0, 32.0)}
+
+
+def pipeline_kwargs(components: LTXComponents, *, negative_prompt: str, fps: int) -> dict:
+    """LTXPipeline's extra arguments: the negative prompt, the frame rate its positions are scaled for, and the
+    folder's decode timestep and noise scale (reel.json)."""
+    return {"negative_prompt": negative_prompt, "frame_rate": fps, "decode_timestep": components.decode_timestep,
+            "decode_noise_scale": components.decode_noise_scale}

@@ -8,7 +8,8 @@ frames match diffusers' WanPipeline on the same weights and seed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from reel.models.common import (
     quiet_loading,
     scheduler_config,
 )
-from reel.models.samplers import Sampler, diffusers_schedule, diffusers_steps, euler, pin_first_frame
+from reel.models.samplers import Sampler, diffusers_schedule, euler, pin_first_frame, unipc
 from reel.models.single_file import load_transformer
 from reel.models.common import cpu_bf16_fast as cpu_bf16_fast  # the family contract's, shared
 from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
@@ -93,28 +94,63 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> WanCompo
 
 def make_sampler(components: WanComponents, name: str, shift: float, *, shape: tuple | None = None,
                  image: dict | None = None, seeds: list[int] | None = None) -> Sampler:
-    """A flow-matching sampler: "unipc" (Wan's default: diffusers' UniPC), "euler", or "default" (the folder's
-    own scheduler class), with the given shift. For Wan 2.2 TI2V with an image, the image's latent frame goes
-    back in front after the last step, as WanImageToVideoPipeline does. `shape`, `seeds`: unused."""
-    sampler = _sampler(components, name, shift)
+    """A flow-matching sampler: "unipc" (Wan's default: diffusers' UniPC, as samplers.unipc plans it), "euler", or
+    "default" (the folder's own scheduler class), with the given shift. For Wan 2.2 TI2V with an image, the
+    image's latent frame goes back in front after the last step, as WanImageToVideoPipeline does. For Wan 2.2
+    A14B each step's expert is chosen from a CPU copy of the schedule (no read from the device per step).
+    `shape`, `seeds`: unused."""
+    sampler, host_timesteps = _sampler(components, name, shift)
+    if components.transformer_2 is not None:
+        sampler = _route_experts(sampler, host_timesteps, components.boundary_ratio * 1000)
     if image is not None and components.expand_timesteps:
         return pin_first_frame(sampler, image["condition"], image["first_frame_mask"])
     return sampler
 
 
-def _sampler(components: WanComponents, name: str, shift: float) -> Sampler:
+def _sampler(components: WanComponents, name: str, shift: float) -> tuple[Sampler, Callable[[int], list[float]]]:
+    """(the sampler, steps -> its timesteps as Python floats, computed on the CPU)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
     cfg = dict(components.scheduler_config)
     if name == "default":
         name = "euler" if cfg.get("_class_name") == "FlowMatchEulerDiscreteScheduler" else "unipc"
     if name == "unipc":
-        if cfg.get("_class_name") == "UniPCMultistepScheduler":
-            return diffusers_steps(lambda: UniPCMultistepScheduler.from_config(cfg, flow_shift=shift))
-        return diffusers_steps(lambda: flow_unipc(shift))
+        def make():
+            if cfg.get("_class_name") == "UniPCMultistepScheduler":
+                return UniPCMultistepScheduler.from_config(cfg, flow_shift=shift)
+            return flow_unipc(shift)
+
+        def unipc_timesteps(steps: int) -> list[float]:
+            scheduler = make()
+            scheduler.set_timesteps(steps, device="cpu")
+            return scheduler.timesteps.tolist()
+
+        return unipc(make), unipc_timesteps
     if name == "euler":
-        return euler(diffusers_schedule(lambda: FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)))
+        schedule = diffusers_schedule(lambda: FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift))
+        return euler(schedule), lambda steps: schedule(steps, torch.device("cpu"))[1].tolist()
     raise ValueError(f"unknown scheduler {name!r}; use 'unipc' or 'euler'")
+
+
+# Wan 2.2 A14B: whether the model call running now belongs to the low-noise expert (set by _route_experts;
+# None outside such a sampler, where velocity compares the timestep itself)
+_LOW_NOISE: ContextVar[bool | None] = ContextVar("reel_wan_low_noise", default=None)
+
+
+def _route_experts(sampler: Sampler, host_timesteps: Callable[[int], list[float]], boundary: float) -> Sampler:
+    """Run each step's model call with its expert chosen on the host: timestep < boundary -> the low-noise one."""
+    def sample(denoiser, x: torch.Tensor, steps: int, callback=None) -> torch.Tensor:
+        low = [t < boundary for t in host_timesteps(steps)]
+
+        def routed(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
+            token = _LOW_NOISE.set(low[i])
+            try:
+                return denoiser(x, t, i)
+            finally:
+                _LOW_NOISE.reset(token)
+
+        return sampler(routed, x, steps, callback)
+    return sample
 
 
 @torch.no_grad()
@@ -170,8 +206,11 @@ def velocity(components: WanComponents, latents: torch.Tensor, t: torch.Tensor, 
     ("condition", "image_embeds", "first_frame_mask") of image-to-video shots."""
     c = cond if isinstance(cond, dict) else {"embeds": cond}
     model = components.transformer
-    if components.transformer_2 is not None and float(t) < components.boundary_ratio * 1000:
-        model = components.transformer_2  # Wan 2.2 A14B: the low-noise expert
+    if components.transformer_2 is not None:  # Wan 2.2 A14B: the low-noise expert below the boundary
+        low = _LOW_NOISE.get()
+        if low is None:  # called outside make_sampler's loop: compare t itself (a read from the device)
+            low = float(t) < components.boundary_ratio * 1000
+        model = components.transformer_2 if low else model
     x = latents
     timestep = t.expand(latents.shape[0]).to(components.device)  # (B,)
     if components.expand_timesteps:  # Wan 2.2 TI2V: a timestep per token; 0 on the image's frame
@@ -320,3 +359,8 @@ def meta_inputs(config: dict, *, batch: int, latent: tuple[int, int, int], text_
     if config.get("image_dim"):
         kw["encoder_hidden_states_image"] = meta_tensor(batch, 257, config["image_dim"])  # (B, 257, D_clip)
     return kw
+
+
+def pipeline_kwargs(components: WanComponents, *, negative_prompt: str, fps: int) -> dict:
+    """WanPipeline's extra arguments for a text-to-video shot: the negative prompt (its fps is the encoder's)."""
+    return {"negative_prompt": negative_prompt}

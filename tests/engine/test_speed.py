@@ -128,13 +128,20 @@ def test_render_with_speed_flags_records_them(write_spec, tmp_path):
 
 
 def test_compiled_transformer_matches_eager(write_spec):
+    """compile = "full": the whole transformer behind one removable compile hook (kernels/regional_compile.py; the
+    regional mode has its own tests in tests/kernels/test_regional_compile.py)."""
+    from reel.kernels.regional_compile import compile_seconds, remove_compile
+
     eager = trajectory(write_spec(FILM.replace("{speed}", "").replace("steps = 6", "steps = 2"), "eager.toml"))
-    spec = write_spec(FILM.replace("{speed}", "compile = true").replace("steps = 6", "steps = 2"))
+    spec = write_spec(FILM.replace("{speed}", 'compile = "full"').replace("steps = 6", "steps = 2"))
     engine = Engine("cpu")
     plan = build_plan(load_film(spec))
     compiled = trajectory(spec, engine=engine)
-    assert engine.applied[str(plan.film.model.path)]["compile"] is True
+    assert engine.applied[str(plan.film.model.path)]["compile"].startswith("full (1 compiled region(s)")
     assert float((compiled - eager).abs().max()) < 1e-4
+    transformer = engine.load(plan.film.model)[1].transformer
+    assert compile_seconds(transformer) > 0 and remove_compile(transformer) == 1
+    assert "forward" not in vars(transformer)
 
 
 def test_memory_plan_picks_the_first_that_fits():
@@ -202,7 +209,8 @@ def test_decode_under_autocast_yields_fp32_and_leaves_the_consumer_alone():
 
 
 def test_fused_kernels_auto_stays_off_on_cuda_until_measured_faster(tiny_model):
-    """`auto` leaves the Triton kernels off (on one H200 they made a step 1.41x slower); `on` asks for them.
+    """`auto` leaves the Triton kernels off unless engine/measured_speedups.json has a row on this GPU showing
+    them faster (on the one H200 measured they made a step 1.39x slower); `on` asks for them.
 
     The components claim a CUDA device: apply_load_time decides from the device type, and with the kernels
     off nothing touches the GPU, so this runs on the CPU."""
@@ -210,7 +218,7 @@ def test_fused_kernels_auto_stays_off_on_cuda_until_measured_faster(tiny_model):
 
     from diffusers import WanTransformer3DModel
 
-    from reel.engine.accel import FUSED_AUTO_OFF, apply_load_time
+    from reel.engine.accel import apply_load_time
     from reel.models.registry import FAMILIES
 
     transformer = WanTransformer3DModel.from_pretrained(tiny_model / "transformer").eval()
@@ -218,7 +226,10 @@ def test_fused_kernels_auto_stays_off_on_cuda_until_measured_faster(tiny_model):
     comps = SimpleNamespace(device=torch.device("cuda"), dtype=torch.bfloat16, transformer=transformer, vae=None)
     wan = FAMILIES["wan"]
     applied = apply_load_time(comps, SpeedConfig(), family=wan)
-    assert applied["fused_kernels"] == FUSED_AUTO_OFF
+    assert applied["fused_kernels"].startswith("off (auto: no recorded measurement of fused_kernels on unknown GPU")
+    assert applied["fused_kernels"].endswith('fused_kernels = "on" to try)')
+    h200 = apply_load_time(comps, SpeedConfig(), family=wan, gpu_name="NVIDIA H200")
+    assert h200["fused_kernels"].startswith("off (auto: on: measured 0.72x on NVIDIA H200")
     assert {name: type(p) for name, p in transformer.attn_processors.items()} == processors
     assert all("forward" not in vars(block) for block in transformer.blocks)  # the blocks keep diffusers' forward
     assert "fused_kernels" not in apply_load_time(comps, SpeedConfig(fused_kernels="off"), family=wan)
@@ -304,3 +315,29 @@ def test_each_films_speed_applies_on_one_long_lived_engine(write_spec, tmp_path)
         assert comps.transformer.dtype == getattr(torch, manifest["dtype"])
     assert [d for d, _ in dtypes] == ["float32", "bfloat16", "float32"]
     assert dtypes[1][1].startswith("bf16")
+
+
+def test_cli_compile_and_fp8_flags(write_spec, tmp_path):
+    """--compile MODE / --no-compile / --fp8-matmul on render and preview: bad values exit 2 before anything is
+    written; the chosen values reach the film's [speed] (the manifest records what was applied)."""
+    import json
+
+    spec = write_spec(FILM.replace("{speed}", "compile = true"))
+    result = runner.invoke(app, ["render", str(spec), "--out", str(tmp_path / "o"), "--compile", "fast"])
+    assert result.exit_code == 2 and "--compile fast: unknown mode — use one of auto, off, regional" in result.output
+    result = runner.invoke(app, ["render", str(spec), "--out", str(tmp_path / "o"), "--compile", "full",
+                                 "--no-compile"])
+    assert result.exit_code == 2 and "contradict" in result.output and not (tmp_path / "o").exists()
+    result = runner.invoke(app, ["preview", str(spec), "--out", str(tmp_path / "p"), "--compile", "fast"])
+    assert result.exit_code == 2 and "--compile fast: unknown mode" in result.output
+    result = runner.invoke(app, ["render", str(spec), "--out", str(tmp_path / "o"), "--compile", "cuda-graphs"])
+    assert result.exit_code == 2 and "compile = cuda-graphs cannot run here: cuda-graphs needs a CUDA device" in \
+        result.output and not (tmp_path / "o").exists()
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["render", str(spec), "--out", str(out), "--no-compile", "--fp8-matmul", "-q"])
+    assert result.exit_code == 0, result.output
+    speed = json.loads((out / "shots" / "a.json").read_text())["speed"]
+    assert "compile" not in speed  # the spec's true (regional) was overridden by --no-compile
+    assert speed["fp8_matmul"].endswith("for checking the numbers, not for speed")  # tiny model: all skipped
+    help_text = runner.invoke(app, ["render", "--help"]).output
+    assert "cuda-graphs" in help_text and "--fp8-matmul" in help_text
