@@ -1,5 +1,6 @@
 """Kill `reel render` at random moments and resume: nothing truncated under a final name, finished shots
-reused, and the final film equal to an uninterrupted render's.
+reused, no temporary file left once the resume ran, and the film and every clip byte-identical to an
+uninterrupted render's.
 
     .venv/bin/python -m benchmarks.killtest --runs 50 --seed 1     # writes the `kill` section of RESULTS.md
 
@@ -39,7 +40,10 @@ class KillRun:
     finished_before: int  # shots with a clip and matching manifest after the kill
     reused_on_resume: int
     truncated: list[str]
-    film_equal: bool
+    film_equal: bool  # the same pixels as the uninterrupted film
+    bytes_equal: bool  # the film and every clip byte for byte the uninterrupted render's
+    tmp_after_kill: int  # temporary files the kill left behind (SIGKILL cannot clean up; the next run does)
+    tmp_after_resume: int  # temporary files left after the resume finished (must be 0)
 
 
 def make_spec(folder: Path, model: str, shots: int = 5, steps: int = 12) -> Path:
@@ -91,6 +95,18 @@ def check_outputs(out: Path) -> tuple[int, list[str]]:
     return complete, bad
 
 
+def temporary_files(out: Path) -> int:
+    from reel.engine.store import TMP_MARK
+
+    return len(list(out.rglob(f"*{TMP_MARK}*"))) if out.is_dir() else 0
+
+
+def same_bytes(out: Path, reference: Path) -> bool:
+    """The film and every clip of `out` byte for byte those of `reference`."""
+    videos = [Path("film.mp4"), *(p.relative_to(reference) for p in sorted((reference / "shots").glob("*.mp4")))]
+    return all((out / v).is_file() and (out / v).read_bytes() == (reference / v).read_bytes() for v in videos)
+
+
 def kill_and_resume(spec: Path, out: Path, reference: Path, delay: float, sig=signal.SIGKILL) -> KillRun:
     proc = reel("render", str(spec), "--out", str(out), "--quiet")
     time.sleep(delay)
@@ -99,6 +115,7 @@ def kill_and_resume(spec: Path, out: Path, reference: Path, delay: float, sig=si
         proc.send_signal(sig)
     proc.wait()
     complete, bad = check_outputs(out)
+    tmp_after_kill = temporary_files(out)
     resume = reel("render", str(spec), "--out", str(out))
     stdout, stderr = resume.communicate()
     if resume.returncode != 0:
@@ -106,7 +123,8 @@ def kill_and_resume(spec: Path, out: Path, reference: Path, delay: float, sig=si
     text = stdout.decode() + stderr.decode()
     reused = text.count("unchanged, reused")
     equal = np.array_equal(frames_of(out / "film.mp4"), frames_of(reference / "film.mp4"))
-    return KillRun(delay, killed, complete, reused, bad, equal)
+    return KillRun(delay, killed, complete, reused, bad, equal, same_bytes(out, reference), tmp_after_kill,
+                   temporary_files(out))
 
 
 def run(model: str, runs: int, seed: int, work: Path, steps: int = 12) -> list[KillRun]:
@@ -146,6 +164,10 @@ def main() -> None:
 | of those, reused by the resume (not rendered again) | \
 {sum(min(r.reused_on_resume, r.finished_before) for r in killed)} |
 | resumed films equal to the uninterrupted film (pixels) | {sum(r.film_equal for r in results)} / {len(results)} |
+| resumed outputs byte-identical to the uninterrupted render (film and every clip) | \
+{sum(r.bytes_equal for r in results)} / {len(results)} |
+| temporary files left by the kills (SIGKILL cannot clean up) | {sum(r.tmp_after_kill for r in results)} |
+| temporary files left after the resumes | {sum(r.tmp_after_resume for r in results)} |
 """
     write_section("kill", md, {"runs": [r.__dict__ for r in results]})
     print(md)

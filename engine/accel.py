@@ -5,7 +5,9 @@ wraps it and unwraps it again).
     speed = SpeedConfig(step_cache=0.05, cfg_skip_last=0.25, attention="auto", threads=2)
     apply_load_time(components, speed, family=f)   # attention backend, CPU fast paths, fused kernels, fp8 matmuls,
                                                    # memory, compile; "auto" on CUDA from engine/measured.py
+    compile_fallbacks(components, family=f)        # None, or why compiled regions fell back to eager
     remove_load_time(components, family=f)         # compile hooks, fp8 matmuls, attention backend off again
+                                                   # (every one of them on every expert of the family)
     with step_cache_session(transformer, speed) as step:   # First-Block-Cache per trajectory
         ...
 
@@ -19,9 +21,9 @@ import weakref
 
 from reel.engine.speed import SpeedConfig, SpeedSection
 
-__all__ = ["SpeedConfig", "SpeedSection", "apply_cpu_fast_paths", "apply_load_time", "apply_offload",
-           "auto_batch_size", "choose_memory", "plan_memory", "remove_cpu_fast_paths", "remove_load_time",
-           "step_cache_session"]
+__all__ = ["SpeedConfig", "SpeedSection", "apply_attention", "apply_cpu_fast_paths", "apply_load_time",
+           "apply_offload", "auto_batch_size", "choose_memory", "compile_fallbacks", "plan_memory",
+           "remove_cpu_fast_paths", "remove_load_time", "step_cache_session"]
 
 
 def choose_memory(mem: dict, free_bytes: float, weights_fp8_saving: float) -> dict:
@@ -71,9 +73,7 @@ def apply_load_time(components, speed: SpeedConfig, film=None, *, family=None, g
     attention, fused_kernels and compile come from recorded measurements only (engine/measured.py): `gpu_name`
     (default torch.cuda.get_device_name) picks the rows, `table` the file (default engine/measured_speedups.json).
     On the CPU auto means sdpa, no fused kernels, no compile. remove_load_time takes the hooks off again."""
-    from reel.kernels.attention import apply_backend
-
-    tr, applied = components.transformer, {}
+    applied = {}
     gpu = (gpu_name or _gpu_name(components.device)) if components.device.type == "cuda" else None
     # 1. what cannot run fails before anything changes
     name, passed, why = _choose_attention(components, speed, gpu, table)
@@ -81,7 +81,8 @@ def apply_load_time(components, speed: SpeedConfig, film=None, *, family=None, g
     mode = _compile_mode(components, speed, fused, gpu, table, applied)
     fp8 = speed.fp8_matmul and _check_fp8(components)
     cpu_paths = _cpu_fast_paths_on(components, speed, family)
-    apply_backend(tr, name)
+    _refuse_regional_with_fp8_weights(components, speed)
+    apply_attention(components, name, family)
     applied["attention"] = name
     if why:
         applied["attention_auto"] = why
@@ -93,12 +94,13 @@ def apply_load_time(components, speed: SpeedConfig, film=None, *, family=None, g
     if fused:
         from reel.kernels.wan_fused import apply_fused_kernels
 
-        applied["fused_kernels"] = apply_fused_kernels(tr)
+        applied["fused_kernels"] = apply_fused_kernels(components.transformer)
     if fp8:
         applied["fp8_matmul"] = _apply_fp8(components, family)
     # 3. memory: weight storage, offloading, VAE tiling
-    _apply_memory(components, speed, film, applied)
+    memory = _apply_memory(components, speed, film, applied, family)
     # 4. compile last: its hooks wrap everything above
+    mode = _without_layerwise_casting(components, speed, memory, mode, applied)
     if mode != "off":
         from reel.kernels.regional_compile import apply_compile
 
@@ -109,10 +111,31 @@ def apply_load_time(components, speed: SpeedConfig, film=None, *, family=None, g
     return applied
 
 
+def apply_attention(components, name: str, family=None) -> int:
+    """Route every expert's attention (Wan 2.2 A14B has two transformers) through backend `name`
+    (kernels/attention.py); returns how many transformers. remove_load_time puts diffusers' default back."""
+    from reel.kernels.attention import apply_backend
+
+    experts = _experts(components, family)
+    for transformer in experts:
+        apply_backend(transformer, name)
+    return len(experts)
+
+
+def compile_fallbacks(components, family=None) -> str | None:
+    """None, or why some compiled regions of these components run eager (dynamo's recompile limit was hit:
+    kernels/regional_compile.py); the engine adds it to the model's applied speed-ups after a batch."""
+    from reel.kernels.regional_compile import compile_fallbacks as fallbacks
+
+    found = {note for t in _experts(components, family) if (note := fallbacks(t))}
+    return "; ".join(sorted(found)) or None
+
+
 def remove_load_time(components, family=None) -> dict:
-    """Take off the removable speed-ups apply_load_time put on the transformers: compile hooks, fp8 matmuls and
-    the attention backend (diffusers' default again); returns how many compile and fp8 hooks came off. (The CPU
-    fast paths have remove_cpu_fast_paths, the fused kernels kernels/wan_fused.py; memory settings stay.)"""
+    """Take off the removable speed-ups apply_load_time put on every expert: compile hooks, fp8 matmul layers (the
+    original nn.Linear modules back) and the attention backend (diffusers' default again); returns how many compile
+    hooks and fp8 layers came off. (The CPU fast paths have remove_cpu_fast_paths, the fused kernels
+    kernels/wan_fused.py; memory settings stay.)"""
     from reel.kernels.attention import remove_backend
     from reel.kernels.fp8_linear import remove_fp8_linear
     from reel.kernels.regional_compile import remove_compile
@@ -150,11 +173,12 @@ def _choose_attention(components, speed: SpeedConfig, gpu: str | None, table):
     if speed.attention == "auto" and gpu is not None:
         from reel.engine.measured import measured_choice
 
-        candidates = [n for n, b in BACKENDS.items()
-                      if n != "sdpa" and not b.lossy and not b.validate(device, dtype, head_dim)]
+        candidates = [n for n, b in BACKENDS.items() if n != "sdpa" and not b.lossy and
+                      not b.validate(device, dtype, head_dim, components.transformer)]
         prefer, why = measured_choice("attention", candidates, gpu, table)
         why = why if prefer else f"sdpa ({why})"
-    name, passed = select_backend(speed.attention, device, dtype, head_dim, prefer=prefer)
+    name, passed = select_backend(speed.attention, device, dtype, head_dim, prefer=prefer,
+                                  transformer=components.transformer)
     return name, passed, why
 
 
@@ -227,8 +251,36 @@ def _apply_fp8(components, family) -> str:
     return text
 
 
-def _apply_memory(components, speed: SpeedConfig, film, applied: dict) -> None:
-    """Weight storage, offloading and VAE tiling: explicit settings, or on CUDA the estimator's plan for "auto"."""
+LAYERWISE_WHY = ("diffusers' layerwise casting (fp8 weight storage) hooks every linear layer with a forward of its "
+                 "own, and torch.compile guards on each, so regional compile would need a graph per block: past "
+                 "dynamo's recompile limit (8) the other blocks run eager")
+
+
+def _refuse_regional_with_fp8_weights(components, speed: SpeedConfig) -> None:
+    """BackendError when `compile = "regional"` and `weights = "fp8"` are both asked for by name on CUDA (where fp8
+    weights are diffusers' layerwise casting): they do not combine, and the message says what to choose."""
+    if speed.compile == "regional" and speed.weights == "fp8" and components.device.type == "cuda":
+        from reel.kernels.attention import BackendError
+
+        raise BackendError(f'compile = "regional" with weights = "fp8" cannot run as asked: {LAYERWISE_WHY}. Use '
+                           'weights = "bf16" (offload = "model" or "group" if memory is short) to compile, or '
+                           'compile = "off" to keep fp8 storage')
+
+
+def _without_layerwise_casting(components, speed: SpeedConfig, memory: dict, mode: str, applied: dict) -> str:
+    """The compile mode to apply after the memory plan: "off" instead of "regional" when fp8 weight storage (CUDA:
+    layerwise casting) went on because one of the two was "auto"; `applied` says why."""
+    if mode != "regional" or memory["weights"] != "fp8" or components.device.type != "cuda":
+        return mode
+    chose = "the memory plan chose fp8 weights" if speed.weights == "auto" else 'weights = "fp8"'
+    applied.pop("compile_auto", None)
+    applied["compile"] = f"off ({chose}, and regional compile does not combine with them: {LAYERWISE_WHY})"
+    return "off"
+
+
+def _apply_memory(components, speed: SpeedConfig, film, applied: dict, family=None) -> dict:
+    """Weight storage, offloading and VAE tiling: explicit settings, or on CUDA the estimator's plan for "auto".
+    Returns the plan applied ({"offload", "vae_tiling", "weights"})."""
     cuda = components.device.type == "cuda"
     memory = plan_memory(components, speed, film) if cuda else \
         {"offload": "none" if speed.offload == "auto" else speed.offload, "vae_tiling": speed.vae_tiling is True,
@@ -242,14 +294,15 @@ def _apply_memory(components, speed: SpeedConfig, film, applied: dict) -> None:
     if memory["weights"] == "fp8" and cuda:
         import torch
 
-        components.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn,
-                                                        compute_dtype=torch.bfloat16)
+        for tr in _experts(components, family):  # every expert (Wan 2.2 A14B has two)
+            tr.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
         applied["weights"] = "fp8 (layerwise casting)"
     if memory["offload"] != "none":
         applied["offload"] = apply_offload(components, memory["offload"])
     if memory["vae_tiling"]:
         components.vae.enable_tiling()
         applied["vae_tiling"] = True
+    return memory
 
 
 def _check_fused(components, family) -> bool:

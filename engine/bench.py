@@ -55,6 +55,7 @@ class BenchSetting:
     rounds: int = 2
     paths: str = ",".join(DEFAULT_PATHS)
     shrink: bool = False  # configs only: scaled-down random weights (CPU dry runs and tests)
+    budget: float = 0.0  # seconds: sides not started by then are reported as not run (0: no limit)
 
 
 def run_bench(setting: BenchSetting, out: Path, say: Callable[[str], None] = print) -> dict:
@@ -73,9 +74,12 @@ def run_bench(setting: BenchSetting, out: Path, say: Callable[[str], None] = pri
         # 1. the model: a folder, a built-in model, or random weights from a shipped config
         folder, random_info = _model_folder(setting, device, work, say)
         # 2. every side, each loaded and warmed up once
-        runners, skipped, first = _start_runners(setting, paths, folder, device, work, say)
+        clock = _Clock(setting.budget)
+        runners, skipped, first = _start_runners(setting, paths, folder, device, work, clock, say)
         # 3. interleaved rounds
-        runs = _rounds(runners, setting.rounds, out / "clips", say)
+        runs = _rounds(runners, skipped, setting.rounds, out / "clips", clock, say)
+        if not any(n != "diffusers" for n in runs):
+            raise RuntimeError("no reel path finished: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
         # 4. what it all means, written down
         results = _summarise(setting, device, folder, random_info, runners, skipped, first, runs, say)
         for runner in runners.values():
@@ -118,9 +122,30 @@ def _shot_and_film(setting: BenchSetting) -> tuple[dict, dict]:
     return shot, film
 
 
-def _start_runners(setting, paths: list[BenchPath], folder: Path, device, work: Path, say):
+class _Clock:
+    """The run's time budget (0: none): sides not started when it runs out are reported as not run."""
+
+    def __init__(self, budget: float):
+        self.budget, self.start = budget, time.perf_counter()
+
+    def out(self) -> bool:
+        return self.budget > 0 and time.perf_counter() - self.start > self.budget
+
+
+def _drop(runners: dict, skipped: dict, name: str, why: str, say) -> None:
+    """Take a side out of the run (its reason goes in the table) and free what it holds."""
+    runner = runners.pop(name)
+    runner.close()
+    skipped[name] = why
+    say(f"{name}: {why}")
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _start_runners(setting, paths: list[BenchPath], folder: Path, device, work: Path, clock: _Clock, say):
     """{name: runner} for diffusers and every path that can run here, {path: why not} for the rest, and each
-    runner's warm-up Run (its first shot: compile and autotuning land there)."""
+    runner's warm-up Run (its first shot: compile and autotuning land there). A side that fails is dropped with its
+    error; the others go on."""
     from reel.engine.bench_runners import DiffusersRunner, ReelRunner
 
     shot, film = _shot_and_film(setting)
@@ -142,25 +167,41 @@ def _start_runners(setting, paths: list[BenchPath], folder: Path, device, work: 
     family, comps = any_reel.engine.load(any_reel.film.model)
     runners = {"diffusers": DiffusersRunner(folder, any_reel.job, comps, family, device, any_reel.engine.dtype),
                **runners}
-    for name, runner in runners.items():
+    for name in list(runners):
+        if clock.out():
+            _drop(runners, skipped, name, f"not run: the time budget ({clock.budget:g} s) ran out", say)
+            continue
         say(f"{name}: warm-up shot ...")
-        first[name] = runner.run(work / "warm" / name)
+        try:
+            first[name] = runners[name].run(work / "warm" / name)
+        except Exception as err:  # noqa: BLE001 - a side that fails is reported, the others are still measured
+            _drop(runners, skipped, name, f"failed in its warm-up: {type(err).__name__}: {err}", say)
+            continue
         say(f"  first shot {first[name].total_s:.2f} s ({first[name].s_per_step:.3f} s/step)")
     return runners, skipped, first
 
 
-def _rounds(runners: dict, rounds: int, clips: Path, say) -> dict[str, list]:
+def _rounds(runners: dict, skipped: dict, rounds: int, clips: Path, clock: _Clock, say) -> dict[str, list]:
     names = list(runners)
     runs: dict[str, list] = {n: [] for n in names}
     for r in range(rounds):
         for name in (names if r % 2 == 0 else names[::-1]):
-            run = runners[name].run(clips / name)
+            if name not in runners or (clock.out() and runs[name]):
+                continue  # dropped, or out of time with a round already timed
+            if clock.out():
+                _drop(runners, skipped, name, f"not run: the time budget ({clock.budget:g} s) ran out", say)
+                continue
+            try:
+                run = runners[name].run(clips / name)
+            except Exception as err:  # noqa: BLE001 - reported in the table; the other sides go on
+                _drop(runners, skipped, name, f"failed in round {r + 1}: {type(err).__name__}: {err}", say)
+                continue
             if r > 0:
                 run.frames = None  # the first timed round's frames are the ones compared
             runs[name].append(run)
             say(f"round {r + 1}/{rounds} {name}: {run.s_per_step:.3f} s/step, denoise {run.denoise_s:.2f} s, "
                 f"decode {run.decode_s:.2f} s")
-    return runs
+    return {n: v for n, v in runs.items() if n in runners}
 
 
 def _device_name(device: torch.device) -> str:
@@ -179,8 +220,7 @@ def _side(runs: list, first, flops: float, peak: float, reference=None) -> dict:
     side["share_of_peak"] = side["tflops"] / peak if side["tflops"] and peak else None
     if runs[0].extra:
         side.update({k: statistics.median(r.extra[k] for r in runs) for k in runs[0].extra})
-    if reference is not None:
-        side["psnr_db"] = psnr(runs[0].frames, reference)
+    side["psnr_db"] = psnr(runs[0].frames, reference) if reference is not None else None
     return side
 
 
@@ -193,14 +233,15 @@ def _summarise(setting, device, folder, random_info, runners, skipped, first, ru
     dtype = torch.bfloat16 if device.type == "cuda" else reel_any.engine.dtype
     say(f"measuring this device's {str(dtype).replace('torch.', '')} matmul peak ...")
     peak = matmul_peak_tflops(device, dtype)
-    ref_frames = runs["diffusers"][0].frames
-    sides = {"diffusers": _side(runs["diffusers"], first["diffusers"], flops, peak)}
+    ref = runs.get("diffusers")  # None: diffusers' pipeline failed here (its reason is in `skipped`)
+    sides = {"diffusers": _side(ref, first["diffusers"], flops, peak)} if ref else {}
     for name, runner in runners.items():
         if name != "diffusers":
-            sides[name] = _side(runs[name], first[name], flops, peak, ref_frames)
+            sides[name] = _side(runs[name], first[name], flops, peak, ref[0].frames if ref else None)
             sides[name].update(applied=runner.applied, lossy=runner.path.lossy, setting=runner.path.setting,
                                value=runner.path.value, speed=runner.path.speed,
-                               vs_diffusers=sides["diffusers"]["s_per_step"] / sides[name]["s_per_step"])
+                               vs_diffusers=sides["diffusers"]["s_per_step"] / sides[name]["s_per_step"] if ref
+                               else None)
     return {"date": date.today().isoformat(), "device": _device_name(device), "device_type": device.type,
             "versions": package_versions(), "model": setting.model, "folder": str(folder), "random": random_info,
             "shot": {"width": job.width, "height": job.height, "frames": job.frames, "steps": job.steps,

@@ -29,6 +29,8 @@ def bench(
                               + ", ".join(BENCH_PATHS) + "."),
     shrink: bool = typer.Option(False, "--shrink", help="With a shipped config: scaled-down random weights (a quick "
                                 "CPU dry run of the whole benchmark)."),
+    budget: float = typer.Option(0, "--budget", min=0, help="Seconds: sides not started by then are reported as not "
+                                 "run and the results are written (0: no limit)."),
     out: Path = typer.Option(Path("reel-bench"), "--out", "-o", help="Folder for bench.json, bench.md, bench.png and "
                              "the clips."),
     record: bool = typer.Option(False, "--record", help="Add the table to --results and, on CUDA, the measured rows "
@@ -45,7 +47,7 @@ def bench(
     if record and not results.is_file():
         raise_fail(f"--record: {results} does not exist — run from a reel checkout or pass --results PATH")
     setting = BenchSetting(model, device, width, height, frames, steps, guidance, seed, rounds=rounds, paths=paths,
-                           shrink=shrink)
+                           shrink=shrink, budget=budget)
     say = (lambda text: None) if quiet else (lambda text: typer.echo(text, err=True))
     try:
         res = run_bench(setting, out, say)

@@ -26,18 +26,21 @@ def sync(device: torch.device) -> None:
 
 
 class PeakMemory:
-    """Peak memory of a block: on CUDA the allocator's peak (bytes allocated, torch.cuda.max_memory_allocated); on
-    the CPU the peak growth of this process's resident set, sampled every 5 ms. `kind` says which."""
+    """Peak memory of a block, as if what ran in it were alone on the device: on CUDA `resident` (that side's own
+    weights, module_bytes) plus the allocator's peak above what was allocated on entry (other sides' weights stay
+    out); on the CPU the peak growth of this process's resident set, sampled every 5 ms. `kind` says which."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, resident: int = 0):
         self.device = device
         self.kind = "VRAM" if device.type == "cuda" else "RSS growth"
+        self.resident = resident
         self.bytes = 0
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             sync(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+            self._entry = torch.cuda.memory_allocated(self.device)
             return self
         import psutil
 
@@ -56,11 +59,22 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
             sync(self.device)
-            self.bytes = torch.cuda.max_memory_allocated(self.device)
+            self.bytes = self.resident + torch.cuda.max_memory_allocated(self.device) - self._entry
             return
         self._running = False
         self._thread.join()
         self.bytes = max(0, self._peak - self._base)
+
+
+def module_bytes(modules) -> int:
+    """Bytes of the parameters and buffers of `modules` (each counted once, shared tensors too)."""
+    seen, total = set(), 0
+    for module in modules:
+        for t in (*module.parameters(), *module.buffers()):
+            if t.data_ptr() not in seen:
+                seen.add(t.data_ptr())
+                total += t.numel() * t.element_size()
+    return total
 
 
 def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, n: int | None = None, repeats: int = 10) -> float:

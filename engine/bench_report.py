@@ -58,8 +58,8 @@ def _row(name: str, side: dict, device_type: str) -> str:
         decode = f"{side['decode_s']:.2f} (decode to numpy; {side['decode_export_s']:.2f} with export_to_video)"
         vs, quality, notes = "1.00x", "reference", "the family's diffusers pipeline"
     else:
-        decode, vs = f"{side['decode_s']:.2f}", f"{side['vs_diffusers']:.2f}x"
-        quality = f"{side['psnr_db']:.1f} dB"
+        decode, vs = f"{side['decode_s']:.2f}", _num(side["vs_diffusers"], ".2f") + "x" * bool(side["vs_diffusers"])
+        quality = _num(side["psnr_db"], ".1f") + " dB" * (side["psnr_db"] is not None)
         notes = ("lossy; " if side["lossy"] else "") + ", ".join(f"{k}={v}" for k, v in side["speed"].items())
     return (f"| {name} | {side['s_per_step']:.4f} | {vs} | {side['denoise_s']:.2f} | {decode} | "
             f"{_memory(side, device_type)} | {_num(side['tflops'], '.3g')}{share} | {quality} | "
@@ -134,7 +134,8 @@ def table_rows(results: dict) -> list[dict]:
                      "baseline_s_per_step": float(f"{base['s_per_step']:.5g}"),
                      "speedup": round(float(f"{base['s_per_step']:.5g}") / float(f"{side['s_per_step']:.5g}"), 4),
                      "lossy": side["lossy"],
-                     "psnr_db": round(side["psnr_db"], 2), "date": results["date"],
+                     "psnr_db": None if side["psnr_db"] is None else round(side["psnr_db"], 2),
+                     "date": results["date"],
                      "versions": f"torch {v['torch']}, diffusers {v['diffusers']}",
                      "source": f"reel bench {results['model']} --record (benchmarks/RESULTS.md, reel bench)",
                      "baseline": "reel bench's plain path: " + ", ".join(f"{k} = {v}" for k, v in PLAIN.items()),

@@ -21,10 +21,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reel.engine.bench_measure import PeakMemory, sync
+from reel.engine.bench_measure import PeakMemory, module_bytes, sync
 from reel.engine.bench_paths import BenchPath
 from reel.engine.progress import RenderProgress
 from reel.engine.sampling import StepState
+
+
+# Every side holds its whole model on the device, as a user with room to spare would run it: no offloading or tiling
+# chosen from the free memory left by the sides loaded before it (and, on CUDA, bf16 weights unless a path says fp8).
+PINNED_MEMORY = {"offload": "none", "vae_tiling": False}
+
+
+def _modules(parts) -> list[torch.nn.Module]:
+    """The torch modules among a components object's fields or a pipeline's components dict."""
+    values = parts.values() if isinstance(parts, dict) else vars(parts).values()
+    return [v for v in values if isinstance(v, torch.nn.Module)]
 
 
 @dataclass
@@ -40,16 +51,24 @@ class Run:
     extra: dict = field(default_factory=dict)  # diffusers: decode + export_to_video seconds
 
 
-class _SyncAtLoopEnd(RenderProgress):
-    """Quiet progress that waits for the device after the last step, so the engine's denoise timing is the device's."""
+class _LoopClock(RenderProgress):
+    """Quiet progress that times the denoising loop on the device: it waits for the device when the loop starts
+    (text encoding and noise done) and after its last step, as the diffusers side does at its first transformer call
+    and its last step."""
 
     def __init__(self, device: torch.device):
         super().__init__(quiet=True)
         self.device = device
+        self.start = self.end = 0.0
+
+    def batch(self, shot_ids: tuple[str, ...], steps: int) -> None:
+        sync(self.device)
+        self.start = time.perf_counter()
 
     def step(self, state: StepState) -> None:
         if state.step == state.total:
             sync(self.device)
+            self.end = time.perf_counter()
 
 
 class ReelRunner:
@@ -61,11 +80,13 @@ class ReelRunner:
         from reel.engine.spec import film_from_dict
 
         self.path, self.device = path, device
-        spec = {"film": {"model": str(folder), **film}, "speed": dict(path.speed), "shots": [shot]}
+        speed = PINNED_MEMORY | ({"weights": "bf16"} if device.type == "cuda" else {}) | path.speed
+        spec = {"film": {"model": str(folder), **film}, "speed": speed, "shots": [shot]}
         self.film = film_from_dict(spec, work / f"{path.name}.toml")
         self.plan = build_plan(self.film)
         self.job = self.plan.jobs[0]
-        self.engine = Engine(str(device), progress=_SyncAtLoopEnd(device))
+        self.clock = _LoopClock(device)
+        self.engine = Engine(str(device), progress=self.clock)
 
     def prepare(self) -> None:
         """Load the model with this path's settings; raises (BackendError, ...) with every reason it cannot run."""
@@ -83,13 +104,14 @@ class ReelRunner:
         chunks: list[np.ndarray] = []
         self.engine.on_frames = lambda shot_id, frames: chunks.append(frames)  # (f, H, W, 3) uint8, before encoding
         sync(self.device)
-        with PeakMemory(self.device) as mem:
+        with PeakMemory(self.device, module_bytes(_modules(self.components))) as mem:
             start = time.perf_counter()
             result = self.engine.render(self.plan, out, force=True)
             total = time.perf_counter() - start
         self.engine.on_frames = None
-        t = result.shots[0].timings
-        return Run(t["s_per_step"], t["denoise_s"], t["decode_encode_s"], total, mem.bytes, np.concatenate(chunks))
+        denoise = self.clock.end - self.clock.start
+        decode = result.shots[0].timings["decode_encode_s"]  # from the loop's end (synced) to the encoder's close
+        return Run(denoise / self.job.steps, denoise, decode, total, mem.bytes, np.concatenate(chunks))
 
     def close(self) -> None:
         self.engine = None
@@ -136,7 +158,7 @@ class DiffusersRunner:
         self._loop_start = 0.0
         gen = torch.Generator("cpu").manual_seed(self.job.seed)
         sync(self.device)
-        with PeakMemory(self.device) as mem:
+        with PeakMemory(self.device, module_bytes(_modules(self.pipe.components))) as mem:
             start = time.perf_counter()
             video = self.pipe(**self.kwargs, generator=gen, callback_on_step_end=self._step_end).frames[0]
             decoded = time.perf_counter()

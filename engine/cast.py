@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import difflib
 import re
+import reprlib
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from reel.engine.spec_paths import Guard, existing, spec_path
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 PLACEHOLDER_RE = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)\}")
@@ -86,8 +89,10 @@ def weight_at(weight: float | tuple[float, ...], step: int, total: int) -> float
     return float(keys[lo] * (1 - frac) + keys[lo + 1] * frac)
 
 
-def parse_character(name: str, data: object, source: Path, where: str, problems: list) -> Character | None:
-    """Validate one character table; append (field, message) problems instead of raising."""
+def parse_character(name: str, data: object, source: Path, where: str, problems: list,
+                    guard: Guard | None = None) -> Character | None:
+    """Validate one character table; append (field, message) problems instead of raising. `guard` (a server's
+    roots) sees every LoRA path before reel tests whether the file exists."""
     if not NAME_RE.match(name):
         problems.append((where, f"character name {name!r} must start with a letter and use letters, digits "
                                 "and '_' (it is written as {name} in prompts)"))
@@ -104,62 +109,76 @@ def parse_character(name: str, data: object, source: Path, where: str, problems:
             elif e["type"] == "missing":
                 msg = "required but missing — add it"
             else:
-                msg = f"{e['msg']} (got {e.get('input')!r})"
+                msg = f"{e['msg']} (got {reprlib.repr(e.get('input'))})"
             problems.append((f"{where}.{field}", msg))
         return None
-    files = [sec.lora] if isinstance(sec.lora, str) else list(sec.lora)
-    loras = []
-    for i, f in enumerate(files):
-        path = Path(f).expanduser()
-        path = path if path.is_absolute() else (source.parent / path)
-        field = f"{where}.lora" + (f"[{i}]" if isinstance(sec.lora, list) else "")
-        if not path.is_file():
-            problems.append((field, f"LoRA file {path} does not exist — check the path (relative paths start "
-                                    f"at {source.parent})"))
-        elif path.suffix not in LORA_SUFFIXES:
-            problems.append((field, f"{path.name}: LoRA files must be .safetensors (pickled .pt/.ckpt files can "
-                                    "run code when loaded) — convert it to safetensors"))
-        loras.append(path.resolve())
-    if not files:
+    loras = _lora_files(name, "lora", sec.lora, source, where, problems, guard)
+    if not loras:
         problems.append((f"{where}.lora", "lists no files — give at least one .safetensors LoRA"))
     if not sec.trigger.strip():
         problems.append((f"{where}.trigger", "is empty — give the words the LoRA was trained with (e.g. 'sks')"))
+    for key in ("trigger", "description"):
+        if "\0" in (getattr(sec, key) or ""):
+            problems.append((f"{where}.{key}", "holds a NUL character (\\0) — remove it"))
     weight = sec.weight if isinstance(sec.weight, float) else tuple(sec.weight)
     if isinstance(weight, tuple) and not weight:
         problems.append((f"{where}.weight", "an empty schedule — give a number or a list of keyframes"))
-    low = []
-    low_files = [] if sec.lora_low is None else ([sec.lora_low] if isinstance(sec.lora_low, str)
-                                                 else list(sec.lora_low))
-    for f in low_files:
-        path = Path(f).expanduser()
-        path = path if path.is_absolute() else (source.parent / path)
-        if not path.is_file():
-            problems.append((f"{where}.lora_low", f"LoRA file {path} does not exist — check the path"))
-        elif path.suffix not in LORA_SUFFIXES:
-            problems.append((f"{where}.lora_low", f"{path.name}: LoRA files must be .safetensors — convert it"))
-        low.append(path.resolve())
+    low = _lora_files(name, "lora_low", sec.lora_low, source, where, problems, guard)
     if low and sec.expert != "both":
         problems.append((f"{where}.expert", "with lora_low, `lora` is the high-noise expert's — remove expert"))
-    return Character(name, tuple(loras), sec.trigger.strip(), weight, sec.description, sec.seed, source,
-                     expert=sec.expert, loras_low=tuple(low))
+    return Character(name, tuple(p for p in loras if p is not None), sec.trigger.strip(), weight, sec.description,
+                     sec.seed, source, expert=sec.expert, loras_low=tuple(p for p in low if p is not None))
 
 
-def load_library(folder: Path, problems: list) -> dict[str, Path]:
+def _lora_files(name: str, key: str, value: str | list[str] | None, source: Path, where: str, problems: list,
+                guard: Guard | None) -> list[Path | None]:
+    """The LoRA files of a character's `lora` or `lora_low` (relative to the file that defines it); None for
+    each file with a problem. The guard names the field as a spec would (`characters.NAME.lora[i]`)."""
+    files = [] if value is None else ([value] if isinstance(value, str) else list(value))
+    out: list[Path | None] = []
+    for i, f in enumerate(files):
+        index = f"[{i}]" if isinstance(value, list) else ""
+        path = spec_path(f, source.parent)
+        field = f"{where}.{key}{index}"
+        guarded = None if guard is None else (lambda _f, p: guard(f"characters.{name}.{key}{index}", p))
+        found = existing(field, path, problems, guard=guarded,
+                         hint=f"check the path (relative paths start at {source.parent})",
+                         missing=f"LoRA file {path} does not exist — check the path (relative paths start at "
+                                 f"{source.parent})")
+        if found is not None and found.suffix not in LORA_SUFFIXES:
+            problems.append((field, f"{found.name}: LoRA files must be .safetensors (pickled .pt/.ckpt files can run "
+                                    "code when loaded) — convert it to safetensors"))
+            found = None
+        out.append(found)
+    return out
+
+
+def load_library(folder: Path, problems: list, field: str = "film.characters",
+                 guard: Guard | None = None) -> dict[str, Path]:
     """Map character names to their character.toml in a library folder (LIB/NAME/character.toml)."""
-    if not folder.is_dir():
-        problems.append(("film.characters", f"character library {folder} is not a folder — create it or fix "
-                                            "the path"))
+    found = existing(field, folder, problems, guard=guard, want="dir", hint="create it or fix the path",
+                     missing=f"character library {folder} is not a folder — create it or fix the path")
+    if found is None:
         return {}
-    return {p.parent.name: p for p in sorted(folder.glob(f"*/{CHARACTER_FILE}"))}
+    try:
+        files = sorted(folder.glob(f"*/{CHARACTER_FILE}"))
+    except OSError as err:
+        problems.append((field, f"character library {folder} cannot be listed ({err.strerror or err})"))
+        return {}
+    return {p.parent.name: p for p in files}
 
 
-def load_library_character(name: str, path: Path, problems: list) -> Character | None:
+def load_library_character(name: str, path: Path, problems: list, guard: Guard | None = None) -> Character | None:
+    """A library character from its character.toml (the guard sees the file first: a link may lead out)."""
+    if guard is not None and (refusal := guard(f"characters.{name}", path)) is not None:
+        problems.append(refusal)
+        return None
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        problems.append((str(path), f"cannot be read as TOML ({err})"))
+    except (OSError, ValueError, RecursionError) as err:  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
+        problems.append((str(path), f"cannot be read as TOML ({str(err)[:200] or type(err).__name__})"))
         return None
-    return parse_character(name, data, path, f"{path}", problems)
+    return parse_character(name, data, path, f"{path}", problems, guard)
 
 
 def cast_prompt(prompt: str, characters: dict[str, Character]) -> str:

@@ -10,7 +10,6 @@ Exit codes: 0 done, 2 bad input (spec, flags, model folder; nothing written), 1 
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import sys
@@ -21,6 +20,7 @@ import typer
 
 from reel.engine.bench_cli import bench
 from reel.engine.plan import PlanError, build_plan
+from reel.engine.takes_cli import pick, takes
 from reel.kernels.attention import BACKENDS, BackendError
 from reel.engine.spec import SpecError, load_film
 from reel.models.registry import SHAPES_DIR, ModelError
@@ -73,7 +73,7 @@ def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, 
     from reel.engine.progress import RenderProgress
     from reel.engine.devices import DeviceError
     from reel.engine.runtime import Engine, OutOfMemory
-    from reel.engine.store import BusyError
+    from reel.engine.store import DISK_FULL, BusyError, DiskFullError, disk_full
 
     # 1. everything that can be checked before a file is written
     try:
@@ -115,9 +115,9 @@ def _render(spec: Path, out: Path, force: bool, shots: str | None, device: str, 
         except BusyError as err:
             _fail(str(err))
         except (OSError, EncodeError) as err:
-            if "No space left" in str(err) or getattr(err, "errno", None) == errno.ENOSPC:
-                _fail(f"no space left on the device of {out}: free some space and run the same command again — "
-                      "finished shots are kept and reused", code=1)
+            if isinstance(err, OSError) and err.errno in DISK_FULL:  # the file, its folder's free space, the fix
+                named = err if isinstance(err, DiskFullError) else disk_full(Path(err.filename or out), err.errno)
+                _fail(f"{named}; finished shots are kept and reused", code=1)
             _fail(f"could not write to {out}: {err}", code=1)
         except OutOfMemory as err:
             _fail(str(err), code=1)
@@ -213,14 +213,18 @@ def render(
 @app.command()
 def validate(spec: Path = typer.Argument(..., help="The film spec (TOML)."),
              characters: Path = typer.Option(None, "--characters", help="A character library folder.")) -> None:
-    """Check a film spec (fields, frame counts, sizes, ids, characters, model folder) without rendering."""
+    """Check a film spec without rendering: fields, frame counts, sizes against the model's limits, ids,
+    characters, the model folder and its weights, and that every file it names is what its field says (LoRAs,
+    upscaler, preview decoder: headers; audio: decoded). A spec validate accepts renders."""
     try:
-        film = load_film(spec, library=characters)
+        film = _with_speed(load_film(spec, library=characters), {})  # attention and compile names, as render
         plan = build_plan(film)
-    except (SpecError, PlanError, ModelError) as err:
+    except (SpecError, PlanError, ModelError, BackendError) as err:
         _fail(str(err))
     typer.echo(f"{spec}: ok — {len(plan.jobs)} shot(s), model {film.model.name} ({film.model.family.name}), "
                f"{film.width}x{film.height}, {film.frames} frames at {film.fps} fps, {film.steps} steps")
+    for name in film.unused_characters:
+        typer.echo(f"note: characters.{name} is defined but no shot casts it (write {{{name}}} in a prompt)")
 
 
 @app.command()
@@ -235,6 +239,7 @@ def upscale(
     """Upscale a video frame by frame (tiled, streamed: memory does not grow with its length)."""
     from reel.engine.post.upscale import UpscaleError, load_upscaler, upscale_video
     from reel.engine.devices import DeviceError, pick_device
+    from reel.engine.store import DiskFullError
 
     try:
         upscaler = load_upscaler(model, pick_device(device))
@@ -251,6 +256,8 @@ def upscale(
         upscale_video(src, dst, upscaler, on_progress=show)
     except UpscaleError as err:
         _fail(str(err))
+    except DiskFullError as err:  # the partial output is already removed; the message names file and free space
+        _fail(str(err), code=1)
     if not quiet:
         typer.echo(f"\n{src} -> {dst} ({upscaler.scale}x, {upscaler.name})")
 
@@ -420,7 +427,8 @@ def estimate(
     from reel.engine.estimate import estimate_film, format_estimate
 
     try:
-        film = load_film(spec)
+        # with --model-config the shipped model's limits apply, not those of the folder the spec names
+        film = load_film(spec, limits=model_config is None)
         result = estimate_film(film, gpu, model_config=model_config)
     except (SpecError, ModelError, ValueError) as err:
         _fail(str(err))
@@ -455,7 +463,8 @@ def doctor() -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; any non-loopback one needs a token."),
     port: int = typer.Option(8188, "--port", help="TCP port (0: any free port, printed at start)."),
-    token: str = typer.Option(None, "--token", envvar="REEL_TOKEN", help="Bearer token every API call must send."),
+    token: str = typer.Option(None, "--token", envvar="REEL_TOKEN", help="Bearer token every API call must send: "
+                              "at least 16 characters (surrounding whitespace is stripped); required off loopback."),
     root: list[Path] = typer.Option(None, "--root", help="A folder specs may name files in (repeatable); relative "
                                     "paths in a spec start at the first."),
     data: Path = typer.Option(Path("reel-server"), "--data", help="Queue database and job outputs."),
@@ -467,7 +476,7 @@ def serve(
     from reel.engine.serve import ServeConfig, ServeError, serve as run_server
 
     try:
-        run_server(ServeConfig(host=host, port=port, token=token or None, roots=tuple(root or ()), data=data,
+        run_server(ServeConfig(host=host, port=port, token=token, roots=tuple(root or ()), data=data,
                                devices=tuple(device or ("auto",)), max_body=max_body))
     except ServeError as err:
         _fail(str(err))
@@ -490,6 +499,8 @@ def demo(
 
 
 app.command("bench")(bench)  # engine/bench_cli.py
+app.command("takes")(takes)  # engine/takes_cli.py
+app.command("pick")(pick)
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ log = logging.getLogger("reel.serve")
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 TERMINAL = ("completed", "failed", "cancelled")
+MAX_JOB_ID = 2**63 - 1  # SQLite's largest INTEGER: the API refuses ids beyond it at the edge
 FLUSH_SECONDS = 0.3  # per-step progress reaches the database at most this often (shot ends always do)
 
 SCHEMA = """
@@ -204,6 +205,8 @@ class JobQueue:
         return bool(row and json.loads(row["value"]))
 
     def get(self, job_id: int) -> Job | None:
+        if not 1 <= job_id <= MAX_JOB_ID:  # no such row, and SQLite cannot bind the number
+            return None
         row = self._db().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return Job.from_row(row) if row else None
 

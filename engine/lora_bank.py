@@ -21,22 +21,11 @@ from pathlib import Path
 import torch
 
 from reel.engine.cast import weight_at
+from reel.engine.spec_inputs import lora_format
 
 
 class LoraError(ValueError):
     """A LoRA file that cannot be used with this model; the message names the file and the cause."""
-
-
-def lora_format(keys: list[str]) -> str:
-    if any(k.startswith("diffusion_model.") for k in keys):
-        return "comfyui"
-    if any(k.startswith("lora_unet_") for k in keys):
-        return "kohya"
-    if any(k.startswith("transformer.") for k in keys):
-        return "diffusers"
-    if any(k.startswith(("double_blocks.", "single_blocks.", "blocks.")) for k in keys):
-        return "original"  # the model's own layout without a prefix (e.g. HunyuanVideo's)
-    return "unknown"
 
 
 def read_lora(path: Path) -> dict[str, torch.Tensor]:

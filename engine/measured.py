@@ -48,7 +48,7 @@ class MeasuredRow(BaseModel):
     s_per_step: float = Field(gt=0)  # seconds per denoising step with the value, after warm-up
     baseline_s_per_step: float = Field(gt=0)  # seconds per step of the baseline run
     speedup: float = Field(gt=0)  # baseline_s_per_step / s_per_step (to 1 %: the figures are rounded)
-    psnr_db: float | None = None  # output against the baseline's, for lossy values; None: not measured
+    psnr_db: float | None = None  # output against diffusers' frames (reel bench) or the baseline's; None: not measured
     date: str  # YYYY-MM-DD of the measurement
     versions: str = Field(min_length=1)  # e.g. "torch 2.11+cu130, diffusers 0.42.1"
     source: str = Field(min_length=1)  # where the raw numbers are (issue, RESULTS.md section, command)

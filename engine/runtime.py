@@ -36,7 +36,7 @@ from reel.engine.post.encode import VideoWriter, get_codec, pick_encoder
 from reel.engine.post.timeline import Timeline, place_audio, place_clips
 from reel.engine.post.watermark import Watermark
 from reel.engine.progress import RenderProgress
-from reel.engine.sampling import cat_cond, consistency, guided, sample, with_step_hook
+from reel.engine.sampling import cat_cond, guided, sample, with_step_hook
 from reel.engine.store import RenderStore, atomic_write_json, interrupts_deferred, read_json
 from reel.models.common import cpu_bf16_fast
 from reel.models.family import family_module
@@ -501,11 +501,8 @@ class Engine:
             hook = self.bank(model, expert).schedule(chosen, first.steps)
             if hook is not None:
                 hooks.append(hook)
-        if first.scheduler == "lcm":
-            sampler = consistency(first.shift, [j.seed for j in jobs])
-        else:
-            sampler = family.make_sampler(comps, first.scheduler, first.shift, shape=shape, image=image_cond,
-                                          seeds=[j.seed for j in jobs])
+        sampler = family.make_sampler(comps, first.scheduler, first.shift, shape=shape, image=image_cond,
+                                      seeds=[j.seed for j in jobs])  # every name, "lcm" too: the family wraps it
         cfg_steps = first.steps - int(round(first.steps * first.cfg_skip_last)) if first.cfg_skip_last else None
         draft_bf16 = self._preview_bf16(model, first)
         with step_cache_session(comps.transformer, SpeedConfig(step_cache=first.step_cache)) as context, \
@@ -516,6 +513,10 @@ class Engine:
                 denoiser = with_step_hook(denoiser, lambda i: [h(i) for h in hooks])
             latents = sample(sampler, denoiser, noise, first.steps, on_step=self.progress.step, shot_ids=ids)
             self.progress.denoised(ids)
+        from reel.engine.accel import compile_fallbacks
+
+        if (fell_back := compile_fallbacks(comps, model.family)) is not None:  # the manifest's speed section
+            self.applied.setdefault(str(model.path), {})["compile_fallback"] = fell_back
         return latents.float() if draft_bf16 else latents  # (B, C, F', H', W'); the decoders take fp32 latents
 
     def _decode_into(self, family, comps, model: ModelInfo, jobs: tuple[ShotJob, ...], latents: torch.Tensor,

@@ -2,10 +2,13 @@
 
     reel serve                                   # http://127.0.0.1:8188/, queue and outputs in ./reel-server/
     reel serve --root ~/models --root ~/films    # the folders a submitted spec may name files in
-    reel serve --host 0.0.0.0 --token SECRET     # off loopback a token is required (or REEL_TOKEN=SECRET)
+    reel serve --host 0.0.0.0 --token SECRET     # off loopback a token is required (or REEL_TOKEN=SECRET):
+                                                 # >= 16 characters after stripping whitespace (else exit 2)
 
 The API (its OpenAPI document is GET /openapi.json; with a token every /api call sends
-`Authorization: Bearer TOKEN`). Relative paths in a submitted spec start at the first --root.
+`Authorization: Bearer TOKEN`). Relative paths in a submitted spec start at the first --root. Path and query
+parameters are checked at the edge (job ids 1..2**63-1, shot ids and file names by pattern: 400 otherwise);
+every error, an unexpected one included (500, its traceback only in the server's log), has the body below.
     POST /api/jobs?priority=0&preview=false&force=false   queue a film: the spec as application/toml or
                                           application/json; 201 with the job, or 4xx with
                                           {"error": ..., "problems": [{"field": ..., "message": ...}]}
@@ -35,6 +38,7 @@ from starlette.concurrency import run_in_threadpool
 
 from reel.engine.serve_api import add_error_handlers, api_router, page_router
 from reel.engine.server import ServeConfig, ServeError, Server, check_config
+from reel.engine.studio_api import add_studio_routes, studio_page_router
 
 __all__ = ["ServeConfig", "ServeError", "create_app", "serve", "serving_in_thread"]
 
@@ -55,8 +59,11 @@ def create_app(config: ServeConfig):
                   description="A render queue for film specs. See engine/serve.py.")
     app.state.server = server
     add_error_handlers(app)
-    app.include_router(page_router(config))
-    app.include_router(api_router(server, config))
+    api = api_router(server, config)
+    add_studio_routes(api, server)  # the studio (engine/studio_api.py): /studio and /api/studio/*
+    app.state.routers = (page_router(config), studio_page_router(), api)  # also for 405's Allow header
+    for router in app.state.routers:
+        app.include_router(router)
     return app
 
 

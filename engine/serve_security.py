@@ -1,6 +1,7 @@
 """Who may use the server, and which files a submitted spec may name. Imports no torch.
 
     check_bind("0.0.0.0", token=None)            # BindError: a token is required off loopback
+    token = clean_token(" s3cret-of-16-chars-or-more \n")   # stripped; TokenError if blank or short
     roots = Roots([Path("~/models"), Path("~/films")])
     problems = spec_path_problems(data, base, roots)   # the parsed TOML/JSON, before reel reads any file
     problems = film_path_problems(film, roots)         # the validated Film (library characters, symlinks)
@@ -9,6 +10,9 @@
 Rules:
 - The server binds to loopback by default. Any other address needs a token (--token or REEL_TOKEN); with
   a token every /api request must carry `Authorization: Bearer TOKEN` (or the cookie POST /api/session sets).
+  A token is stripped of surrounding whitespace and must then have at least 16 visible ASCII characters: a
+  blank or short one is refused at start, never taken as "no token" or as a guessable one. Tokens are
+  compared in constant time (hmac.compare_digest).
 - Without a token, /api requests must name a loopback host in their Host header (a web page on another
   site cannot reach the server through DNS rebinding), and state-changing requests whose Origin is another
   site are refused (no cross-site form posts).
@@ -27,11 +31,18 @@ from pathlib import Path
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 TOKEN_COOKIE = "reel_token"
+MIN_TOKEN = 16  # characters, after stripping
+TOKEN_FIX = ("make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))' — or, on loopback, "
+             "leave --token and REEL_TOKEN unset")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 class BindError(ValueError):
     """The server may not listen where it was asked to (the message says what to add)."""
+
+
+class TokenError(BindError):
+    """The token given to the server is blank, short or unusable (the message says how to make one)."""
 
 
 class ApiError(Exception):
@@ -58,23 +69,46 @@ def is_loopback(host: str) -> bool:
         return False  # another host name: it may resolve anywhere
 
 
+def clean_token(token: str | None) -> str | None:
+    """The token as the server uses it: None (no token), or stripped, >= MIN_TOKEN visible ASCII characters.
+    TokenError otherwise: a blank token must never pass for a real one."""
+    if token is None:
+        return None
+    stripped = token.strip()
+    if not stripped:
+        raise TokenError(f"--token / REEL_TOKEN is {'blank (only whitespace)' if token else 'empty'}: anyone "
+                         f"sending the same would be let in — {TOKEN_FIX}")
+    if len(stripped) < MIN_TOKEN:
+        raise TokenError(f"--token / REEL_TOKEN has {len(stripped)} characters (after stripping whitespace); a token "
+                         f"needs at least {MIN_TOKEN} — {TOKEN_FIX}")
+    if not all("!" <= c <= "~" for c in stripped):
+        raise TokenError("--token / REEL_TOKEN holds spaces, control or non-ASCII characters, which HTTP headers "
+                         f"cannot carry as written — use letters, digits and punctuation; {TOKEN_FIX}")
+    return stripped
+
+
 def check_bind(host: str, token: str | None) -> None:
-    """Refuse to listen on a non-loopback address without a token."""
-    if not is_loopback(host) and not token:
+    """Refuse to listen on a non-loopback address without a real token (TokenError for a blank or short one)."""
+    if clean_token(token) is None and not is_loopback(host):
         raise BindError(f"--host {host} is not a loopback address: anyone who can reach it could render on this "
                         "machine — set a token with --token TOKEN or REEL_TOKEN=TOKEN (clients then send "
                         "'Authorization: Bearer TOKEN'), or bind to 127.0.0.1")
 
 
 def request_token(headers, cookies) -> str | None:
+    """The token a request carries: its `Authorization: Bearer` value, else the session cookie."""
     auth = headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
     return cookies.get(TOKEN_COOKIE)
 
 
-def token_matches(given: str | None, token: str) -> bool:
-    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+def token_matches(given, token: str | None) -> bool:
+    """Whether `given` is the server's (clean) token, compared in constant time. No token matches nothing."""
+    if not token or not isinstance(given, str):
+        return False
+    # surrogatepass: a JSON body may hold lone surrogates, which plain UTF-8 cannot encode
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass"))
 
 
 def check_request(method: str, headers, cookies, token: str | None, bind_host: str) -> None:
@@ -128,7 +162,10 @@ class Roots:
 
     def problem(self, field: str, value: str | Path, base: Path, extra: tuple[Path, ...] = ()) -> tuple | None:
         """(field, message) when `value` (relative to `base`) leaves the roots, lexically or by a symlink."""
-        path = Path(value).expanduser()
+        try:
+            path = Path(value).expanduser()
+        except RuntimeError:  # `~user` of no known user: judged as written (a relative name under `base`)
+            path = Path(value)
         path = path if path.is_absolute() else base / path
         if "\0" in str(path):
             return (field, f"{str(value)!r} is not a valid path (it holds a NUL character)")

@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,7 +21,9 @@ from reel.engine.jobqueue import TERMINAL, Job, JobQueue, Worker
 from reel.engine.serve_security import (
     ApiError,
     Roots,
+    TokenError,
     check_bind,
+    clean_token,
     film_path_problems,
     spec_path_problems,
 )
@@ -34,9 +36,14 @@ STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
 SPEC_TYPES = {"application/toml": "toml", "application/x-toml": "toml", "text/x-toml": "toml", "text/toml": "toml",
               "application/json": "json"}
 POLL_SECONDS = 0.25  # how often an event stream looks for changes
+EXAMPLE_FILM = {"film": {"title": "Example", "model": "shapes", "steps": 2},
+                "shots": [{"id": "a", "prompt": "a red circle moving right on a black background", "frames": 5}]}
+EXAMPLE_TOML = ('[film]\ntitle = "Example"\nmodel = "shapes"\nsteps = 2\n\n[[shots]]\nid = "a"\n'
+                'prompt = "a red circle moving right on a black background"\nframes = 5\n')
 SPEC_BODY = {"requestBody": {"required": True, "description": "The film spec (reel's TOML, or the same as JSON).",
-                             "content": {"application/toml": {"schema": {"type": "string"}},
-                                         "application/json": {"schema": {"type": "object"}}}}}
+                             "content": {"application/toml": {"schema": {"type": "string"}, "example": EXAMPLE_TOML},
+                                         "application/json": {"schema": {"type": "object"},
+                                                              "example": EXAMPLE_FILM}}}}
 SESSION_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "properties": {"token": {"type": "string"}}, "required": ["token"]}}}}}
 
@@ -47,14 +54,22 @@ class ServeError(ValueError):
 
 @dataclass(frozen=True)
 class ServeConfig:
+    """How `reel serve` runs. The token is stripped here; a blank or short one is a ServeError."""
+
     host: str = "127.0.0.1"
     port: int = 8188  # 0: any free port
-    token: str | None = None  # required off loopback
+    token: str | None = field(default=None, repr=False)  # required off loopback; >= 16 characters
     roots: tuple[Path, ...] = ()  # folders a spec may name files in
     data: Path = Path("reel-server")  # queue.db and jobs/<id>/ (spec, out/, frames/)
     devices: tuple[str, ...] = ("auto",)  # one worker per device
     max_body: int = 1 << 20  # bytes in a submitted spec
     max_queued: int = 1000  # queued jobs at most (429 beyond)
+
+    def __post_init__(self):
+        try:
+            object.__setattr__(self, "token", clean_token(self.token))
+        except TokenError as err:
+            raise ServeError(str(err)) from None
 
 
 def check_config(config: ServeConfig) -> None:
@@ -157,15 +172,23 @@ class Server:
 
     def plan(self, data: dict, fmt: str, base: Path, preview: bool):
         """The RenderPlan of a parsed spec, with every path checked against the roots first (SpecError)."""
+        import os
+
         from reel.engine.plan import build_plan
         from reel.engine.spec import SpecError, film_from_dict
         from reel.kernels.attention import BACKENDS
+        from reel.models.registry import BUILTIN_MODELS
 
         source = base / f"submitted.{fmt}"
         problems = spec_path_problems(data, base, self.roots)  # 1. before reel opens any file the spec names
         if problems:
             raise SpecError(source, problems)
-        film = film_from_dict(data, source)  # 2. the spec's own checks
+        builtin = tuple(Path(os.path.realpath(p)).parent for p in BUILTIN_MODELS.values())
+
+        def guard(field: str, path: Path):  # every path the spec loader meets (library files too), before it
+            return self.roots.problem(field, path, base, extra=builtin)  # tests existence: no existence oracle
+
+        film = film_from_dict(data, source, guard=guard)  # 2. the spec's own checks
         problems = film_path_problems(film, self.roots)  # 3. every path as resolved (library characters too)
         if problems:
             raise SpecError(source, problems)

@@ -10,7 +10,9 @@ counts. Values the spec leaves out come from the model's defaults (its reel.json
 from __future__ import annotations
 
 import difflib
+import math
 import re
+import reprlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reel.engine.speed import SpeedConfig, SpeedSection
 from reel.engine.cast import Character, load_library, load_library_character, parse_character, placeholders
+from reel.engine.spec_inputs import film_input_problems, lora_problem
+from reel.engine.spec_paths import Guard, existing, spec_path
 from reel.engine.spec_post import (
     AudioSection,
     AudioTrack,
@@ -28,11 +32,13 @@ from reel.engine.spec_post import (
     check_transitions,
     resolve_upscale,
 )
-from reel.models.registry import ModelError, ModelInfo, resolve_model
+from reel.engine.spec_preview import Preview, preview_settings
+from reel.models.registry import BUILTIN_MODELS, ModelError, ModelInfo, resolve_model
 
 SHOT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 RESERVED_IDS = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 MAX_SEED = 2**63 - 1
+MAX_TITLE = 1000  # characters: the title is one ffmpeg metadata argument
 
 
 class SpecError(ValueError):
@@ -125,18 +131,6 @@ class Shot:
 
 
 @dataclass(frozen=True)
-class Preview:
-    """Fast-preview settings: a few-step LoRA, its sampler, no classifier-free guidance by default."""
-
-    lora: Path
-    steps: int
-    scheduler: str  # "lcm" (consistency sampling) | "euler" | "unipc"
-    shift: float
-    guidance: float
-    decoder: Path | None = None  # tiny preview decoder (models/preview_decoder.py); None: the model's VAE
-
-
-@dataclass(frozen=True)
 class Film:
     """A validated film: film-level values resolved against the model's defaults."""
 
@@ -162,6 +156,7 @@ class Film:
     audio: tuple[AudioTrack, ...] = ()
     preview: Preview | None = None  # how `reel preview` renders; None: no preview adapter known
     speed: SpeedConfig = field(default_factory=SpeedConfig)  # opt-in speed-ups ([speed] table)
+    unused_characters: tuple[str, ...] = ()  # [characters.NAME] no shot casts (checked, not loaded)
 
     def shot(self, shot_id: str) -> Shot:
         for s in self.shots:
@@ -198,6 +193,11 @@ def _did_you_mean(loc: tuple) -> str:
     return f"unknown key — {hint}allowed keys: {allowed}"
 
 
+def _repr(value: object) -> str:
+    """A value for a message: nested and long values shortened (a deeply nested list cannot overflow repr)."""
+    return reprlib.repr(value)
+
+
 def _pydantic_problems(err: ValidationError, data: dict) -> list[tuple[str, str]]:
     problems = []
     for e in err.errors():
@@ -212,11 +212,11 @@ def _pydantic_problems(err: ValidationError, data: dict) -> list[tuple[str, str]
             want = {"int_type": "a whole number", "float_type": "a number", "string_type": "a string in quotes",
                     "list_type": "a list ([[shots]] tables)", "model_type": "a table", "dict_type": "a table",
                     "bool_type": "true or false"}[kind]
-            msg = f"must be {want}, got {e.get('input')!r}"
+            msg = f"must be {want}, got {_repr(e.get('input'))}"
         elif kind == "too_short" and loc == ("shots",):
             msg = "a film needs at least one [[shots]] table with an id and a prompt"
         else:
-            msg = f"{e['msg']} (got {e.get('input')!r})"
+            msg = f"{e['msg']} (got {_repr(e.get('input'))})"
         problems.append((_path(loc, data), msg))
     return problems
 
@@ -227,90 +227,171 @@ def parse_toml(path: Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(path, [("", "file not found — check the path")]) from None
-    except (OSError, UnicodeDecodeError) as err:
+    except (OSError, ValueError) as err:  # UnicodeDecodeError; a NUL character in the path
         raise SpecError(path, [("", f"cannot be read ({err})")]) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise SpecError(path, [("", f"not valid TOML: {err}")]) from None
+    except RecursionError:
+        raise SpecError(path, [("", "nested too deeply to be a film spec — arrays and tables a few levels deep "
+                                    "at most")]) from None
 
 
-def load_film(path: str | Path, model_override: str | None = None, library: Path | None = None) -> Film:
+def load_film(path: str | Path, model_override: str | None = None, library: Path | None = None,
+              limits: bool = True) -> Film:
     """Read, validate and resolve a film spec; raise SpecError with every problem found.
 
-    `library`: a character library folder that extends the spec's own (the CLI's --characters)."""
+    `library`: a character library folder that extends the spec's own (the CLI's --characters). `limits`: see
+    film_from_dict."""
     path = Path(path)
     data = parse_toml(path)
-    return film_from_dict(data, path, model_override=model_override, library=library)
+    return film_from_dict(data, path, model_override=model_override, library=library, limits=limits)
 
 
 def film_from_dict(data: dict, source: Path, model_override: str | None = None,
-                   library: Path | None = None) -> Film:
-    """A Film from a parsed spec; raises SpecError listing every problem with its field path."""
+                   library: Path | None = None, guard: Guard | None = None, limits: bool = True) -> Film:
+    """A Film from a parsed spec; raises SpecError listing every problem with its field path.
+
+    Every input the film names is checked as its render will need it (files are what their field says, the
+    model's weights are complete, sizes fit the transformer). `guard(field, path)` (a server's roots) sees
+    every path before reel tests whether it exists; a refusal it returns becomes the field's problem.
+    `limits=False` leaves out what only the model folder's transformer limits (its rotary table, positional
+    embeddings, text tokens): for estimating the film on another model (`reel estimate --model-config`)."""
+    try:
+        return _film_from_dict(data, source, model_override, library, guard, limits)
+    except SpecError:
+        raise
+    except (OSError, ValueError, RecursionError, UnicodeError) as err:  # no spec ends in a traceback
+        kind = "too deeply nested" if isinstance(err, RecursionError) else "unreadable"
+        raise SpecError(source, [("", f"cannot be checked ({kind}: {str(err)[:300]})")]) from None
+
+
+def _film_from_dict(data: dict, source: Path, model_override: str | None, library: Path | None,
+                    guard: Guard | None, limits: bool) -> Film:
     try:
         spec = SpecFile.model_validate(data)
     except ValidationError as err:
         raise SpecError(source, _pydantic_problems(err, data)) from None
+    except RecursionError:
+        raise SpecError(source, [("", "nested too deeply to be a film spec")]) from None
     problems: list[tuple[str, str]] = []
     f = spec.film
 
-    # 1. the model (read from JSON only)
-    model_ref = model_override or f.model
-    try:
-        model = resolve_model(model_ref, base_dir=source.parent.resolve())
-    except ModelError as err:
-        raise SpecError(source, [("film.model", str(err))]) from None
-    d = model.defaults
+    _check_text(spec, problems)
 
-    # 2. film-level values, spec first, then the model's defaults
-    width = f.width if f.width is not None else int(d["width"])
-    height = f.height if f.height is not None else int(d["height"])
-    _check_size(model, width, height, problems)
-    frames = f.frames if f.frames is not None else int(d["frames"])
-    _check_frames(model, frames, "film.frames", problems)
-
-    # 3. shots: ids, prompts, frames
+    # 1. the model (read from JSON only), its defaults for what the spec leaves out, its limits
+    model = _model(model_override or f.model, source, guard)
+    v = _film_values(f, model, problems)
     _check_shots(spec.shots, model, problems)
-    images = _check_images(spec.shots, model, source, problems)
+    if limits:
+        _check_limits(spec.shots, model, v, problems)
+    images = _check_images(spec.shots, model, source, problems, guard)
 
-    # 4. characters: the spec's own, then the libraries; only those a shot casts are loaded
-    characters, casts = _resolve_cast(spec, source, library, problems)
+    # 2. characters: the spec's own (every one), then the libraries' (those a shot casts)
+    characters, casts, unused = _resolve_cast(spec, source, library, problems, guard)
 
-    # 5. post-production: upscaler, transitions, audio
-    fps = f.fps if f.fps is not None else int(d["fps"])
-    upscale = resolve_upscale(f.upscale, source, problems)
-    shot_frames = [s.frames if s.frames is not None else frames for s in spec.shots]
-    fades = check_transitions(spec.shots, shot_frames, fps, problems)
-    audio = check_audio_tracks(spec.audio, [s.id for s in spec.shots], source, problems)
-    preview = _preview_settings(f, model, source, problems)
+    # 3. post-production: upscaler, transitions, audio; previews
+    upscale = resolve_upscale(f.upscale, source, problems, guard)
+    shot_frames = [s.frames if s.frames is not None else v["frames"] for s in spec.shots]
+    fades = check_transitions(spec.shots, shot_frames, v["fps"], problems)
+    audio = check_audio_tracks(spec.audio, [s.id for s in spec.shots], source, problems, guard)
+    preview = preview_settings(f, model, source, problems, guard)
     if problems:
         raise SpecError(source, problems)
 
-    return Film(
-        source=source,
-        title=f.title,
-        model=model,
-        width=width,
-        height=height,
-        fps=fps,
-        frames=frames,
-        steps=f.steps if f.steps is not None else int(d["steps"]),
-        guidance=f.guidance if f.guidance is not None else float(d["guidance"]),
-        shift=f.shift if f.shift is not None else float(d["shift"]),
-        seed=f.seed,
-        negative_prompt=f.negative_prompt if f.negative_prompt is not None else str(d.get("negative_prompt", "")),
-        scheduler=f.scheduler or str(d.get("scheduler", "unipc")),
-        max_sequence_length=int(d.get("max_sequence_length", 512)),
+    film = Film(
+        source=source, title=f.title, model=model, seed=f.seed, **v,
         shots=tuple(Shot(**{**s.model_dump(), "characters": cast, "transition_frames": fade, "image": image})
                     for s, cast, fade, image in zip(spec.shots, casts, fades, images)),
-        characters=characters,
-        codec=f.codec,
-        upscale=upscale,
-        watermark=f.watermark,
-        audio=audio,
-        preview=preview,
-        speed=SpeedConfig(**spec.speed.model_dump()),
+        characters=characters, codec=f.codec, upscale=upscale, watermark=f.watermark, audio=audio, preview=preview,
+        speed=SpeedConfig(**spec.speed.model_dump()), unused_characters=unused,
     )
+    # 4. what the named files hold (headers, audio decodes, complete weights), once everything else is right
+    problems = film_input_problems(film, guard)
+    if problems:
+        raise SpecError(source, problems)
+    return film
+
+
+def _model(ref: str, source: Path, guard: Guard | None) -> ModelInfo:
+    """The spec's model, resolved (a folder path passes the guard first); SpecError on film.model otherwise."""
+    if guard is not None and ref not in BUILTIN_MODELS:
+        refusal = guard("film.model", spec_path(ref, source.parent.resolve()))
+        if refusal is not None:
+            raise SpecError(source, [refusal])
+    try:
+        return resolve_model(ref, base_dir=source.parent.resolve())
+    except ModelError as err:
+        raise SpecError(source, [("film.model", str(err))]) from None
+
+
+# the model's defaults a spec may leave out: (type, lowest, highest), as FilmSection bounds the spec's own
+MODEL_DEFAULTS = {"width": (int, 8, 8192), "height": (int, 8, 8192), "fps": (int, 1, 240),
+                  "frames": (int, 1, 100_000), "steps": (int, 1, 1000), "guidance": (float, 0.0, 100.0),
+                  "shift": (float, 1e-9, 100.0), "max_sequence_length": (int, 1, 100_000)}
+
+
+def _film_values(f: FilmSection, model: ModelInfo, problems: list) -> dict:
+    """Film-level values: the spec's, else the model's defaults (checked as strictly as the spec's own), with
+    the size, frame rule and scheduler checked against the model."""
+    d = model.defaults
+    out: dict = {}
+    for key, (kind_, lo, hi) in MODEL_DEFAULTS.items():
+        value = getattr(f, key, None)
+        if value is None:
+            value = d.get(key)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or (kind_ is int and not isinstance(value, int)) or not math.isfinite(value) \
+                    or not lo <= value <= hi:
+                setting = f"set film.{key} or fix it there" if key in FilmSection.model_fields else "fix it there"
+                problems.append(("film.model", f"{model.path}/reel.json: {key} = {_repr(value)} is not a "
+                                               f"{'whole number' if kind_ is int else 'number'} from {lo:g} to "
+                                               f"{hi:g} — {setting}"))
+                value = kind_(lo)
+        out[key] = kind_(value)
+    out["negative_prompt"] = f.negative_prompt if f.negative_prompt is not None else str(d.get("negative_prompt", ""))
+    out["scheduler"] = f.scheduler or str(d.get("scheduler", "unipc"))
+    if (message := model.scheduler_problem(out["scheduler"])) is not None:
+        problems.append(("film.scheduler" if f.scheduler else "film.model (reel.json scheduler)", message))
+    _check_size(model, out["width"], out["height"], problems)
+    _check_frames(model, out["frames"], "film.frames", problems)
+    return out
+
+
+def _check_limits(shots: list, model: ModelInfo, v: dict, problems: list) -> None:
+    """What the transformer's config cannot take (rotary tables, fixed positional embeddings, text tokens),
+    for the film's size and every shot's frame count that passed the frame rule."""
+    if v["width"] % model.size_multiple or v["height"] % model.size_multiple:
+        return
+    counts = {v["frames"]: "film.frames"}
+    for i, s in enumerate(shots):
+        if s.frames is not None and s.frames not in counts:
+            counts[s.frames] = f"shots[{i}].frames (shot {s.id!r})"
+    seen = set()
+    for frames, where in counts.items():
+        if not model.frames_ok(frames):
+            continue
+        for key, message in model.limit_problems(v["width"], v["height"], frames, v["max_sequence_length"]):
+            field_ = {"width": "film.width", "height": "film.height", "frames": where}.get(key, "film.model")
+            if (field_, message) not in seen:
+                seen.add((field_, message))
+                problems.append((field_, message))
+
+
+def _check_text(spec: SpecFile, problems: list) -> None:
+    """Text that reaches ffmpeg's arguments (the title) or prompts and labels holds no NUL character; the title
+    stays short enough for a metadata tag."""
+    texts = [(f"film.{k}", getattr(spec.film, k)) for k in ("title", "negative_prompt", "watermark")]
+    for i, s in enumerate(spec.shots):
+        texts += [(f"shots[{i}].{k} (shot {s.id!r})", getattr(s, k)) for k in ("prompt", "negative_prompt")]
+    for field_, text in texts:
+        if text is not None and "\0" in text:
+            problems.append((field_, "holds a NUL character (\\0), which no video metadata or label can carry — "
+                                     "remove it"))
+    if len(spec.film.title) > MAX_TITLE:
+        problems.append(("film.title", f"is {len(spec.film.title)} characters long — keep it under {MAX_TITLE} "
+                                       "(it is written into every file's metadata)"))
 
 
 def _check_size(model: ModelInfo, width: int, height: int, problems: list) -> None:
@@ -351,13 +432,14 @@ def _check_frames(model: ModelInfo, frames: int, where: str, problems: list) -> 
     problems.append((where, f"{frames} frames: {model.family.name} models need {k}k+1 frames — try {options}"))
 
 
-def _resolve_cast(spec: SpecFile, source: Path, library: Path | None,
-                  problems: list) -> tuple[dict[str, Character], list[tuple[str, ...]]]:
-    """Check every shot's characters and {NAME} placeholders; load the characters they cast."""
+def _resolve_cast(spec: SpecFile, source: Path, library: Path | None, problems: list, guard: Guard | None
+                  ) -> tuple[dict[str, Character], list[tuple[str, ...]], tuple[str, ...]]:
+    """Check every shot's characters and {NAME} placeholders and load the characters they cast; check the spec's
+    own characters no shot casts too (returned by name: `reel validate` mentions them)."""
     libraries: dict[str, Path] = {}
-    for folder in (library, _library_path(spec.film.characters, source)):
+    for folder, field_ in ((library, "--characters"), (_library_path(spec.film.characters, source), "film.characters")):
         if folder is not None:
-            for name, path in load_library(folder, problems).items():
+            for name, path in load_library(folder, problems, field_, guard).items():
                 libraries.setdefault(name, path)
     known = sorted({*spec.characters, *libraries})
     characters: dict[str, Character] = {}
@@ -379,9 +461,9 @@ def _resolve_cast(spec: SpecFile, source: Path, library: Path | None,
                 continue
             if name not in characters:
                 if name in spec.characters:
-                    c = parse_character(name, spec.characters[name], source, f"characters.{name}", problems)
+                    c = parse_character(name, spec.characters[name], source, f"characters.{name}", problems, guard)
                 else:
-                    c = load_library_character(name, libraries[name], problems)
+                    c = load_library_character(name, libraries[name], problems, guard)
                 if c is None:
                     continue
                 characters[name] = c
@@ -390,72 +472,36 @@ def _resolve_cast(spec: SpecFile, source: Path, library: Path | None,
                 problems.append((f"{where}.prompt (shot {s.id!r})",
                                  f"casts {name!r} but never says {{{name}}} (or its trigger {c.trigger!r}) — "
                                  f"write {{{name}}} where the character appears, so its trigger is in the prompt"))
-    return characters, casts
+    unused = tuple(name for name in spec.characters if name not in characters and all(name not in c for c in casts))
+    for name in unused:  # checked as if cast: its problems surface now, not when a shot first casts it
+        c = parse_character(name, spec.characters[name], source, f"characters.{name}", problems, guard)
+        for key, files in (("lora", c.loras if c else ()), ("lora_low", c.loras_low if c else ())):
+            problems += [(f"characters.{name}.{key}", m) for m in map(lora_problem, files) if m is not None]
+    return characters, casts, unused
 
 
 def _library_path(value: str | None, source: Path) -> Path | None:
-    if value is None:
+    return None if value is None else spec_path(value, source.parent)
+
+
+def _image(field_: str, path: Path, problems: list, guard: Guard | None) -> str | None:
+    """The absolute path of a readable image file (the guard sees it before reel looks)."""
+    found = existing(field_, path, problems, guard=guard, hint="give a PNG, JPEG or WebP first frame")
+    if found is None:
         return None
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else source.parent / path
+    try:
+        from PIL import Image
 
-
-def _preview_settings(f: FilmSection, model: ModelInfo, source: Path, problems: list) -> Preview | None:
-    """The spec's preview_* fields over the model's reel.json `preview` block (paths relative to it)."""
-    base = dict(model.defaults.get("preview") or {})
-    scheduler = f.preview_scheduler or str(base.get("scheduler", "lcm"))
-    if f.preview_lora is not None and scheduler == "lcm" and not model.family.flow_matching:
-        problems.append(("film.preview_scheduler", f"consistency (lcm) previews need a flow-matching model; "
-                                                   f"{model.family.name} is not — set preview_scheduler = \"default\""))
+        with Image.open(found) as img:
+            img.verify()
+    except Exception as err:  # noqa: BLE001 - PIL raises many types for non-images
+        problems.append((field_, f"{found} is not a readable image ({str(err)[:200]})"))
         return None
-    if f.preview_lora is not None:
-        lora = Path(f.preview_lora).expanduser()
-        lora = lora if lora.is_absolute() else source.parent / lora
-        if not lora.is_file():
-            problems.append(("film.preview_lora", f"{lora} does not exist — point it at a few-step LoRA file"))
-            return None
-    elif not model.family.flow_matching:
-        return None
-    elif "lora" in base:
-        lora = model.path / base["lora"]
-        if not lora.is_file():
-            return None  # the model names a preview LoRA it does not ship: `reel preview` says so
-    else:
-        return None
-    decoder = _preview_decoder(f, model, base, source, problems)
-    return Preview(
-        decoder=decoder,
-        lora=lora.resolve(),
-        steps=f.preview_steps or int(base.get("steps", 4)),
-        scheduler=f.preview_scheduler or str(base.get("scheduler", "lcm")),
-        shift=f.preview_shift if f.preview_shift is not None else float(base.get("shift", model.defaults["shift"])),
-        guidance=f.preview_guidance if f.preview_guidance is not None else float(base.get("guidance", 1.0)),
-    )
+    return str(found)
 
 
-def _preview_decoder(f: FilmSection, model: ModelInfo, base: dict, source: Path, problems: list) -> Path | None:
-    """The preview decoder: the spec's preview_decoder ("vae" for the model's own VAE, or a file), else the
-    one the model ships (reel.json preview.decoder), else None (the VAE)."""
-    if f.preview_decoder == "vae":
-        return None
-    if f.preview_decoder is not None:
-        if not model.family.preview_decoder:
-            problems.append(("film.preview_decoder", f"preview decoders read Wan-family latents; {model.family.name} "
-                                                     "previews decode with the model's VAE — remove preview_decoder"))
-            return None
-        path = Path(f.preview_decoder).expanduser()
-        path = path if path.is_absolute() else source.parent / path
-        if not path.is_file():
-            problems.append(("film.preview_decoder", f"{path} does not exist — point it at a decoder made by "
-                                                     "scripts/train_preview_decoder.py, or write \"vae\""))
-            return None
-        return path.resolve()
-    if "decoder" in base and model.family.preview_decoder and (model.path / base["decoder"]).is_file():
-        return (model.path / base["decoder"]).resolve()
-    return None
-
-
-def _check_images(shots: list[ShotSection], model: ModelInfo, source: Path, problems: list) -> list[str | None]:
+def _check_images(shots: list[ShotSection], model: ModelInfo, source: Path, problems: list,
+                  guard: Guard | None = None) -> list[str | None]:
     """Image-to-video inputs: readable images, shots that exist and come without cycles, a model that takes
     images; an image-only model needs one for every shot."""
     ids = {s.id: i for i, s in enumerate(shots)}
@@ -477,18 +523,7 @@ def _check_images(shots: list[ShotSection], model: ModelInfo, source: Path, prob
                                                          "image — add image = \"first.png\" "
                                                          "or continue_from = \"shot\""))
         if s.image is not None:
-            p = Path(s.image).expanduser()
-            p = p if p.is_absolute() else source.parent / p
-            try:
-                from PIL import Image
-
-                with Image.open(p) as img:
-                    img.verify()
-                path = str(p.resolve())
-            except FileNotFoundError:
-                problems.append((f"{where}.image (shot {s.id!r})", f"{p} does not exist"))
-            except Exception as err:  # PIL raises many types for non-images
-                problems.append((f"{where}.image (shot {s.id!r})", f"{p} is not a readable image ({err})"))
+            path = _image(f"{where}.image (shot {s.id!r})", spec_path(s.image, source.parent), problems, guard)
         if s.continue_from is not None and s.continue_from not in ids:
             problems.append((f"{where}.continue_from (shot {s.id!r})",
                              f"{s.continue_from!r} is not a shot of this film; shots: {', '.join(ids)}"))

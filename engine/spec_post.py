@@ -29,6 +29,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reel.engine.spec_paths import Guard, existing, spec_path
+
 CODEC_NAMES = ("h264", "h265", "prores", "av1")
 BUILTIN_UPSCALERS = ("x2", "lanczos2", "lanczos4")
 
@@ -71,16 +73,16 @@ class PostSettings:
     audio: tuple[AudioTrack, ...]
 
 
-def resolve_upscale(value: str | None, source: Path, problems: list) -> str | None:
+def resolve_upscale(value: str | None, source: Path, problems: list, guard: Guard | None = None) -> str | None:
+    """A built-in upscaler's name, or the absolute path of the model file `value` names (None: a problem)."""
     if value is None or value in BUILTIN_UPSCALERS:
         return value
-    path = Path(value).expanduser()
-    path = path if path.is_absolute() else source.parent / path
-    if not path.is_file():
-        problems.append(("film.upscale", f"{value!r} is neither a built-in upscaler ({', '.join(BUILTIN_UPSCALERS)}) "
-                                         f"nor an existing model file ({path} does not exist)"))
-        return None
-    return str(path.resolve())
+    path = spec_path(value, source.parent)
+    found = existing("film.upscale", path, problems, guard=guard,
+                     hint=f"name a built-in upscaler ({', '.join(BUILTIN_UPSCALERS)}) or a model file",
+                     missing=f"{value!r} is neither a built-in upscaler ({', '.join(BUILTIN_UPSCALERS)}) nor an "
+                             f"existing model file ({path} does not exist)")
+    return None if found is None else str(found)
 
 
 def transition_frames(seconds: float, fps: int, where: str, problems: list) -> int:
@@ -122,20 +124,19 @@ def check_transitions(shots: list, frames: list[int], fps: int, problems: list) 
 
 
 def check_audio_tracks(tracks: list[AudioSection], shot_ids: list[str], source: Path,
-                       problems: list) -> tuple[AudioTrack, ...]:
+                       problems: list, guard: Guard | None = None) -> tuple[AudioTrack, ...]:
+    """Each track's file exists (the guard sees it first), its shot is one of the film's, its fades fit."""
     out = []
     for i, a in enumerate(tracks):
-        path = Path(a.file).expanduser()
-        path = path if path.is_absolute() else source.parent / path
-        if not path.is_file():
-            problems.append((f"audio[{i}].file", f"{path} does not exist — check the path (relative paths start at "
-                                                 f"{source.parent})"))
+        path = spec_path(a.file, source.parent)
+        found = existing(f"audio[{i}].file", path, problems, guard=guard,
+                         hint=f"check the path (relative paths start at {source.parent})")
         if a.shot is not None and a.shot not in shot_ids:
             problems.append((f"audio[{i}].shot", f"{a.shot!r} is not a shot of this film; "
                                                  f"shots: {', '.join(shot_ids)}"))
         if a.duration is not None and a.fade_in + a.fade_out > a.duration:
             problems.append((f"audio[{i}]", f"fade_in + fade_out ({a.fade_in + a.fade_out:g} s) are longer than "
                                             f"duration ({a.duration:g} s)"))
-        out.append(AudioTrack(path.resolve(), a.at, a.shot, a.volume, a.trim_start, a.duration, a.fade_in,
+        out.append(AudioTrack(found or path, a.at, a.shot, a.volume, a.trim_start, a.duration, a.fade_in,
                               a.fade_out))
     return tuple(out)

@@ -12,7 +12,8 @@ From the spec's `[speed]` table or the CLI (flags win):
                     auto: sdpa, unless a GPU measurement in engine/measured_speedups.json shows another
                     backend faster on this GPU (engine/measured.py); sageattention (8-bit QK) only by name
     compile         auto | off | regional | full | cuda-graphs (kernels/regional_compile.py, removable hooks):
-                    regional compiles each repeated block once (one graph for all blocks), full the whole
+                    regional compiles each repeated block once (one graph shared by a model's blocks; not with
+                    weights = "fp8", refused together on CUDA), full the whole
                     transformer, cuda-graphs the whole transformer with CUDA graphs (CUDA only; small,
                     launch-bound models). The first call compiles (slow; compile_seconds() reports it). auto: off on
                     the CPU; on CUDA the mode a GPU measurement shows faster, else off. true = regional,

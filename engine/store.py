@@ -5,20 +5,103 @@ Layout of an output folder:
     DIR/film.mp4, DIR/film.json               the assembled film and its manifest
     DIR/film.otio, film.xml, film.edl         the timeline for editors
 
-Every file is first written as `<name>.tmp-<pid>` (or `.part`) in the same folder and renamed over the
-final name, so an interrupted render never leaves a truncated file under a final name.
+Every file is first written as `<name>.tmp-<pid>-<thread>` in the same folder and renamed over the final
+name, so an interrupted render never leaves a truncated file under a final name. Every failure path removes the
+temporary file (a Python error, ffmpeg failing, an interrupt); only SIGKILL or a power cut leaves one, and the
+next run's `prepare()` removes it. A write that runs out of room raises DiskFullError, naming the file, its
+folder and the free space there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 TMP_MARK = ".tmp-"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, past the file size limit
+
+
+class DiskFullError(OSError):
+    """A write ran out of room (errno ENOSPC, EDQUOT or EFBIG); the message names the file, its folder and the
+    free space there, and the temporary file is already gone."""
+
+    def __init__(self, code: int, message: str):  # OSError's argument order: pickles (to and from workers) intact
+        super().__init__(code, message)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def human_bytes(n: float) -> str:
+    """A size for people: 1536 -> '1.5 KiB'."""
+    if n < 1024:
+        return f"{int(n)} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024:
+            break
+    return f"{n:.1f} {unit}"
+
+
+def disk_full(path: Path, code: int = errno.ENOSPC, what: str | None = None) -> DiskFullError:
+    """The error for a write of `path` (or of `what`, said in its place) that ran out of room, with the free space
+    of its folder now (after the partial file was removed) and the fix."""
+    folder = path if path.is_dir() else path.parent
+    try:
+        free = f"{human_bytes(shutil.disk_usage(folder).free)} free in {folder}"
+    except OSError:
+        free = f"free space in {folder} unknown"
+    if code == errno.EFBIG:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY:
+            why, fix = (f"the file size limit was reached (ulimit -f: {human_bytes(limit)}; {free})",
+                        "raise the limit (ulimit -f unlimited)")
+        else:
+            why, fix = (f"the file is too large for this filesystem ({free})",
+                        "render into a folder on another filesystem (FAT32, for one, stops at 4 GiB)")
+    else:
+        why = f"{'disk quota exceeded' if code == errno.EDQUOT else 'no space left on the device'} ({free})"
+        fix = "free some space"
+    return DiskFullError(code, f"could not write {what or path}: {why} — {fix} and run the same command again")
+
+
+def remove_quietly(path: Path) -> None:
+    """Remove a temporary file on a failure path: an error here must not hide the one being handled."""
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+@contextlib.contextmanager
+def removed_on_error(tmp: Path, final: Path) -> Iterator[None]:
+    """Remove `tmp` if the block fails in any way (an exception, an interrupt); a write that ran out of room
+    comes out as DiskFullError naming `final`."""
+    try:
+        yield
+    except OSError as err:
+        remove_quietly(tmp)
+        if err.errno in DISK_FULL and not isinstance(err, DiskFullError):
+            raise disk_full(final, err.errno) from err
+        raise
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+
+
+def commit(tmp: Path, final: Path) -> None:
+    """Make a finished temporary file visible under its final name: data on disk first, then the atomic rename.
+    On any error the temporary file is removed."""
+    with removed_on_error(tmp, final):
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
 
 
 def tmp_name(final: Path) -> Path:
@@ -31,15 +114,9 @@ def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path; on success rename it over `final`, on any error remove it."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(final)
-    try:
+    with removed_on_error(tmp, final):
         yield tmp
-        with open(tmp, "rb+") as fh:  # data on disk before the rename makes it visible
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    commit(tmp, final)
 
 
 def atomic_write_text(final: Path, text: str) -> None:

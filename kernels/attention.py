@@ -4,7 +4,7 @@ backends; reel picks one and says why the others were passed over.
 
     name, passed_over = select_backend("auto", device, dtype, head_dim)   # sdpa, and why the others were not
     name, _ = select_backend("auto", device, dtype, head_dim, prefer="cudnn")  # a measured winner, if it runs
-    select_backend("flash-attn", ...)   # forced: raises BackendError listing every reason if it can't run
+    select_backend("flash-attn", ..., transformer=t)   # forced: BackendError listing every reason it can't run
     apply_backend(transformer, name)    # route every attention layer through it
     remove_backend(transformer)         # diffusers' default (sdpa) again
 
@@ -12,6 +12,10 @@ backends; reel picks one and says why the others were passed over.
 (engine/measured.py reads engine/measured_speedups.json; kernels never guess an order). `lossy` backends
 (sageattention: 8-bit QK) are never preferred by auto, only used when asked for by name. No probing happens
 at import time.
+
+Attention masks: diffusers' flash-attn (2 and 3) and SageAttention backends raise on an attention mask, and some
+transformers always pass one (MASKED_ATTENTION, by class name, kept here beside the backends it concerns).
+Given the transformer, validate() says so before a render starts rather than in its first step.
 """
 
 from __future__ import annotations
@@ -37,13 +41,20 @@ class Backend:
     install: str  # what to install
     checks: tuple[Callable[[torch.device, torch.dtype, int], str | None], ...] = ()
     lossy: bool = False  # changes the numbers beyond rounding: never chosen by "auto"
+    masks: bool = True  # diffusers' function for it takes an attention mask (flash-attn, flash3, sage: no)
 
-    def validate(self, device: torch.device, dtype: torch.dtype, head_dim: int) -> list[str]:
-        """Every reason this backend cannot run for (device, dtype, head_dim); empty if it can."""
+    def validate(self, device: torch.device, dtype: torch.dtype, head_dim: int,
+                 transformer: torch.nn.Module | None = None) -> list[str]:
+        """Every reason this backend cannot run for (device, dtype, head_dim) and, given, `transformer`; empty if
+        it can."""
         reasons = []
         if self.package and importlib.util.find_spec(self.package) is None:
             reasons.append(f"{self.package} is not installed ({self.install})")
         reasons += [r for check in self.checks if (r := check(device, dtype, head_dim))]
+        masked = MASKED_ATTENTION.get(type(transformer).__name__) if transformer is not None else None
+        if masked and not self.masks:
+            reasons.append(f"diffusers' {self.name} backend takes no attention mask, and {type(transformer).__name__}"
+                           f" passes one ({masked}): use sdpa, cudnn or xformers")
         return reasons
 
 
@@ -87,45 +98,73 @@ def _needs_cudnn(device, dtype, head_dim):
     return None if torch.backends.cudnn.is_available() else "needs cuDNN (this torch build has none)"
 
 
+def _diffusers_flash3(device, dtype, head_dim):
+    """diffusers' own test for its _flash_3 backend, so that validate() and diffusers agree: the `flash_attn_3`
+    package with its distribution metadata (diffusers.utils.is_flash_attn_3_available), then attention_dispatch's
+    import of `flash_attn_interface` (the Backend's `package`, checked before this)."""
+    from diffusers.utils import is_flash_attn_3_available
+
+    if not is_flash_attn_3_available():
+        return "diffusers finds no flash_attn_3 package (it enables its _flash_3 backend only with one)"
+    if importlib.util.find_spec("flash_attn_interface") is None:
+        return None  # said already
+    from diffusers.models import attention_dispatch
+
+    if not getattr(attention_dispatch, "_CAN_USE_FLASH_ATTN_3", True):
+        return "flash_attn_3 is installed but diffusers could not import flash_attn_interface (see its warning)"
+    return None
+
+
 def _sage_head_dim(device, dtype, head_dim):
     return None if head_dim in (64, 96, 128) else f"head size {head_dim} unsupported (64, 96 or 128)"
 
 
+FLASH3_INSTALL = ("build FlashAttention-3 from github.com/Dao-AILab/flash-attention, folder hopper/: `cd hopper && "
+                  "python setup.py install` installs the flash_attn_3 package diffusers checks for and "
+                  "flash_attn_interface")
+# transformer classes whose attention always gets a mask (text padding), and which mask it is
+MASKED_ATTENTION = {
+    "LTXVideoTransformer3DModel": "the prompt's padding mask in cross-attention",
+    "HunyuanVideoTransformer3DModel": "the prompt's padding mask in joint attention",
+}
+
 BACKENDS: dict[str, Backend] = {
     "flash-attn": Backend("flash-attn", "flash", "flash_attn", "pip install flash-attn",
-                          (_needs_cuda, _needs_half, _head_dim_at_most(256), _sm_at_least(8))),
+                          (_needs_cuda, _needs_half, _head_dim_at_most(256), _sm_at_least(8)), masks=False),
     "xformers": Backend("xformers", "xformers", "xformers", "pip install 'reel[cuda]'",
                         (_needs_cuda, _needs_half, _head_dim_at_most(256))),
     "sageattention": Backend("sageattention", "sage", "sageattention", "pip install sageattention",
-                             (_needs_cuda, _needs_half, _sage_head_dim, _sm_at_least(8)), lossy=True),
+                             (_needs_cuda, _needs_half, _sage_head_dim, _sm_at_least(8)), lossy=True, masks=False),
     # torch's SDPA with its cuDNN kernel (no extra package); head sizes above 128 are left to sdpa
     "cudnn": Backend("cudnn", "_native_cudnn", None, "built into torch (CUDA builds)",
                      (_needs_cuda, _needs_half, _head_dim_at_most(128), _sm_at_least(8), _needs_cudnn)),
-    # FlashAttention-3, Hopper only; its package is `flash_attn_interface` (no wheel on PyPI)
-    "flash3": Backend("flash3", "_flash_3", "flash_attn_interface",
-                      "build FlashAttention-3 from github.com/Dao-AILab/flash-attention, folder hopper/",
-                      (_needs_cuda, _needs_half, _head_dim_at_most(256), _sm_is(9, 0, "a Hopper GPU (H100/H200)"))),
+    # FlashAttention-3, Hopper only (no wheel on PyPI): its flash_attn_interface module, and diffusers' own check
+    "flash3": Backend("flash3", "_flash_3", "flash_attn_interface", FLASH3_INSTALL,
+                      (_diffusers_flash3, _needs_cuda, _needs_half, _head_dim_at_most(256),
+                       _sm_is(9, 0, "a Hopper GPU (H100/H200)")), masks=False),
     "sdpa": Backend("sdpa", "native", None, "built into torch"),
 }
 
 
 def select_backend(requested: str, device: torch.device, dtype: torch.dtype, head_dim: int,
-                   prefer: str | None = None) -> tuple[str, dict[str, list[str]]]:
+                   prefer: str | None = None, transformer: torch.nn.Module | None = None
+                   ) -> tuple[str, dict[str, list[str]]]:
     """(chosen backend name, {backend passed over: its reasons}).
 
     `requested`: "auto" or a name in BACKENDS. A named backend runs or raises BackendError with every reason it
     cannot. "auto" is `prefer` when that backend can run and is not lossy, else sdpa; `prefer` is for a caller
-    that has a measurement showing that backend faster on this GPU (engine/accel.py)."""
+    that has a measurement showing that backend faster on this GPU (engine/accel.py). `transformer`: the model
+    it is for (backends without mask support are refused for one that passes masks)."""
     if requested != "auto" and requested not in BACKENDS:
         raise BackendError(f"--attention {requested}: unknown backend — use auto or one of {', '.join(BACKENDS)}")
     if requested != "auto":
-        reasons = BACKENDS[requested].validate(device, dtype, head_dim)
+        reasons = BACKENDS[requested].validate(device, dtype, head_dim, transformer)
         if reasons:
             raise BackendError(f"--attention {requested} cannot run here: " + "; ".join(reasons))
         return requested, {}
     if prefer is not None and prefer not in BACKENDS:
         raise BackendError(f"prefer={prefer!r}: unknown backend — one of {', '.join(BACKENDS)}")
-    reasons = {name: backend.validate(device, dtype, head_dim) for name, backend in BACKENDS.items()}
+    reasons = {name: backend.validate(device, dtype, head_dim, transformer) for name, backend in BACKENDS.items()}
     chosen = prefer if prefer and not reasons[prefer] and not BACKENDS[prefer].lossy else "sdpa"
     passed = {}
     for name, why in reasons.items():

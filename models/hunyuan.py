@@ -30,7 +30,7 @@ from reel.models.common import (
     quiet_loading,
     scheduler_config,
 )
-from reel.models.samplers import Sampler, diffusers_schedule, euler, unipc
+from reel.models.samplers import Sampler, consistency, diffusers_schedule, euler, unipc
 from reel.models.single_file import load_transformer
 from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
 
@@ -132,13 +132,17 @@ def _pipeline_sigmas(scheduler, steps: int, device) -> None:
 def make_sampler(components: HunyuanComponents, name: str, shift: float, *, shape: tuple | None = None,
                  image: dict | None = None, seeds: list[int] | None = None) -> Sampler:
     """A flow-matching sampler with the given shift: "default" (the folder's FlowMatchEuler config, with the
-    pipeline's sigmas), "euler" (a plain FlowMatchEuler, the pipeline's sigmas) or "unipc".
-    `shape`, `seeds`: unused."""
+    pipeline's sigmas), "euler" (a plain FlowMatchEuler, the pipeline's sigmas), "unipc", or "lcm" (consistency
+    sampling for a few-step preview LoRA, re-noising from each shot's `seeds`). `shape`: unused."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     if image is not None:
         raise ValueError("HunyuanVideo (HunyuanVideoPipeline) is text-to-video only: it takes no input image")
     cfg = {k: v for k, v in components.scheduler_config.items() if not k.startswith("_")}
+    if name == "lcm":  # consistency sampling for a few-step preview LoRA, re-noising from each shot's seed
+        if seeds is None:
+            raise ValueError("the consistency (lcm) sampler re-noises from each shot's seed: pass seeds=")
+        return consistency(shift, list(seeds))
     if name == "default":
         if components.scheduler_config.get("_class_name", "FlowMatchEulerDiscreteScheduler") != \
                 "FlowMatchEulerDiscreteScheduler":

@@ -48,7 +48,7 @@ from reel.models.common import (
     quiet_loading,
     scheduler_config,
 )
-from reel.models.samplers import Sampler, diffusers_schedule, euler, keep_first_frame, unipc
+from reel.models.samplers import Sampler, consistency, diffusers_schedule, euler, keep_first_frame, unipc
 from reel.models.single_file import load_transformer
 from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
 
@@ -132,12 +132,18 @@ def make_sampler(components: LTXComponents, name: str, shift: float, *, shape: t
                  image: dict | None = None, seeds: list[int] | None = None) -> Sampler:
     """A flow-matching sampler: "default" (the folder's FlowMatchEulerDiscreteScheduler schedule with the
     pipeline's sigmas and LTX's resolution-dependent shift; needs `shape`, the latent shape; `shift` is unused),
-    "euler" or "unipc" (fixed `shift`). `image`: the `image_condition` dict of an image-to-video batch (the first
-    latent frame, the image, is never stepped). `seeds`: unused (LTX's samplers draw no noise)."""
+    "euler" or "unipc" (fixed `shift`), or "lcm" (consistency sampling for a few-step preview LoRA, fixed
+    `shift`, re-noising from each shot's `seeds`; the others draw no noise). `image`: the `image_condition` dict
+    of an image-to-video batch (the first latent frame, the image, is never stepped; "lcm" keeps reel's earlier
+    preview arithmetic, which steps it)."""
     import numpy as np
     from diffusers import FlowMatchEulerDiscreteScheduler
     from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
 
+    if name == "lcm":  # consistency sampling for a few-step preview LoRA, re-noising from each shot's seed
+        if seeds is None:
+            raise ValueError("the consistency (lcm) sampler re-noises from each shot's seed: pass seeds=")
+        return consistency(shift, list(seeds))
     if name == "default":
         if shape is None:
             raise ValueError("LTX's default scheduler needs the latent shape (C, F', H', W') for its shift: "

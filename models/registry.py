@@ -9,7 +9,10 @@ The family contract (what each family module provides) is models/family.py; the 
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +74,85 @@ def _hunyuan_factors(vae: dict, tr: dict) -> tuple[int, int]:
     return temporal, spatial * int(tr.get("patch_size", 2))
 
 
+def _latent_frames(info: "ModelInfo", frames: int) -> int:
+    """Latent frames of a causal video VAE: the first frame alone, then one per `temporal` frames."""
+    latent = info.family.vae_latent
+    vae_t = latent(info.vae_config)[0] if latent is not None else info.temporal_factor
+    return (frames - 1) // vae_t + 1
+
+
+def _wan_limits(info: "ModelInfo", width: int, height: int, frames: int, text_len: int) -> list[tuple[str, str]]:
+    """WanRotaryPosEmbed precomputes `rope_max_seq_len` positions per axis (frames, height, width after the VAE
+    and the patch); a longer axis fails inside the transformer. I2V transformers (image cross-attention) split
+    the text from the image tokens at a hard-coded 512 text tokens."""
+    tr = info.transformer_config
+    rope = int(tr.get("rope_max_seq_len") or 1024)
+    p_t = int((tr.get("patch_size") or [1, 2, 2])[0])
+    out = []
+    for key, pixels in (("width", width), ("height", height)):
+        if pixels // info.size_multiple > rope:
+            out.append((key, f"{pixels} px is {pixels // info.size_multiple} positions after the VAE and the patch "
+                             f"(1 per {info.size_multiple} px), more than the {rope} of this transformer's rotary "
+                             f"position table (rope_max_seq_len) — the largest {key} is {rope * info.size_multiple}"))
+    latent = _latent_frames(info, frames)
+    if latent // p_t > rope:
+        most = (rope * p_t + p_t - 2) * (info.temporal_factor) + 1
+        out.append(("frames", f"{frames} frames are {latent} latent frames, more than the {rope} of this transformer's "
+                              f"rotary position table (rope_max_seq_len) — use at most {most} frames"))
+    if tr.get("added_kv_proj_dim") and text_len != 512:
+        out.append(("max_sequence_length", f"max_sequence_length = {text_len}: this image-to-video transformer "
+                                           "separates text from image tokens at 512 text tokens — set it to 512"))
+    return out
+
+
+def _ltx_limits(info: "ModelInfo", width: int, height: int, frames: int, text_len: int) -> list[tuple[str, str]]:
+    """LTX's rotary positions are computed for any size; its latent frames must fill whole temporal patches."""
+    p_t = int(info.transformer_config.get("patch_size_t") or 1)
+    latent = _latent_frames(info, frames)
+    if latent % p_t:
+        return [("frames", f"{frames} frames are {latent} latent frames, which do not divide into this "
+                           f"transformer's temporal patches of {p_t}")]
+    return []
+
+
+def _cog_limits(info: "ModelInfo", width: int, height: int, frames: int, text_len: int) -> list[tuple[str, str]]:
+    """CogVideoXPatchEmbed: learned positional embeddings (5B-I2V) cover the sample size and frames only; any
+    positional embedding added to the tokens (sin-cos without rotary, or learned) is laid out for exactly
+    max_text_seq_length text tokens; CogVideoX 1.5's rotary table ("slice") covers sample_height x sample_width
+    latents after the patch."""
+    tr = info.transformer_config
+    p = int(tr.get("patch_size") or 2)
+    vae_s = info.size_multiple // p
+    sample_w, sample_h = int(tr.get("sample_width") or 90), int(tr.get("sample_height") or 60)
+    out = []
+    rotary = bool(tr.get("use_rotary_positional_embeddings"))
+    learned = bool(tr.get("use_learned_positional_embeddings"))
+    if learned:
+        want = (sample_w * vae_s, sample_h * vae_s, int(tr.get("sample_frames") or 49))
+        if (width, height, frames) != want:
+            key = "frames" if (width, height) == want[:2] else ("width" if width != want[0] else "height")
+            out.append((key, f"{frames} frames at {width}x{height}: this model's learned positional embeddings cover "
+                             f"{want[2]} frames at {want[0]}x{want[1]} only (CogVideoX-5b-I2V) — use width = "
+                             f"{want[0]}, height = {want[1]}, frames = {want[2]}"))
+    if (learned or not rotary) and text_len != int(tr.get("max_text_seq_length") or 226):
+        fixed = int(tr.get("max_text_seq_length") or 226)
+        out.append(("max_sequence_length", f"max_sequence_length = {text_len}: this transformer's positional "
+                                           f"embeddings are laid out for exactly {fixed} text tokens — set it to "
+                                           f"{fixed}"))
+    if rotary and tr.get("patch_size_t") is not None:
+        for key, pixels, sample in (("width", width, sample_w), ("height", height, sample_h)):
+            if pixels // info.size_multiple > sample // p:
+                out.append((key, f"{pixels} px: CogVideoX 1.5's rotary table covers {sample // p} positions "
+                                 f"(sample_{key} {sample} / patch {p}) — the largest {key} is "
+                                 f"{sample // p * info.size_multiple}"))
+    return out
+
+
+def _no_limits(info: "ModelInfo", width: int, height: int, frames: int, text_len: int) -> list[tuple[str, str]]:
+    """HunyuanVideo computes its rotary positions for any size; the CLIP and Llama encoders truncate text."""
+    return []
+
+
 @dataclass(frozen=True)
 class Family:
     """One model family: how to recognise it, how to load it, what it accepts, what it can do.
@@ -109,6 +191,12 @@ class Family:
     vae_latent: Callable[[dict], tuple[int, int, int]] | None = None  # VAE config -> (temporal, spatial, channels)
     single_file_keys: tuple[str, ...] = ()  # tensor names of its original / ComfyUI checkpoints (prefix stripped)
     single_file_loader: bool = True  # diffusers can load its transformer from a single file
+    # (info, width, height, frames, text tokens) -> [(key, message)]: what the transformer's config cannot take
+    # beyond the frame rule and size multiple (rotary tables, fixed positional embeddings); key is width, height,
+    # frames or max_sequence_length. Torch-free: read from the configs, checked by the spec.
+    limits: Callable[..., list[tuple[str, str]]] = _no_limits
+    schedulers: tuple[str, ...] = ("default", "unipc", "euler")  # the spec's `scheduler` values it runs
+    default_scheduler_classes: tuple[str, ...] = ()  # "default" needs the folder's scheduler to be one of these
 
 
 def _wan_vae_defaults(transformer_config: dict) -> dict:
@@ -124,20 +212,22 @@ FAMILIES: dict[str, Family] = {
         image_pipelines=("WanImageToVideoPipeline",), default_scheduler="unipc",
         hub_example="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", preview_decoder=True, cpu_bf16_decode=True,
         cpu_bf16_preview=True, fused_kernels=True, vae_latent=_wan_latent, cpu_fast_paths=True,
-        vae_defaults=_wan_vae_defaults,
+        vae_defaults=_wan_vae_defaults, limits=_wan_limits,
         single_file_keys=("head.modulation", "patch_embedding.weight")),
     "ltx": Family(
         "ltx", ("LTXPipeline", "LTXImageToVideoPipeline"), "reel.models.ltx", "LTXVideoTransformer3DModel",
         "AutoencoderKLLTXVideo", _ltx_factors, default_fps=24, default_steps=50, default_guidance=3.0,
         default_shift=1.0, default_width=704, default_height=480, default_frames=161, default_max_sequence_length=128,
         image_pipelines=("LTXImageToVideoPipeline",), hub_example="Lightricks/LTX-Video", vae_latent=_ltx_latent,
+        limits=_ltx_limits,
         single_file_keys=("adaln_single.linear.weight", "caption_projection.linear_1.weight")),
     "cogvideox": Family(
         "cogvideox", ("CogVideoXPipeline", "CogVideoXImageToVideoPipeline"), "reel.models.cogvideox",
         "CogVideoXTransformer3DModel", "AutoencoderKLCogVideoX", _cog_factors, default_fps=8, default_steps=50,
         default_guidance=6.0, default_shift=1.0, default_width=720, default_height=480, default_frames=49,
         default_max_sequence_length=226, flow_matching=False, image_pipelines=("CogVideoXImageToVideoPipeline",),
-        hub_example="THUDM/CogVideoX-5b", vae_latent=_cog_latent,
+        hub_example="THUDM/CogVideoX-5b", vae_latent=_cog_latent, limits=_cog_limits,
+        schedulers=("default", "ddim", "dpm"),
         single_file_keys=("transformer.transformer_blocks.0.attn1.to_q.weight", "patch_embed.proj.weight"),
         single_file_loader=False),
     "hunyuan": Family(
@@ -145,6 +235,7 @@ FAMILIES: dict[str, Family] = {
         "AutoencoderKLHunyuanVideo", _hunyuan_factors, default_fps=24, default_steps=50, default_guidance=6.0,
         default_shift=7.0, default_width=1280, default_height=720, default_frames=129, default_max_sequence_length=256,
         hub_example="hunyuanvideo-community/HunyuanVideo", guidance="embedded", vae_latent=_hunyuan_latent,
+        default_scheduler_classes=("FlowMatchEulerDiscreteScheduler",),
         single_file_keys=("double_blocks.0.img_attn_qkv.weight",
                           "txt_in.individual_token_refiner.blocks.0.norm1.weight")),
 }
@@ -163,6 +254,8 @@ class ModelInfo:
     builtin: bool = False
     pipeline: str = ""  # model_index.json `_class_name`
     experts: int = 1  # 2 for Wan 2.2 A14B (transformer + transformer_2)
+    transformer_config: dict = field(default_factory=dict)  # transformer/config.json
+    vae_config: dict = field(default_factory=dict)  # vae/config.json
 
     @property
     def takes_image(self) -> bool:
@@ -170,6 +263,33 @@ class ModelInfo:
 
     def frames_ok(self, frames: int) -> bool:
         return frames >= 1 and (frames - 1) % self.temporal_factor == 0
+
+    def limit_problems(self, width: int, height: int, frames: int, text_len: int) -> list[tuple[str, str]]:
+        """[(key, message)] for what this transformer cannot take beyond the frame rule and the size multiple
+        (rotary tables, fixed positional embeddings, text tokens); key: width, height, frames, max_sequence_length.
+        A config it cannot read says so under "model"."""
+        try:
+            return self.family.limits(self, width, height, frames, text_len)
+        except (TypeError, ValueError, KeyError, IndexError) as err:
+            return [("model", f"{self.path}/transformer/config.json has values reel cannot read ({err!r}) — "
+                              "re-download or re-export the model")]
+
+    def scheduler_problem(self, name: str) -> str | None:
+        """Why this model cannot sample with scheduler `name` (the spec's or the model's default), or None."""
+        if name not in self.family.schedulers:
+            return (f"{name!r} is not a scheduler for {self.family.name} models — use one of "
+                    f"{', '.join(self.family.schedulers)}")
+        if name == "default" and self.family.default_scheduler_classes:
+            try:
+                cls = json.loads((self.path / "scheduler" / "scheduler_config.json").read_text()).get(
+                    "_class_name", self.family.default_scheduler_classes[0])
+            except (OSError, ValueError, AttributeError, RecursionError):
+                cls = None
+            if cls not in self.family.default_scheduler_classes:
+                return (f"\"default\" samples with the folder's own scheduler, and {self.path}/scheduler is a "
+                        f"{cls or 'unreadable config'}, not {' or '.join(self.family.default_scheduler_classes)} — "
+                        "set scheduler = \"euler\" or \"unipc\"")
+        return None
 
     def nearest_frames(self, frames: int) -> list[int]:
         """The valid frame counts around `frames`, nearest first (one or two values)."""
@@ -181,11 +301,61 @@ class ModelInfo:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise ModelError(f"{path} is missing: the model folder is incomplete") from None
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ModelError(f"{path} cannot be read as JSON ({err}); re-download or re-export the model") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} cannot be read as JSON (it holds a {type(data).__name__}, not an object); "
+                         "re-download or re-export the model")
+    return data
+
+
+def path_error(err: Exception) -> str:
+    """Why a path cannot be stat-ed or opened, in words (OSError or the ValueError of a NUL character)."""
+    if getattr(err, "errno", None) == errno.ENAMETOOLONG:
+        return "a name in it is longer than the file system allows"
+    if isinstance(err, ValueError):
+        return "it holds a NUL character" if "null" in str(err) else f"not a valid path: {err}"
+    return getattr(err, "strerror", None) or str(err)
+
+
+def _stat_mode(path: Path) -> tuple[bool, bool]:
+    """(exists, is a regular file), symlinks followed; OSError or ValueError when the path itself is unusable."""
+    try:
+        return True, stat.S_ISREG(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False, False
+
+
+def _model_folder(ref: str, base_dir: Path | None) -> Path:
+    """The folder a spec's `model` path names, checked to be a diffusers folder (ModelError otherwise)."""
+    try:
+        path = Path(ref).expanduser()
+    except RuntimeError:  # ~user of no known user
+        path = Path(ref)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    try:
+        exists, is_file = _stat_mode(path)
+        has_index = _stat_mode(path / "model_index.json")[1]
+    except (OSError, ValueError) as err:  # a name longer than the file system allows, a NUL character, ...
+        raise ModelError(f"{ref[:200]!r} cannot be used as a model path ({path_error(err)}) — name a built-in model "
+                         f"({', '.join(sorted(BUILTIN_MODELS))}) or a diffusers folder") from None
+    if not exists:
+        known = ", ".join(sorted(BUILTIN_MODELS))
+        raise ModelError(f"{ref!r} is neither a built-in model ({known}) nor an existing path "
+                         f"({path} does not exist)")
+    if is_file:
+        raise ModelError(f"{path} is a single file: reel loads single-file checkpoints through a model folder "
+                         f"— run `reel import-model {path} --base DIFFUSERS_FOLDER --out DIR`")
+    if not has_index:
+        raise ModelError(
+            f"{path} is not a diffusers folder (no model_index.json inside); point `model` at the folder "
+            "saved by save_pretrained / downloaded from the hub"
+        )
+    return path
 
 
 def supported() -> str:
@@ -212,27 +382,20 @@ def resolve_model(ref: str, base_dir: Path | None = None) -> ModelInfo:
                 "`python scripts/train_shapes_model.py --stage all` or name a local diffusers folder"
             )
     else:
-        path = Path(ref).expanduser()
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        if not path.exists():
-            known = ", ".join(sorted(BUILTIN_MODELS))
-            raise ModelError(f"{ref!r} is neither a built-in model ({known}) nor an existing path "
-                             f"({path} does not exist)")
-        if path.is_file():
-            raise ModelError(f"{path} is a single file: reel loads single-file checkpoints through a model folder "
-                             f"— run `reel import-model {path} --base DIFFUSERS_FOLDER --out DIR`")
-        if not (path / "model_index.json").is_file():
-            raise ModelError(
-                f"{path} is not a diffusers folder (no model_index.json inside); point `model` at the folder "
-                "saved by save_pretrained / downloaded from the hub"
-            )
+        path = _model_folder(ref, base_dir)
     index = _read_json(path / "model_index.json")
     fam = family_of(index, path)
     vae_cfg = _read_json(path / "vae" / "config.json")
     tr_cfg = _read_json(path / "transformer" / "config.json")
-    temporal, size_multiple = fam.factors(vae_cfg, tr_cfg)
-    experts = 2 if (index.get("transformer_2") or [None])[0] else 1
+    try:
+        temporal, size_multiple = fam.factors(vae_cfg, tr_cfg)
+        experts = 2 if (index.get("transformer_2") or [None])[0] else 1
+    except (TypeError, ValueError, KeyError, IndexError) as err:
+        raise ModelError(f"{path}: its model_index.json, VAE or transformer config has values reel cannot read "
+                         f"({err!r}) — re-download or re-export the model") from None
+    if temporal < 1 or size_multiple < 1:
+        raise ModelError(f"{path}: its VAE or transformer config gives a compression factor below 1 — re-download or "
+                         "re-export the model")
     defaults = {
         "width": fam.default_width, "height": fam.default_height, "frames": fam.default_frames,
         "fps": fam.default_fps, "steps": fam.default_steps, "guidance": fam.default_guidance,
@@ -245,4 +408,5 @@ def resolve_model(ref: str, base_dir: Path | None = None) -> ModelInfo:
     if reel_json.is_file():
         defaults.update(_read_json(reel_json))
     return ModelInfo(name=ref, path=path.resolve(), family=fam, temporal_factor=temporal, size_multiple=size_multiple,
-                     defaults=defaults, builtin=builtin, pipeline=index.get("_class_name", ""), experts=experts)
+                     defaults=defaults, builtin=builtin, pipeline=index.get("_class_name", ""), experts=experts,
+                     transformer_config=tr_cfg, vae_config=vae_cfg)

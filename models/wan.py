@@ -24,7 +24,8 @@ from reel.models.common import (
     quiet_loading,
     scheduler_config,
 )
-from reel.models.samplers import Sampler, diffusers_schedule, euler, pin_first_frame, unipc
+from reel.models.samplers import (Sampler, consistency, consistency_sigmas, diffusers_schedule, euler,
+                                  pin_first_frame, unipc)
 from reel.models.single_file import load_transformer
 from reel.models.common import cpu_bf16_fast as cpu_bf16_fast  # the family contract's, shared
 from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
@@ -94,23 +95,29 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> WanCompo
 
 def make_sampler(components: WanComponents, name: str, shift: float, *, shape: tuple | None = None,
                  image: dict | None = None, seeds: list[int] | None = None) -> Sampler:
-    """A flow-matching sampler: "unipc" (Wan's default: diffusers' UniPC, as samplers.unipc plans it), "euler", or
-    "default" (the folder's own scheduler class), with the given shift. For Wan 2.2 TI2V with an image, the
-    image's latent frame goes back in front after the last step, as WanImageToVideoPipeline does. For Wan 2.2
-    A14B each step's expert is chosen from a CPU copy of the schedule (no read from the device per step).
-    `shape`, `seeds`: unused."""
-    sampler, host_timesteps = _sampler(components, name, shift)
+    """A flow-matching sampler: "unipc" (Wan's default: diffusers' UniPC, as samplers.unipc plans it), "euler",
+    "default" (the folder's own scheduler class), or "lcm" (consistency sampling for a few-step preview LoRA,
+    re-noising from each shot's `seeds`), with the given shift. For Wan 2.2 TI2V with an image, the image's
+    latent frame goes back in front after the last step, as WanImageToVideoPipeline does (not for "lcm", which
+    keeps reel's earlier preview arithmetic). For Wan 2.2 A14B each step's expert is chosen from a CPU copy of
+    the schedule (no read from the device per step). `shape`: unused."""
+    sampler, host_timesteps = _sampler(components, name, shift, seeds)
     if components.transformer_2 is not None:
         sampler = _route_experts(sampler, host_timesteps, components.boundary_ratio * 1000)
-    if image is not None and components.expand_timesteps:
+    if image is not None and components.expand_timesteps and name != "lcm":
         return pin_first_frame(sampler, image["condition"], image["first_frame_mask"])
     return sampler
 
 
-def _sampler(components: WanComponents, name: str, shift: float) -> tuple[Sampler, Callable[[int], list[float]]]:
+def _sampler(components: WanComponents, name: str, shift: float,
+             seeds: list[int] | None) -> tuple[Sampler, Callable[[int], list[float]]]:
     """(the sampler, steps -> its timesteps as Python floats, computed on the CPU)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
+    if name == "lcm":
+        if seeds is None:
+            raise ValueError("the consistency (lcm) sampler re-noises from each shot's seed: pass seeds=")
+        return consistency(shift, list(seeds)), lambda steps: (consistency_sigmas(steps, shift)[:-1] * 1000).tolist()
     cfg = dict(components.scheduler_config)
     if name == "default":
         name = "euler" if cfg.get("_class_name") == "FlowMatchEulerDiscreteScheduler" else "unipc"
@@ -129,7 +136,7 @@ def _sampler(components: WanComponents, name: str, shift: float) -> tuple[Sample
     if name == "euler":
         schedule = diffusers_schedule(lambda: FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift))
         return euler(schedule), lambda steps: schedule(steps, torch.device("cpu"))[1].tolist()
-    raise ValueError(f"unknown scheduler {name!r}; use 'unipc' or 'euler'")
+    raise ValueError(f"unknown scheduler {name!r}; use 'unipc', 'euler' or 'lcm'")
 
 
 # Wan 2.2 A14B: whether the model call running now belongs to the low-noise expert (set by _route_experts;

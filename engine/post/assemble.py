@@ -6,6 +6,9 @@ crossfades, audio tracks trimmed, faded, delayed, mixed and muxed.
   encoded once with the film's codec preset.
 - Audio: each track `atrim → volume → afade in/out → adelay`, then `amix` (no normalisation), padded
   or cut to exactly the film's duration, encoded as AAC (PCM in ProRes .mov).
+
+The film and the concat list are temporary files beside it until ffmpeg succeeds; every failure path (ffmpeg's
+error, a full disk, an interrupt) removes both, and a full disk says which file and how much space is left.
 """
 
 from __future__ import annotations
@@ -15,25 +18,31 @@ from pathlib import Path
 
 from reel.engine.post.encode import (
     Codec,
-    EncodeError,
     color_args,
     container_args,
     ffmpeg_env,
     ffmpeg_exe,
+    ffmpeg_failure,
     metadata_args,
 )
 from reel.engine.post.timeline import AudioPlacement, Timeline
-from reel.engine.store import atomic_path
+from reel.engine.store import DISK_FULL, atomic_path, disk_full
 
 AUDIO_RATE = 48000
 
 
-def _concat_list(clips: list[Path], list_path: Path) -> None:
+def _concat_list(clips: list[Path], list_path: Path, film: Path) -> None:
+    """Write the concat demuxer's list of `clips`; out of room, say it was the list for `film`."""
     lines = []
     for clip in clips:
         escaped = str(clip.resolve()).replace("'", "'\\''")
         lines.append(f"file '{escaped}'")
-    list_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        list_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    except OSError as err:
+        if err.errno in DISK_FULL:
+            raise disk_full(list_path, err.errno, what=f"the clip list for {film}") from err
+        raise
 
 
 def video_filter(timeline: Timeline) -> tuple[str, str]:
@@ -81,45 +90,51 @@ def assemble(timeline: Timeline, out: Path, codec: Codec, same_params: bool = Tr
     """Write the film to `out` (atomic). Returns how it was made (for the manifest)."""
     clips = [c.path for c in timeline.clips]
     copy_video = same_params and not timeline.has_transitions
-    with atomic_path(out) as tmp:
+    with atomic_path(out) as tmp:  # removes the partial film on any failure
         list_path = tmp.with_name(tmp.name + ".txt")
-        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y"]
-        if copy_video:
-            _concat_list(clips, list_path)
-            cmd += ["-f", "concat", "-safe", "0", "-i", str(list_path)]
-            first_audio = 1
-        else:
-            for clip in clips:
-                cmd += ["-i", str(clip)]
-            first_audio = len(clips)
-        for track in timeline.audio:
-            cmd += ["-i", str(track.path)]
-        graphs, maps = [], []
-        if copy_video:
-            maps += ["-map", "0:v"]
-        else:
-            graph, label = video_filter(timeline)
-            graphs.append(graph)
-            maps += ["-map", label]
-        if timeline.audio:
-            graph, label = audio_filter(timeline.audio, first_audio, timeline.duration)
-            graphs.append(graph)
-            maps += ["-map", label]
-        if graphs:
-            cmd += ["-filter_complex", ";".join(graphs)]
-        cmd += maps
-        cmd += ["-c:v", "copy"] if copy_video else [*codec.args(), *_pixel_args(codec)]
-        if timeline.audio:
-            cmd += [*codec.audio_args, "-ar", str(AUDIO_RATE)]
-        cmd += [*container_args(codec), *metadata_args(metadata), "-f", codec.muxer, str(tmp)]
         try:
+            cmd = _command(timeline, clips, codec, copy_video, list_path, out, tmp, metadata)
             result = subprocess.run(cmd, capture_output=True, env=ffmpeg_env())
         finally:
-            list_path.unlink(missing_ok=True)
+            list_path.unlink(missing_ok=True)  # also a partly written list (disk full while writing it)
         if result.returncode != 0:
-            raise EncodeError(f"ffmpeg could not assemble {out}: {result.stderr.decode(errors='replace').strip()}")
+            raise ffmpeg_failure(out, result.returncode, result.stderr.decode(errors="replace").strip(), "assemble")
     return {"video": "concat (stream copy)" if copy_video else "filtergraph (concat/xfade, re-encoded)",
             "crossfades": sum(1 for c in timeline.clips if c.fade_in), "audio_tracks": len(timeline.audio)}
+
+
+def _command(timeline: Timeline, clips: list[Path], codec: Codec, copy_video: bool, list_path: Path, out: Path,
+             tmp: Path, metadata: dict | None) -> list[str]:
+    """The ffmpeg command writing the film to `tmp` (for copy_video it first writes the concat list)."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y"]
+    if copy_video:
+        _concat_list(clips, list_path, out)
+        cmd += ["-f", "concat", "-safe", "0", "-i", str(list_path)]
+        first_audio = 1
+    else:
+        for clip in clips:
+            cmd += ["-i", str(clip)]
+        first_audio = len(clips)
+    for track in timeline.audio:
+        cmd += ["-i", str(track.path)]
+    graphs, maps = [], []
+    if copy_video:
+        maps += ["-map", "0:v"]
+    else:
+        graph, label = video_filter(timeline)
+        graphs.append(graph)
+        maps += ["-map", label]
+    if timeline.audio:
+        graph, label = audio_filter(timeline.audio, first_audio, timeline.duration)
+        graphs.append(graph)
+        maps += ["-map", label]
+    if graphs:
+        cmd += ["-filter_complex", ";".join(graphs)]
+    cmd += maps
+    cmd += ["-c:v", "copy"] if copy_video else [*codec.args(), *_pixel_args(codec)]
+    if timeline.audio:
+        cmd += [*codec.audio_args, "-ar", str(AUDIO_RATE)]
+    return cmd + [*container_args(codec), *metadata_args(metadata), "-f", codec.muxer, str(tmp)]
 
 
 def _pixel_args(codec: Codec) -> list[str]:

@@ -11,21 +11,24 @@ Presets (`CODECS`):
     h264-draft  libx264 `ultrafast`, CRF 18, .mp4: previews (half the encode time of `medium` on short
             clips, larger files, the same CRF)
 All carry BT.709 matrix/primaries/transfer tags, +faststart, and arbitrary metadata tags. The file
-appears under its final name only when ffmpeg finished cleanly (atomic rename).
+appears under its final name only when ffmpeg finished cleanly (atomic rename); on any failure (ffmpeg's error,
+a full disk, an exception or interrupt in the caller) ffmpeg is stopped and its temporary file removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from reel.engine.store import tmp_name
+from reel.engine.store import commit, disk_full, remove_quietly, tmp_name
 
 CRF = 18
 DECODE_PARAMS = ["-sws_flags", "accurate_rnd+full_chroma_int"]  # YUV->RGB without ffmpeg's default darkening bias
@@ -67,6 +70,19 @@ CODECS: dict[str, Codec] = {
                     ("-c:a", "pcm_s16le")),
     "av1": Codec("av1", ".mp4", "mp4", ("libsvtav1", "libaom-av1"), (), "yuv420p", ("-c:a", "aac", "-b:a", "192k")),
 }
+
+
+def ffmpeg_failure(path: Path, code: int, stderr: str, doing: str = "write") -> Exception:
+    """The error for an ffmpeg run that failed to write `path`: DiskFullError (naming the file, its folder and the
+    free space) when it ran out of room, else EncodeError with ffmpeg's own words."""
+    said = stderr.lower()
+    if "no space left on device" in said:
+        return disk_full(path, errno.ENOSPC)
+    if "disk quota exceeded" in said:
+        return disk_full(path, errno.EDQUOT)
+    if "file too large" in said or code == -signal.SIGXFSZ:  # ffmpeg stopped by the file size limit (ulimit -f)
+        return disk_full(path, errno.EFBIG)
+    return EncodeError(f"ffmpeg could not {doing} {path} (exit {code}): {stderr or 'no message'}")
 
 
 def ffmpeg_exe() -> str:
@@ -165,37 +181,44 @@ class VideoWriter:
                              f"got {frames.shape} {frames.dtype}")
         try:
             self.proc.stdin.write(np.ascontiguousarray(frames).tobytes())
-        except BrokenPipeError:
-            raise EncodeError(f"ffmpeg stopped while encoding {self.path}: {self._stderr()}") from None
+        except BrokenPipeError:  # ffmpeg exited: say why, and leave nothing behind
+            raise self._failed("encode") from None
         self.frames_written += frames.shape[0]
 
-    def _stderr(self) -> str:
-        with contextlib.suppress(Exception):
+    def _failed(self, doing: str) -> Exception:
+        """Wait briefly for ffmpeg to exit (then stop it), remove the partial file, return the error saying why."""
+        stderr = ""
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
-            return self.proc.stderr.read().decode(errors="replace").strip()
-        return ""
+        self.abort()
+        with contextlib.suppress(Exception):
+            stderr = self.proc.stderr.read().decode(errors="replace").strip()
+        if self.proc.returncode == 0 and self.frames_written == 0:
+            return EncodeError(f"ffmpeg could not write {self.path}: no frames written")
+        return ffmpeg_failure(self.path, self.proc.returncode, stderr, doing)
 
     def close(self) -> Path:
-        """Finish the file and rename it into place; raise EncodeError (and clean up) if ffmpeg failed."""
-        with contextlib.suppress(BrokenPipeError):
-            self.proc.stdin.close()
-        code = self.proc.wait()
-        err = self.proc.stderr.read().decode(errors="replace").strip()
-        if code != 0 or self.frames_written == 0:
+        """Finish the file and rename it into place; on any failure stop ffmpeg, remove the partial file and raise
+        (EncodeError, or DiskFullError when the disk or the file size limit ran out)."""
+        try:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
+            if self.proc.wait() != 0 or self.frames_written == 0:
+                raise self._failed("write")
+            commit(self.tmp, self.path)
+        except BaseException:
             self.abort()
-            raise EncodeError(f"ffmpeg could not write {self.path} (exit {code}): {err or 'no frames written'}")
-        with open(self.tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp, self.path)
+            raise
         return self.path
 
     def abort(self) -> None:
-        """Stop ffmpeg and remove the partial file."""
+        """Stop ffmpeg and remove the partial file (safe to call more than once, and after close)."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        with contextlib.suppress(FileNotFoundError):
-            self.tmp.unlink()
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        remove_quietly(self.tmp)
 
     def __enter__(self) -> VideoWriter:
         return self

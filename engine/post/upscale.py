@@ -183,7 +183,10 @@ def _model_path(ref: str) -> Path:
             raise UpscaleError(f"{path}: the built-in {ref} upscaler weights are missing — "
                                f"train them with `.venv/bin/python -m scripts.train_upscaler`, or use 'lanczos2'")
         return path
-    path = Path(ref).expanduser()
+    try:
+        path = Path(ref).expanduser()
+    except RuntimeError:  # `~user` of no known user
+        raise UpscaleError(f"{ref}: names the home folder of an unknown user — use {CHOICES}") from None
     if not path.exists():
         if re.fullmatch(r"x\d+|lanczos\d+", ref):
             raise UpscaleError(f"{ref}: no such built-in upscaler — use {CHOICES}")

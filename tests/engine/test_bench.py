@@ -129,3 +129,11 @@ def test_bench_of_a_missing_model_names_it(tmp_path):
 def test_rounds_must_be_positive(tiny_model, tmp_path):
     result = bench(str(tiny_model), "--device", "cpu", "--rounds", "0", "--out", str(tmp_path))
     assert result.exit_code == 2 and "rounds" in result.output
+
+
+def test_a_spent_time_budget_reports_every_side_as_not_run(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    result = bench(str(tiny_model), *TINY, "--paths", "default", "--budget", "0.000001", "--out", str(out))
+    assert result.exit_code == 2
+    assert "no reel path finished" in result.output and "time budget" in result.output
+    assert not (out / "bench.json").exists() and not (out / "work").exists()

@@ -120,7 +120,7 @@ def _film(write_spec, width: int, height: int, frames: int, guidance: float = 5.
         [[shots]]
         id = "one"
         prompt = "a red circle"
-    """))
+    """), limits=False)  # sizes of the real models estimated with --model-config, past the tiny folder's limits
 
 
 def test_tiny_model_fits_on_an_h100_with_bf16_weights(write_spec, tiny_model):

@@ -60,6 +60,7 @@ prompt = "a green triangle moving down on a navy background"
 frames = 5
 """
 TOML = {"Content-Type": "application/toml"}
+TOKEN = "s3cret-token-0123456789"
 
 
 @pytest.fixture
@@ -146,7 +147,7 @@ def test_submit_follow_and_download(tmp_path, tiny_model, root):
         assert missing.status_code == 404 and "its shots: a, b" in missing.json()["error"]
         manifest = client.get(f"/api/jobs/{job['id']}/files/out/film.json").json()
         assert [s["id"] for s in manifest["shots"]] == ["a", "b"]
-        assert client.get(f"/api/jobs/{job['id']}/files/%2e%2e/%2e%2e/queue.db").status_code == 404
+        assert client.get(f"/api/jobs/{job['id']}/files/%2e%2e/%2e%2e/queue.db").status_code == 400  # at the edge
         assert client.get(f"/api/jobs/{job['id']}/spec").text == spec(tiny_model)
 
         # the same film as JSON, with a priority: a second job, listed first
@@ -265,7 +266,7 @@ def test_check_bind_needs_a_token_off_loopback():
     for host in ("0.0.0.0", "::", "192.168.1.20", "reel.example.org"):
         with pytest.raises(BindError, match="--token"):
             check_bind(host, None)
-        check_bind(host, "s3cret")
+        check_bind(host, TOKEN)
 
 
 def test_serve_command_refuses_a_public_address_without_token(tmp_path, monkeypatch):
@@ -277,20 +278,20 @@ def test_serve_command_refuses_a_public_address_without_token(tmp_path, monkeypa
 
 
 def test_token_is_required_when_set(tmp_path, tiny_model, root):
-    with serving(tmp_path, tiny_model, root, token="s3cret") as client:
+    with serving(tmp_path, tiny_model, root, token=TOKEN) as client:
         r = client.get("/api/jobs")
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         assert "Authorization: Bearer" in r.json()["error"]
         assert client.get("/api/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert client.post("/api/jobs", content=spec(tiny_model), headers=TOML).status_code == 401
         assert client.get("/api/jobs/1/film").status_code == 401
-        good = {"Authorization": "Bearer s3cret"}
+        good = {"Authorization": f"Bearer {TOKEN}"}
         assert client.get("/api/jobs", headers=good).json()["jobs"] == []  # nothing got queued
         assert client.get("/api/jobs", headers={**good, "Host": "reel.example.org"}).status_code == 200
         assert client.get("/").status_code == 200  # the page itself holds no data
         assert client.post("/api/session", json={"token": "wrong"}).status_code == 401
         assert client.post("/api/session", content=b"{" * 10_000).status_code == 413
-        assert client.post("/api/session", json={"token": "s3cret"}).status_code == 200
+        assert client.post("/api/session", json={"token": TOKEN}).status_code == 200
         assert client.get("/api/jobs").status_code == 200  # the session cookie now carries the token
 
 

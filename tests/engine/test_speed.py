@@ -223,7 +223,8 @@ def test_fused_kernels_auto_stays_off_on_cuda_until_measured_faster(tiny_model):
 
     transformer = WanTransformer3DModel.from_pretrained(tiny_model / "transformer").eval()
     processors = {name: type(p) for name, p in transformer.attn_processors.items()}
-    comps = SimpleNamespace(device=torch.device("cuda"), dtype=torch.bfloat16, transformer=transformer, vae=None)
+    comps = SimpleNamespace(device=torch.device("cuda"), dtype=torch.bfloat16, transformer=transformer,
+                            transformer_2=None, vae=None)  # the family's experts(): Wan 2.1, one transformer
     wan = FAMILIES["wan"]
     applied = apply_load_time(comps, SpeedConfig(), family=wan)
     assert applied["fused_kernels"].startswith("off (auto: no recorded measurement of fused_kernels on unknown GPU")
@@ -341,3 +342,64 @@ def test_cli_compile_and_fp8_flags(write_spec, tmp_path):
     assert speed["fp8_matmul"].endswith("for checking the numbers, not for speed")  # tiny model: all skipped
     help_text = runner.invoke(app, ["render", "--help"]).output
     assert "cuda-graphs" in help_text and "--fp8-matmul" in help_text
+
+
+def test_the_attention_backend_goes_on_and_off_every_expert(tmp_path):
+    """Wan 2.2 A14B has two transformers: the backend routes both (apply_attention, which apply_load_time uses) and
+    remove_load_time puts both back on diffusers' default. cudnn cannot run on the CPU, but routing is only the
+    processors' setting, which is what is checked."""
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    from reel.engine.accel import apply_attention, remove_load_time
+    from reel.models import wan
+    from reel.models.registry import FAMILIES
+    from reel.models.tiny import build_tiny_wan
+
+    comps = wan.load(build_tiny_wan(tmp_path / "a14b", variant="a14b"), torch.device("cpu"), torch.float32)
+
+    def backends() -> dict[str, set]:
+        return {name: {m.processor._attention_backend for m in expert.modules()
+                       if getattr(getattr(m, "processor", None), "_attention_backend", "none") != "none"}
+                for name, expert in wan.experts(comps).items()}
+
+    assert backends() == {"high": {None}, "low": {None}}
+    assert apply_attention(comps, "cudnn", FAMILIES["wan"]) == 2
+    assert backends() == {"high": {AttentionBackendName._NATIVE_CUDNN}, "low": {AttentionBackendName._NATIVE_CUDNN}}
+    remove_load_time(comps, FAMILIES["wan"])
+    assert backends() == {"high": {None}, "low": {None}}
+
+
+def _claimed_cuda(tiny_model):
+    """Components that claim a CUDA device on the CPU: apply_load_time decides from the device type, and what the
+    cases below apply (sdpa, layerwise casting) runs on CPU tensors."""
+    from types import SimpleNamespace
+
+    from diffusers import WanTransformer3DModel
+
+    transformer = WanTransformer3DModel.from_pretrained(tiny_model / "transformer").eval()
+    return SimpleNamespace(device=torch.device("cuda"), dtype=torch.bfloat16, transformer=transformer, vae=None)
+
+
+def test_regional_compile_never_runs_with_fp8_weight_storage(tiny_model, tmp_path):
+    """diffusers' layerwise casting hooks every Linear: regional compile would need a graph per block. Both asked
+    for by name: an error that says why and what to choose; one of them by auto: compile off, and why."""
+    from reel.engine.accel import apply_load_time
+    from reel.engine.measured import record_row
+    from reel.kernels.hooks import has_hook
+    from reel.kernels.regional_compile import COMPILE_HOOK
+
+    comps = _claimed_cuda(tiny_model)
+    with pytest.raises(BackendError, match='compile = "regional" with weights = "fp8" cannot run as asked: '
+                                           "diffusers' layerwise casting .* Use weights = \"bf16\""):
+        apply_load_time(comps, SpeedConfig(compile="regional", weights="fp8", offload="none", vae_tiling=False))
+    assert not hasattr(comps.transformer.blocks[0], "_diffusers_hook")  # nothing changed
+    table = tmp_path / "measured.json"
+    record_row({"gpu": "Test GPU", "setting": "compile", "value": "regional", "model": "wan2.1-t2v-1.3b",
+                "size": "832x480x81, 6 steps", "s_per_step": 1.0, "baseline_s_per_step": 1.3, "speedup": 1.3,
+                "psnr_db": None, "date": "2026-12-05", "versions": "torch 2.11+cu130", "source": "test"}, table)
+    speed = SpeedConfig(weights="fp8", offload="none", vae_tiling=False, fused_kernels="off")
+    applied = apply_load_time(comps, speed, gpu_name="Test GPU", table=table)  # auto compile: regional measured
+    assert applied["weights"] == "fp8 (layerwise casting)"
+    assert applied["compile"].startswith('off (weights = "fp8", and regional compile does not combine with them')
+    assert not any(has_hook(block, COMPILE_HOOK) for block in comps.transformer.blocks)
+    assert "compile_auto" not in applied

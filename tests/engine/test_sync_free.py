@@ -191,6 +191,21 @@ def test_wan_22_a14b_two_experts_never_sync(tmp_path):
         assert hits == [], scheduler
 
 
+def test_wan_22_a14b_preview_with_the_consistency_sampler_never_syncs(tmp_path):
+    """A preview ("lcm") of Wan 2.2 A14B: the family's make_sampler routes the consistency sampler's steps to the
+    experts from a CPU copy of its schedule (steps 1-2 above the boundary, 3-4 below), so nothing is read back."""
+    from reel.models import wan
+    from reel.models.tiny import build_tiny_wan
+    from tests.lora_files import random_lora, write_lora
+
+    folder = build_tiny_wan(tmp_path / "a14b", variant="a14b")
+    comps = wan.load(folder, torch.device("cpu"), torch.float32)
+    lora = write_lora(random_lora(comps.transformer, seed=2), tmp_path / "preview.safetensors", "diffusers")
+    body = film(folder, extra=f'preview_lora = "{lora}"\npreview_steps = 4\npreview_shift = 5.0')
+    hits, progress = render_counting(write(tmp_path, body), tmp_path / "out", preview=True)
+    assert hits == [] and progress.steps_counted >= 3
+
+
 def test_ltx_never_syncs(tmp_path):
     from tests.models.test_ltx import build_tiny_ltx
 

@@ -89,5 +89,5 @@ def test_bad_preview_decoder_is_a_clear_error(write_spec, tmp_path, preview_lora
     extra = f'preview_lora = "{preview_lora}"\npreview_decoder = "{junk}"'
     result = runner.invoke(app, ["preview", str(write_spec(FILM.replace("{extra}", extra), "j.toml")),
                                  "--out", str(out)])
-    assert result.exit_code == 2 and "junk.safetensors: not a readable safetensors file" in result.output
+    assert result.exit_code == 2 and "junk.safetensors: not a readable .safetensors file" in result.output
     assert not (out / "preview" / "shots").exists()

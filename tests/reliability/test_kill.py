@@ -14,8 +14,9 @@ def test_random_sigkills_then_resume(tiny_model, tmp_path):
     results = run(str(tiny_model), runs=3, seed=7, work=tmp_path)
     for r in results:
         assert r.truncated == [], r
-        assert r.film_equal, r
+        assert r.film_equal and r.bytes_equal, r
         assert r.reused_on_resume >= r.finished_before, r
+        assert r.tmp_after_resume == 0, r
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -1,0 +1,123 @@
+"""The studio's renders through the server's job queue: takes of one shot (each a job, so progress and decoded
+frames are live at /api/jobs/{id}/events and .../frame.png), picking one (reel's `pick`), and the film.
+
+    jobs = queue_takes(studio, path, "chase", takes=[1, 2, 3], final=False)
+    picked = pick_take(studio, path, etag, "chase", 2)     # the seed goes into the spec (tomlkit, one line)
+    job = queue_film(studio, path, preview=False)
+
+A take job renders a copy of the spec that holds only that shot, with the take's seed (engine/takes.py's seeds:
+take 1 is the shot as the spec renders it now). Its record is reel's OUT/takes/SHOT/takes.json with OUT the project's
+studio folder, so `reel pick` and the page agree; the clips stay in the jobs' folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reel.engine.serve_security import ApiError
+from reel.engine.store import atomic_write_json, atomic_write_text, read_json
+
+
+def _takes_file(studio, path: Path, shot_id: str) -> Path:
+    return studio.out(path) / "takes" / shot_id / "takes.json"
+
+
+def takes_record(studio, path: Path, shot_id: str) -> dict:
+    """The shot's takes.json with each take's status brought up to date from its job."""
+    record = read_json(_takes_file(studio, path, shot_id)) or {"shot": shot_id, "takes": [], "picked": None}
+    for take in record["takes"]:
+        job = studio.server.queue.get(take.get("job", 0))
+        if job is not None:
+            take["status"] = job.status
+    return record
+
+
+def _take_spec(text: str, shot_id: str, seed: int) -> str:
+    """The spec with only shot `shot_id` (seed set) and no audio: what one take job renders."""
+    import tomlkit
+
+    doc = tomlkit.parse(text)
+    shot = next(t for t in doc["shots"] if t.get("id") == shot_id)
+    shot["seed"] = seed
+    shots = tomlkit.aot()
+    shots.append(shot)
+    doc["shots"] = shots
+    doc.pop("audio", None)
+    return tomlkit.dumps(doc)
+
+
+def _submit(studio, path: Path, text: str, shot_ids: list[str], title: str, preview: bool):
+    server = studio.server
+    if len(server.queue.queued_order()) >= server.config.max_queued:
+        raise ApiError(429, f"the queue is full ({server.config.max_queued} jobs waiting) — try again later")
+    job = server.queue.submit(title, text, "toml", str(path.parent), shot_ids, 0, preview, False)
+    atomic_write_text(server.folder(job.id) / "spec.toml", text)
+    server.wake.set()
+    return job
+
+
+def _valid_film(studio, path: Path, preview: bool):
+    text, _etag = studio.read(path)
+    film, problems = studio.check(path, text, preview=preview)
+    if film is None:
+        raise ApiError(400, "the spec has problems — fix them before rendering", problems)
+    return text, film
+
+
+def queue_takes(studio, path: Path, shot_id: str, takes: list[int], final: bool) -> dict:
+    """Queue takes `takes` (numbers, 1..16) of a shot as previews (or finals); takes already queued or rendered
+    of the same kind are kept, not queued again. Returns the shot's takes record."""
+    from reel.engine.takes import take_seeds
+
+    text, film = _valid_film(studio, path, preview=not final)
+    if shot_id not in [s.id for s in film.shots]:
+        raise ApiError(404, f"no shot {shot_id!r} in {path.name} — its shots are {', '.join(s.id for s in film.shots)}")
+    if film.shot(shot_id).continue_from:
+        raise ApiError(400, f"shot {shot_id} continues {film.shot(shot_id).continue_from}: take that shot instead")
+    kind = "final" if final else "preview"
+    seeds = take_seeds(film, shot_id, max(takes))
+    record = takes_record(studio, path, shot_id)
+    record["spec"] = str(path)
+    have = {(t["take"], t["kind"]) for t in record["takes"] if t.get("status") not in ("failed", "cancelled")}
+    record["takes"] = [t for t in record["takes"] if (t["take"], t["kind"]) in have]
+    for k in sorted(set(takes)):
+        if (k, kind) in have:
+            continue
+        job = _submit(studio, path, _take_spec(text, shot_id, seeds[k - 1]), [shot_id],
+                      f"{film.title}: {shot_id} take {k}", preview=not final)
+        shots = studio.server.folder(job.id) / "out" / ("preview" if not final else "") / "shots"
+        record["takes"].append({"take": k, "kind": kind, "seed": seeds[k - 1], "job": job.id, "status": job.status,
+                                "video": str(shots / f"{shot_id}.mp4"), "manifest": str(shots / f"{shot_id}.json")})
+    record["takes"].sort(key=lambda t: (t["kind"], t["take"]))
+    atomic_write_json(_takes_file(studio, path, shot_id), record)
+    return record
+
+
+def next_take(studio, path: Path, shot_id: str) -> int:
+    """The number of a new take (re-roll): one past the highest so far."""
+    return max([t["take"] for t in takes_record(studio, path, shot_id)["takes"]] or [0]) + 1
+
+
+def pick_take(studio, path: Path, etag: str, shot_id: str, take: int) -> dict:
+    """reel's pick: the take's seed into the spec (if the file is still the one the client read)."""
+    from reel.engine.studio_ops import Conflict
+    from reel.engine.takes import TakeError, pick
+
+    text, now = studio.read(path)
+    if now != etag:
+        raise Conflict(path, text, now)
+    record = takes_record(studio, path, shot_id)
+    if not any(t["take"] == take and t.get("status") == "completed" for t in record["takes"]):
+        raise ApiError(409, f"take {take} of shot {shot_id} has not finished rendering — pick a completed take")
+    try:
+        return pick(studio.out(path), shot_id, take)
+    except TakeError as err:
+        raise ApiError(400, str(err)) from None
+
+
+def queue_film(studio, path: Path, preview: bool):
+    """Queue the whole film (its final, or its previews) as one job."""
+    text, film = _valid_film(studio, path, preview=preview)
+    job = _submit(studio, path, text, [s.id for s in film.shots], film.title, preview)
+    studio.record_film(path, job.id)
+    return job
