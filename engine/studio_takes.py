@@ -46,14 +46,43 @@ def _take_spec(text: str, shot_id: str, seed: int) -> str:
     return tomlkit.dumps(doc)
 
 
-def _submit(studio, path: Path, text: str, shot_ids: list[str], title: str, preview: bool):
+def _submit(studio, path: Path, text: str, shot_ids: list[str], title: str, preview: bool, seed=None):
+    """Queue a job; `seed(job)` runs before the workers are woken (files the job's render store starts with)."""
     server = studio.server
     if len(server.queue.queued_order()) >= server.config.max_queued:
         raise ApiError(429, f"the queue is full ({server.config.max_queued} jobs waiting) — try again later")
     job = server.queue.submit(title, text, "toml", str(path.parent), shot_ids, 0, preview, False)
     atomic_write_text(server.folder(job.id) / "spec.toml", text)
+    if seed is not None:
+        seed(job)
     server.wake.set()
     return job
+
+
+def _seed_picked(studio, path: Path, job, preview: bool) -> int:
+    """Copy the project's picked takes (reel's pick put them in the studio's folder, OUT/shots or
+    OUT/preview/shots) into the new film job's render store, clip first, manifest last: their fingerprints match
+    the film's shots, so the job reuses them instead of rendering them again. Returns how many."""
+    import os
+    import shutil
+
+    from reel.engine.store import atomic_path
+
+    sub = "preview" if preview else ""
+    src, dst = studio.out(path) / sub / "shots", studio.server.folder(job.id) / "out" / sub / "shots"
+    count = 0
+    for manifest in sorted(src.glob("*.json")) if src.is_dir() else ():
+        clips = [c for c in src.glob(f"{manifest.stem}.*") if c.suffix in (".mp4", ".mov")]
+        if not clips:
+            continue
+        for source, target in ((clips[0], dst / clips[0].name), (manifest, dst / manifest.name)):
+            with atomic_path(target) as tmp:
+                try:
+                    os.link(source, tmp)
+                except OSError:
+                    shutil.copyfile(source, tmp)
+        count += 1
+    return count
 
 
 def _valid_film(studio, path: Path, preview: bool):
@@ -116,8 +145,9 @@ def pick_take(studio, path: Path, etag: str, shot_id: str, take: int) -> dict:
 
 
 def queue_film(studio, path: Path, preview: bool):
-    """Queue the whole film (its final, or its previews) as one job."""
+    """Queue the whole film (its final, or its previews) as one job, starting from the project's picked takes."""
     text, film = _valid_film(studio, path, preview=preview)
-    job = _submit(studio, path, text, [s.id for s in film.shots], film.title, preview)
+    job = _submit(studio, path, text, [s.id for s in film.shots], film.title, preview,
+                  seed=lambda job: _seed_picked(studio, path, job, preview))
     studio.record_film(path, job.id)
     return job

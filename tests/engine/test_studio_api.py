@@ -116,3 +116,29 @@ def test_home_folders_of_unknown_users_are_refused_not_crashed(studio, path):
         query = urllib.parse.urlencode({"path": path, **({"shot": "rise"} if route == "takes" else {})})
         status, body = call(f"{api}{route}?{query}", method)
         assert status in (400, 403, 404), (route, status, body)
+
+
+def test_a_picked_final_take_is_reused_by_the_studio_film(studio):
+    api, spec = studio
+    base = api.replace("api/studio/", "")
+    status, record = call(api + "takes?path=demo.toml&shot=rise&n=1&final=true", "POST")
+    assert status == 200
+    for _ in range(600):
+        status, record = call(api + "takes?path=demo.toml&shot=rise")
+        if all(t["status"] in ("completed", "failed") for t in record["takes"]):
+            break
+        time.sleep(0.5)
+    assert record["takes"][0]["status"] == "completed", record
+    status, project = call(api + "project?path=demo.toml")
+    status, picked = call(api + "pick?path=demo.toml", "POST", {"etag": project["etag"], "shot": "rise", "take": 1})
+    assert status == 200, picked
+    status, job = call(api + "film?path=demo.toml", "POST")
+    assert status == 201, job
+    for _ in range(1200):
+        status, job = call(f"{base}api/jobs/{job['id']}")
+        if job["status"] in ("completed", "failed", "cancelled"):
+            break
+        time.sleep(0.5)
+    assert job["status"] == "completed", job
+    shots = job["progress"]["shots"]
+    assert shots["rise"]["status"] == "reused" and shots["opening"]["status"] == "done", shots
