@@ -32,12 +32,29 @@ CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conform
           "allow_header_conformance", "ignored_auth")
 
 
+def fuzz_root(root: Path) -> Path:
+    """A root holding what the studio routes look for, and what broke them before: the demo film (the schema's
+    example project path), a folder named like a spec, a spec nested too deep to parse, a short WAV."""
+    import shutil
+    import wave
+
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "models" / "shapes" / "demo.toml", root / "demo.toml")
+    (root / "folder.toml").mkdir(exist_ok=True)
+    (root / "deep.toml").write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    with wave.open(str(root / "music.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x10" * 8000)
+    return root
+
+
 def fuzz_server(work: Path, examples: int, seed: int = 1, checks=CHECKS, timeout: float = 1800) -> dict:
     """Serve on loopback, run `schemathesis run` against it, and count what it sent (from its HAR report)."""
-    # 1. a real server: token, one root, the built-in model (no files needed), one CPU worker
+    # 1. a real server: token, one root (fuzz_root), the built-in model, one CPU worker
     token = secrets.token_urlsafe(24)
-    root = work / "root"
-    root.mkdir(parents=True, exist_ok=True)
+    root = fuzz_root(work / "root")
     config = ServeConfig(host="127.0.0.1", port=0, token=token, roots=(root,), data=work / "data", devices=("cpu",))
     har = work / "fuzz.har"
     started = time.perf_counter()

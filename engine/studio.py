@@ -13,6 +13,7 @@ answer lists the problems, each with the shot and field it concerns.
 from __future__ import annotations
 
 import hashlib
+import threading
 import tomllib
 from pathlib import Path
 
@@ -36,6 +37,8 @@ class Studio:
     def __init__(self, server):
         self.server = server
         self.state_dir = server.data / "studio"
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
     # -- paths -----------------------------------------------------------------------------------
     def resolve(self, value: str, *, must_exist: bool = True, kinds: tuple[str, ...] = (".toml",)) -> Path:
@@ -51,9 +54,21 @@ class Studio:
         path = Path(_norm(path if path.is_absolute() else self.server.base / path))
         if path.suffix.lower() not in kinds:
             raise ApiError(400, f"{value!r}: not a {' or '.join(kinds)} file")
-        if must_exist and not path.is_file():
+        try:
+            is_file, is_dir = path.is_file(), path.is_dir()
+        except OSError as err:  # a name the file system cannot hold (too long, ...)
+            raise ApiError(400, f"{value!r}: not a usable file name ({err.strerror or err})") from None
+        if is_dir:
+            raise ApiError(400, f"{value!r} is a folder, not a {' or '.join(kinds)} file")
+        if must_exist and not is_file:
             raise ApiError(404, f"{value!r}: no such file under the server's roots")
         return path
+
+    def lock(self, path: Path) -> threading.Lock:
+        """The project's lock: a save's etag check and its write happen under it (two saves based on one read
+        cannot both pass), as do takes records and picks."""
+        with self._locks_guard:
+            return self._locks.setdefault(str(path), threading.Lock())
 
     def key(self, path: Path) -> str:
         return hashlib.sha256(str(path).encode()).hexdigest()[:16]
@@ -80,7 +95,8 @@ class Studio:
                     return found
                 parts = set(path.relative_to(root).parts)
                 if (path.suffix.lower() in exts and not parts & SKIP_DIRS and path.is_file()
-                        and not path.is_relative_to(self.server.data)):
+                        and not path.is_relative_to(self.server.data)
+                        and self.server.roots.problem("path", path, root) is None):  # no symlink out of the roots
                     found.append(path)
         return found
 
@@ -90,7 +106,7 @@ class Studio:
         for path in self.files((".toml",)):
             try:
                 data = tomllib.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError, UnicodeDecodeError):
+            except (OSError, ValueError, UnicodeDecodeError, RecursionError):  # not a readable spec: not listed
                 continue
             if isinstance(data.get("film"), dict) and isinstance(data.get("shots"), list):
                 title = data["film"].get("title")
@@ -113,27 +129,38 @@ class Studio:
     def save(self, value: str, text: str, etag: str) -> dict:
         """Write `text` if the file is still the one the client read (`etag`); a new file when etag is ''."""
         path = self.resolve(value, must_exist=False)
+        with self.lock(path):
+            self._write_if_unchanged(value, path, text, etag)
+        return self.describe(path, text, etag_of(text.encode("utf-8")))
+
+    def _write_if_unchanged(self, value: str, path: Path, text: str, etag: str) -> None:
+        """The etag check and the write, under the project's lock; a write the file system refuses is a 4xx."""
         if path.is_file():
             current, now = self.read(path)
             if now != etag:
                 raise Conflict(path, current, now)
         elif etag:
             raise ApiError(404, f"{value!r}: no such file under the server's roots")
-        atomic_write_text(path, text)
-        return self.describe(path, text, etag_of(text.encode("utf-8")))
+        try:
+            atomic_write_text(path, text)
+        except OSError as err:  # a parent that is a file, no permission, a full disk: nothing was written
+            raise ApiError(409, f"{value!r} could not be written ({err.strerror or err}) — the file is unchanged"
+                           ) from None
 
     def edit(self, value: str, etag: str, edit: dict) -> dict:
         from reel.engine.studio_ops import StudioEditError, apply_edit
 
         path = self.resolve(value)
-        text, now = self.read(path)
-        if now != etag:
-            raise Conflict(path, text, now)
-        try:
-            new = apply_edit(text, edit)
-        except StudioEditError as err:
-            raise ApiError(400, str(err)) from None
-        return self.save(value, new, etag)
+        with self.lock(path):
+            text, now = self.read(path)
+            if now != etag:
+                raise Conflict(path, text, now)
+            try:
+                new = apply_edit(text, edit)
+            except StudioEditError as err:
+                raise ApiError(400, str(err)) from None
+            self._write_if_unchanged(value, path, new, etag)
+        return self.describe(path, new, etag_of(new.encode("utf-8")))
 
     def check(self, path: Path, text: str, preview: bool = False):
         """(film or None, problems) of the text as a spec at `path` (roots checked, as for a submitted spec)."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Body
 from fastapi.responses import FileResponse, JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from reel.engine.serve_api import media
 from reel.engine.serve_models import ERRORS, JobOut, media_response
@@ -170,15 +169,17 @@ def _film_routes(api: APIRouter, studio: Studio) -> None:
 
     @api.get("/studio/waveform", summary="Peaks of an audio track's file (from ffmpeg's decode)",
              response_model=Waveform)
-    async def wave(path: ProjectPath, track: TrackQ, bins: Bins = 200):
+    def wave(path: ProjectPath, track: TrackQ, bins: Bins = 200):  # sync: FastAPI runs it in its threadpool
+        from reel.engine.spec_paths import spec_path
+
         file = studio.resolve(path)
         tracks = audio_files(studio.read(file)[0])
         if track >= len(tracks) or tracks[track] is None:
             raise ApiError(404, f"no audio track {track} with a file in {file.name}")
-        audio = studio.resolve(str(file.parent / tracks[track]), kinds=AUDIO_EXTS)
+        audio = studio.resolve(str(spec_path(tracks[track], file.parent)), kinds=AUDIO_EXTS)  # `~` as specs do
         try:
-            return await run_in_threadpool(waveform, audio, bins)
-        except WaveformError as err:
+            return waveform(audio, bins)
+        except (WaveformError, OSError) as err:
             raise ApiError(400, str(err)) from None
 
 

@@ -21,7 +21,7 @@ Op = Literal["add_shot", "remove_shot", "move_shot", "set_shot", "add_audio", "r
              "set_audio"]
 ExportKind = Literal["mp4", "otio", "fcp7", "edl"]
 
-ProjectPath = Annotated[str, Query(min_length=1, max_length=1024, pattern=PATH_PATTERN,
+ProjectPath = Annotated[str, Query(min_length=1, max_length=1024, pattern=PATH_PATTERN, examples=["demo.toml"],
                                    description="A film spec under the server's roots (relative: from the first root).")]
 ShotQ = Annotated[str, Query(min_length=1, max_length=64, pattern=SHOT_ID_RE.pattern, description="A shot's id.")]
 TakeCount = Annotated[int, Query(ge=1, le=MAX_TAKES, description="Takes 1..n of the shot.")]

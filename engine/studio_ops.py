@@ -53,7 +53,7 @@ def _aot(doc, key: str):
     if key not in doc:
         doc[key] = tomlkit.aot()
     value = doc[key]
-    if not isinstance(value, list):
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
         raise StudioEditError(f"`{key}` is not a list of [[{key}]] tables — fix it in the text editor")
     return value
 

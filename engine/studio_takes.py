@@ -39,6 +39,8 @@ def _take_spec(text: str, shot_id: str, seed: int) -> str:
     doc = tomlkit.parse(text)
     shot = next(t for t in doc["shots"] if t.get("id") == shot_id)
     shot["seed"] = seed
+    for key in ("transition", "transition_seconds"):  # alone in its spec a crossfade has nothing to fade from;
+        shot.pop(key, None)  # how a shot starts is not part of its clip (nor of its fingerprint)
     shots = tomlkit.aot()
     shots.append(shot)
     doc["shots"] = shots
@@ -60,29 +62,38 @@ def _submit(studio, path: Path, text: str, shot_ids: list[str], title: str, prev
 
 
 def _seed_picked(studio, path: Path, job, preview: bool) -> int:
-    """Copy the project's picked takes (reel's pick put them in the studio's folder, OUT/shots or
-    OUT/preview/shots) into the new film job's render store, clip first, manifest last: their fingerprints match
-    the film's shots, so the job reuses them instead of rendering them again. Returns how many."""
+    """Start the new film job's render store from the project's picked takes (reel's pick put them in the studio's
+    folder, OUT/shots or OUT/preview/shots): their fingerprints match the film's shots, so the job reuses them
+    instead of rendering them again. The files are laid out in a staging folder and renamed into place as the
+    job's `out` in one step; if a worker already began the job there, nothing is seeded and the job renders those
+    shots itself (the same pixels). Returns how many shots were seeded."""
     import os
     import shutil
 
-    from reel.engine.store import atomic_path
-
     sub = "preview" if preview else ""
-    src, dst = studio.out(path) / sub / "shots", studio.server.folder(job.id) / "out" / sub / "shots"
-    count = 0
-    for manifest in sorted(src.glob("*.json")) if src.is_dir() else ():
-        clips = [c for c in src.glob(f"{manifest.stem}.*") if c.suffix in (".mp4", ".mov")]
-        if not clips:
-            continue
-        for source, target in ((clips[0], dst / clips[0].name), (manifest, dst / manifest.name)):
-            with atomic_path(target) as tmp:
+    src = studio.out(path) / sub / "shots"
+    picked = [(m, c[0]) for m in sorted(src.glob("*.json")) if src.is_dir()
+              if (c := [c for c in src.glob(f"{m.stem}.*") if c.suffix in (".mp4", ".mov")])]
+    if not picked:
+        return 0
+    folder = studio.server.folder(job.id)
+    staging = folder / f"out.seeding-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / sub / "shots").mkdir(parents=True)
+    try:
+        for manifest, clip in picked:
+            for source in (clip, manifest):
+                target = staging / sub / "shots" / source.name
                 try:
-                    os.link(source, tmp)
+                    os.link(source, target)
                 except OSError:
-                    shutil.copyfile(source, tmp)
-        count += 1
-    return count
+                    shutil.copyfile(source, target)
+        os.rename(staging, folder / "out")  # atomic; refused once a worker has put anything in `out`
+    except OSError:
+        return 0
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return len(picked)
 
 
 def _valid_film(studio, path: Path, preview: bool):
@@ -105,21 +116,34 @@ def queue_takes(studio, path: Path, shot_id: str, takes: list[int], final: bool)
         raise ApiError(400, f"shot {shot_id} continues {film.shot(shot_id).continue_from}: take that shot instead")
     kind = "final" if final else "preview"
     seeds = take_seeds(film, shot_id, max(takes))
-    record = takes_record(studio, path, shot_id)
-    record["spec"] = str(path)
-    have = {(t["take"], t["kind"]) for t in record["takes"] if t.get("status") not in ("failed", "cancelled")}
-    record["takes"] = [t for t in record["takes"] if (t["take"], t["kind"]) in have]
-    for k in sorted(set(takes)):
-        if (k, kind) in have:
-            continue
-        job = _submit(studio, path, _take_spec(text, shot_id, seeds[k - 1]), [shot_id],
-                      f"{film.title}: {shot_id} take {k}", preview=not final)
-        shots = studio.server.folder(job.id) / "out" / ("preview" if not final else "") / "shots"
-        record["takes"].append({"take": k, "kind": kind, "seed": seeds[k - 1], "job": job.id, "status": job.status,
-                                "video": str(shots / f"{shot_id}.mp4"), "manifest": str(shots / f"{shot_id}.json")})
-    record["takes"].sort(key=lambda t: (t["kind"], t["take"]))
-    atomic_write_json(_takes_file(studio, path, shot_id), record)
+    specs = {k: _take_spec(text, shot_id, seeds[k - 1]) for k in sorted(set(takes))}
+    with studio.lock(path):  # one read-modify-write of takes.json at a time
+        record = takes_record(studio, path, shot_id)
+        record["spec"] = str(path)
+        # a take is kept when it rendered (or is rendering) this very spec; an edited shot gets new takes
+        keep = [t for t in record["takes"] if t.get("status") not in ("failed", "cancelled")
+                and not (t["kind"] == kind and t["take"] in specs and t.get("spec_hash") != _digest(specs[t["take"]]))]
+        todo = [k for k in specs if not any(t["take"] == k and t["kind"] == kind for t in keep)]
+        room = studio.server.config.max_queued - len(studio.server.queue.queued_order())
+        if len(todo) > room:  # all or nothing: no job queued without its record
+            raise ApiError(429, f"the queue has room for {max(room, 0)} more job(s), {len(todo)} take(s) asked — "
+                                "try again later")
+        record["takes"] = keep
+        for k in todo:
+            job = _submit(studio, path, specs[k], [shot_id], f"{film.title}: {shot_id} take {k}", preview=not final)
+            shots = studio.server.folder(job.id) / "out" / ("preview" if not final else "") / "shots"
+            record["takes"].append({"take": k, "kind": kind, "seed": seeds[k - 1], "job": job.id,
+                                    "status": job.status, "spec_hash": _digest(specs[k]),
+                                    "video": str(shots / f"{shot_id}.mp4"), "manifest": str(shots / f"{shot_id}.json")})
+        record["takes"].sort(key=lambda t: (t["kind"], t["take"]))
+        atomic_write_json(_takes_file(studio, path, shot_id), record)
     return record
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def next_take(studio, path: Path, shot_id: str) -> int:
@@ -132,16 +156,17 @@ def pick_take(studio, path: Path, etag: str, shot_id: str, take: int) -> dict:
     from reel.engine.studio_ops import Conflict
     from reel.engine.takes import TakeError, pick
 
-    text, now = studio.read(path)
-    if now != etag:
-        raise Conflict(path, text, now)
-    record = takes_record(studio, path, shot_id)
-    if not any(t["take"] == take and t.get("status") == "completed" for t in record["takes"]):
-        raise ApiError(409, f"take {take} of shot {shot_id} has not finished rendering — pick a completed take")
-    try:
-        return pick(studio.out(path), shot_id, take)
-    except TakeError as err:
-        raise ApiError(400, str(err)) from None
+    with studio.lock(path):  # the etag check and the spec's edit together (a save cannot slip in between)
+        text, now = studio.read(path)
+        if now != etag:
+            raise Conflict(path, text, now)
+        record = takes_record(studio, path, shot_id)
+        if not any(t["take"] == take and t.get("status") == "completed" for t in record["takes"]):
+            raise ApiError(409, f"take {take} of shot {shot_id} has not finished rendering — pick a completed take")
+        try:
+            return pick(studio.out(path), shot_id, take)
+        except TakeError as err:
+            raise ApiError(400, str(err)) from None
 
 
 def queue_film(studio, path: Path, preview: bool):

@@ -33,7 +33,10 @@ def _cached(path: str, _size: int, _mtime: int, bins: int) -> dict:
 
     cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-i", path, "-t", str(MAX_SECONDS), "-vn", "-ac", "1",
            "-ar", str(RATE), "-f", "s16le", "-"]
-    proc = subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+    except subprocess.TimeoutExpired:
+        raise WaveformError(f"{Path(path).name}: decoding took over 120 s — is it really an audio file?") from None
     if proc.returncode != 0:
         reason = proc.stderr.decode(errors="replace")[-300:]
         raise WaveformError(f"{Path(path).name}: not decodable as audio ({reason})")

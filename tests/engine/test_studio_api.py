@@ -142,3 +142,50 @@ def test_a_picked_final_take_is_reused_by_the_studio_film(studio):
     assert job["status"] == "completed", job
     shots = job["progress"]["shots"]
     assert shots["rise"]["status"] == "reused" and shots["opening"]["status"] == "done", shots
+
+
+def test_hostile_files_under_the_root_get_4xx_never_500(studio, tmp_path):
+    """What the final review found: long names, a folder named like a spec, a spec nested too deep, a symlink out."""
+    api, spec = studio
+    root = spec.parent
+    (root / "folder.toml").mkdir()
+    (root / "deep.toml").write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    outside = tmp_path / "outside.toml"
+    outside.write_text('[film]\ntitle = "secret"\n[[shots]]\nid = "a"\nprompt = "x"\n')
+    (root / "link.toml").symlink_to(outside)
+    status, listing = call(api + "projects")
+    assert status == 200 and {p["name"] for p in listing["projects"]} == {"demo.toml"}  # no link, no deep, no dir
+    long = "a" * 300 + ".toml"
+    assert call(api + f"project?path={long}")[0] == 400
+    assert call(api + f"project?path={long}", "PUT", {"text": "x", "etag": ""})[0] == 400
+    status, body = call(api + "project?path=folder.toml", "PUT", {"text": "x", "etag": ""})
+    assert status == 400 and "is a folder" in body["error"]
+    status, body = call(api + "project?path=demo.toml/inner.toml", "PUT", {"text": "x", "etag": ""})
+    assert status in (403, 409) and spec.is_file()
+
+
+def test_crossfade_shots_get_takes_and_edits_need_tables(studio):
+    from reel.engine.studio_takes import _take_spec
+
+    api, spec = studio
+    text = spec.read_text().replace('id = "rise"', 'id = "rise"\ntransition = "crossfade"\ntransition_seconds = 0.5')
+    taken = _take_spec(text, "rise", 5)
+    assert "crossfade" not in taken and "seed = 5" in taken  # alone in its spec a shot cannot fade in
+    spec.write_text('shots = [1, 2]\n[film]\ntitle = "t"\n')
+    status, project = call(api + "project?path=demo.toml")
+    status, body = call(api + "edit?path=demo.toml", "POST", {"etag": project["etag"], "op": "remove_shot",
+                                                              "shot": "a"})
+    assert status == 400 and "not a list of [[shots]] tables" in body["error"]
+
+
+def test_takes_of_an_edited_shot_are_queued_again(studio):
+    api, spec = studio
+    status, first = call(api + "takes?path=demo.toml&shot=rise&n=1", "POST")
+    status, same = call(api + "takes?path=demo.toml&shot=rise&n=1", "POST")
+    assert same["takes"][0]["job"] == first["takes"][0]["job"]  # the same spec: nothing new
+    status, project = call(api + "project?path=demo.toml")
+    status, _ = call(api + "edit?path=demo.toml", "POST", {"etag": project["etag"], "op": "set_shot", "shot": "rise",
+                                                           "field": "prompt", "value": "a red star moving down"})
+    assert status == 200
+    status, again = call(api + "takes?path=demo.toml&shot=rise&n=1", "POST")
+    assert status == 200 and again["takes"][0]["job"] != first["takes"][0]["job"]  # the edited shot: a new take
