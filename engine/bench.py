@@ -142,6 +142,24 @@ def _drop(runners: dict, skipped: dict, name: str, why: str, say) -> None:
         torch.cuda.empty_cache()
 
 
+def _first_frame(folder: Path, setting: BenchSetting, work: Path) -> dict:
+    """For an image-to-video-only model (Wan I2V, ...): {"image": a first frame both sides start from} — a smooth
+    colour gradient at the shot's size, written to OUT/work; {} for models that take text alone."""
+    import numpy as np
+    from PIL import Image
+
+    from reel.models.registry import resolve_model
+
+    model = resolve_model(str(folder))
+    if not (model.takes_image and model.pipeline in model.family.image_pipelines):
+        return {}
+    w, h = setting.width or model.defaults.get("width", 64), setting.height or model.defaults.get("height", 64)
+    y, x = np.mgrid[0:h, 0:w]
+    rgb = np.stack([255 * x / max(w - 1, 1), 255 * y / max(h - 1, 1), np.full((h, w), 96.0)], axis=-1)  # (H, W, 3)
+    Image.fromarray(rgb.astype(np.uint8)).save(work / "first.png")
+    return {"image": "first.png"}
+
+
 def _start_runners(setting, paths: list[BenchPath], folder: Path, device, work: Path, clock: _Clock, say):
     """{name: runner} for diffusers and every path that can run here, {path: why not} for the rest, and each
     runner's warm-up Run (its first shot: compile and autotuning land there). A side that fails is dropped with its
@@ -149,6 +167,7 @@ def _start_runners(setting, paths: list[BenchPath], folder: Path, device, work: 
     from reel.engine.bench_runners import DiffusersRunner, ReelRunner
 
     shot, film = _shot_and_film(setting)
+    shot |= _first_frame(folder, setting, work)
     runners, skipped, first = {}, {}, {}
     for path in paths:
         try:

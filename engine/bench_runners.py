@@ -138,6 +138,10 @@ class DiffusersRunner:
                            num_inference_steps=job.steps, guidance_scale=job.guidance,
                            max_sequence_length=job.max_sequence_length, output_type="np",
                            **family.pipeline_kwargs(components, negative_prompt=job.negative_prompt, fps=job.fps))
+        if job.image:  # image-to-video: the same first frame reel starts from
+            from PIL import Image
+
+            self.kwargs["image"] = Image.open(job.image).convert("RGB")
         self._loop_start = self._loop_end = 0.0
         self.pipe.transformer.register_forward_pre_hook(self._first_forward)
 

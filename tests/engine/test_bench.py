@@ -137,3 +137,12 @@ def test_a_spent_time_budget_reports_every_side_as_not_run(tiny_model, tmp_path)
     assert result.exit_code == 2
     assert "no reel path finished" in result.output and "time budget" in result.output
     assert not (out / "bench.json").exists() and not (out / "work").exists()
+
+
+def test_bench_an_image_to_video_config_starts_both_sides_from_one_first_frame(tmp_path):
+    out = tmp_path / "b"
+    result = bench("wan2.1-i2v-14b", *TINY, "--shrink", "--width", "64", "--height", "64", "--frames", "5",
+                   "--paths", "default", "--out", str(out), "--quiet")
+    assert result.exit_code == 0, result.output
+    res = json.loads((out / "bench.json").read_text())
+    assert res["sides"]["default"]["psnr_db"] >= 40  # the same image, weights and seed on both sides
