@@ -144,7 +144,7 @@ class Studio:
         try:
             atomic_write_text(path, text)
         except OSError as err:  # a parent that is a file, no permission, a full disk: nothing was written
-            raise ApiError(409, f"{value!r} could not be written ({err.strerror or err}) — the file is unchanged"
+            raise ApiError(400, f"{value!r} could not be written ({err.strerror or err}) — the file is unchanged"
                            ) from None
 
     def edit(self, value: str, etag: str, edit: dict) -> dict:

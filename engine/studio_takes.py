@@ -162,7 +162,7 @@ def pick_take(studio, path: Path, etag: str, shot_id: str, take: int) -> dict:
             raise Conflict(path, text, now)
         record = takes_record(studio, path, shot_id)
         if not any(t["take"] == take and t.get("status") == "completed" for t in record["takes"]):
-            raise ApiError(409, f"take {take} of shot {shot_id} has not finished rendering — pick a completed take")
+            raise ApiError(400, f"take {take} of shot {shot_id} has not finished rendering — pick a completed take")
         try:
             return pick(studio.out(path), shot_id, take)
         except TakeError as err:
