@@ -326,6 +326,7 @@ class Worker(threading.Thread):
         self.cancelled: set[int] = set()  # cancellations asked in this process (the database has them too)
         self.current: int | None = None
         self._engine = None
+        self.warm_with: Callable[[], object] | None = None  # a plan to load while idle (Server.warm), newest wins
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -336,6 +337,9 @@ class Worker(threading.Thread):
                 log.error("worker %s could not read the queue: %s", self.device, err)
                 job = None
             if job is None:
+                if self.warm_with is not None:
+                    self.warm()
+                    continue
                 self.wake.wait(0.5)
                 continue
             self.current = job.id
@@ -343,6 +347,20 @@ class Worker(threading.Thread):
                 self.run_job(job)
             finally:
                 self.current = None
+
+    def warm(self) -> None:
+        """Load what the plan of `warm_with` needs (model, LoRAs, decoders: Engine.prepare) while no job waits,
+        so the next job of that project starts rendering at once. Best effort: a plan that fails is left for
+        its job to report."""
+        make, self.warm_with = self.warm_with, None
+        try:
+            plan = make()
+            engine = self.engine()
+            t0 = time.monotonic()
+            engine.prepare(plan)  # a job's render() prepares its own plan again: files may have changed
+            log.info("worker %s warmed %s in %.1f s", self.device, plan.film.model.name, time.monotonic() - t0)
+        except Exception as err:  # noqa: BLE001 - the job that needs this plan reports the problem
+            log.info("worker %s could not warm a model: %s", self.device, err)
 
     def engine(self):
         if self._engine is None:

@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -196,6 +197,13 @@ class Server:
             raise SpecError(source, [("speed.attention", f"{film.speed.attention!r}: unknown backend — use auto or "
                                                          f"one of {', '.join(BACKENDS)}")])
         return build_plan(film, preview=preview)
+
+    def warm(self, make_plan: Callable) -> None:
+        """Ask idle workers to load what `make_plan()` (a RenderPlan) needs before its first job arrives: the
+        studio calls this when a project opens, so its first preview does not wait for the model to load."""
+        for worker in self.workers:
+            worker.warm_with = make_plan
+        self.wake.set()
 
     def plan_for(self, job: Job):
         """A worker's view: the job's spec checked again (files may have changed since it was queued)."""

@@ -122,9 +122,13 @@ class Studio:
             raise ApiError(400, f"{path.name} is not UTF-8 text") from None
 
     def open(self, value: str) -> dict:
+        """The project, and idle workers start loading its model so the first preview starts at once."""
         path = self.resolve(value)
         text, etag = self.read(path)
-        return self.describe(path, text, etag)
+        project = self.describe(path, text, etag)
+        if project["valid"]:
+            self.server.warm(lambda: self.server.plan(tomllib.loads(text), "toml", path.parent, preview=True))
+        return project
 
     def save(self, value: str, text: str, etag: str) -> dict:
         """Write `text` if the file is still the one the client read (`etag`); a new file when etag is ''."""

@@ -27,6 +27,8 @@ from reel.models.cogvideox_samplers import ddim, dpm
 from reel.models.samplers import Sampler
 from reel.models.single_file import load_transformer
 from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
+from reel.models.common import decode_audio as decode_audio  # no sound (registry audio off)
+from reel.models.common import render_long as render_long  # no long-shot scheme (registry long_shots "")
 
 SCHEDULERS = ("default", "ddim", "dpm")  # "default": the folder's own (CogVideoXDDIMScheduler or ...DPMScheduler)
 OFS = 2.0  # CogVideoX 1.5 I2V's ofs embedding input, as the pipeline sets it

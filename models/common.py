@@ -94,3 +94,17 @@ def cpu_bf16_fast(device: torch.device) -> bool:
 def meta_tensor(*shape: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """A tensor with a shape and no data (the meta device): the estimator's model inputs."""
     return torch.empty(shape, device="meta", dtype=dtype)
+
+
+def decode_audio(components, latents: torch.Tensor, *, seeds: list[int] | None = None) -> tuple[torch.Tensor, int]:
+    """The family contract's decode_audio for families without sound (registry `audio` off)."""
+    raise ValueError(f"{type(components).__name__[:-len('Components')] or 'this'} models make no sound track: "
+                     "only a family with the registry's audio flag (LTX-2) decodes audio")
+
+
+def render_long(components, denoiser, *, frames: int, height: int, width: int, window: int, overlap: int, steps: int,
+                shift: float, seed: int, scheduler: str, image: dict | None = None, on_step=None):
+    """The family contract's render_long for families without a long-shot scheme (registry `long_shots` "")."""
+    raise ValueError(f"{type(components).__name__[:-len('Components')] or 'this'} models have no long-shot scheme: "
+                     "only a family with the registry's long_shots flag (SkyReels-V2 diffusion forcing) renders "
+                     "shots longer than its window")

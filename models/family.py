@@ -12,6 +12,9 @@ on its registry entry (models/registry.py `Family`, torch-free, so the spec chec
     cpu_bf16_preview preview denoising may run under bf16 autocast on such a CPU
     fused_kernels    kernels/wan_fused.py covers its transformer
     cpu_fast_paths   kernels/channel_norm.py and wan_cpu.py cover its VAE norms and self-attention rotary
+    audio            the model makes a sound track with the picture (decode_audio; LTX-2)
+    long_shots       "diffusion-forcing": shots longer than its window render in overlapping chunks (render_long;
+                     SkyReels-V2 DF); "" refuses them. long_window / long_overlap are its frames per chunk / overlap
 
 A function behind a flag that is off raises ValueError saying so. tests/models/test_family_contract.py
 checks every registered family's module against this Protocol and its flags (vLLM's model interfaces).
@@ -109,6 +112,21 @@ class FamilyModule(Protocol):
     def meta_inputs(self, config: dict, *, batch: int, latent: tuple[int, int, int], text_len: int,
                     expand_timesteps: bool = False) -> dict:
         """The transformer's forward kwargs on the meta device, for the estimator (engine/estimate_meta.py)."""
+
+    def decode_audio(self, components: Components, latents: torch.Tensor, *,
+                     seeds: list[int] | None = None) -> tuple[torch.Tensor, int]:
+        """Each shot's sound from the latents the sampler returned (the same ones decode_stream reads the picture
+        from): ((B, channels, samples) float32 in [-1, 1] on the CPU, sample rate). Only with the `audio` flag."""
+
+    def render_long(self, components: Components, denoiser, *, frames: int, height: int, width: int, window: int,
+                    overlap: int, steps: int, shift: float, seed: int, scheduler: str, image: dict | None = None,
+                    on_step=None) -> Iterator[torch.Tensor]:
+        """A shot of `frames` frames, more than the model's `window`: chunks of at most `window` frames, each one
+        continuing from the last `overlap` frames of the one before (diffusion forcing). `denoiser(x, t, i)` is
+        the engine's guided model call (CFG, LoRA schedules); t is (B,) or per latent frame (B, F). Yields the
+        shot's pixel chunks (1, 3, f, H, W) in [0, 1] in order, `frames` in all, holding one window's latents and
+        pixels at a time (memory flat in `frames`). `on_step(chunk, i, t, x)` after each step of each chunk, t a
+        Python float. Only with the `long_shots` flag."""
 
     def pipeline_kwargs(self, components: Components, *, negative_prompt: str, fps: int) -> dict:
         """What the family's diffusers pipeline takes besides prompt, size, frames, steps, guidance, text length and

@@ -33,6 +33,8 @@ from reel.models.common import (
 from reel.models.samplers import Sampler, consistency, diffusers_schedule, euler, unipc
 from reel.models.single_file import load_transformer
 from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
+from reel.models.common import decode_audio as decode_audio  # no sound (registry audio off)
+from reel.models.common import render_long as render_long  # no long-shot scheme (registry long_shots "")
 
 CLIP_LENGTH = 77  # the pipeline always pads CLIP prompts to 77 tokens
 HIDDEN_LAYERS_TO_SKIP = 2  # prompt embeddings are hidden_states[-(2 + 1)] of the Llama encoder

@@ -51,6 +51,8 @@ from reel.models.common import (
 from reel.models.samplers import Sampler, consistency, diffusers_schedule, euler, keep_first_frame, unipc
 from reel.models.single_file import load_transformer
 from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
+from reel.models.common import decode_audio as decode_audio  # no sound (registry audio off)
+from reel.models.common import render_long as render_long  # no long-shot scheme (registry long_shots "")
 
 IMAGE_PIPELINES = ("LTXImageToVideoPipeline",)  # folders whose every shot starts from an image
 

@@ -196,6 +196,10 @@ class Family:
     # frames or max_sequence_length. Torch-free: read from the configs, checked by the spec.
     limits: Callable[..., list[tuple[str, str]]] = _no_limits
     schedulers: tuple[str, ...] = ("default", "unipc", "euler")  # the spec's `scheduler` values it runs
+    audio: bool = False  # generates a sound track with the picture (decode_audio)
+    long_shots: str = ""  # "diffusion-forcing": shots over long_window frames render in chunks (render_long)
+    long_window: int = 0  # frames per chunk of a long shot (a folder's reel.json "window_frames" overrides)
+    long_overlap: int = 0  # frames each chunk repeats of the one before ("overlap_frames" in reel.json)
     default_scheduler_classes: tuple[str, ...] = ()  # "default" needs the folder's scheduler to be one of these
 
 

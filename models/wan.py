@@ -29,6 +29,8 @@ from reel.models.samplers import (Sampler, consistency, consistency_sigmas, diff
 from reel.models.single_file import load_transformer
 from reel.models.common import cpu_bf16_fast as cpu_bf16_fast  # the family contract's, shared
 from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
+from reel.models.common import decode_audio as decode_audio  # no sound (registry audio off)
+from reel.models.common import render_long as render_long  # no long-shot scheme (registry long_shots "")
 
 
 

@@ -4,6 +4,7 @@ beyond one preview take; the page test renders the film)."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -104,6 +105,28 @@ def test_takes_render_through_the_queue_and_pick(studio):
     assert rise["status"] == "preview" and rise["thumbnail"].endswith("/frame.png")
     status, picked = call(api + "pick?path=demo.toml", "POST", {"etag": project["etag"], "shot": "rise", "take": 3})
     assert status == 200 and f"seed = {record['takes'][2]['seed']}" in spec.read_text()
+
+
+def test_opening_a_project_loads_its_model_before_the_first_preview(studio, caplog):
+    """The idle worker loads the opened project's model (Engine.prepare of its preview plan), so the first
+    preview's job finds it loaded: its progress never says "loading"."""
+    api, _ = studio
+    caplog.set_level(logging.INFO, logger="reel.serve")
+    assert call(api + "project?path=demo.toml")[0] == 200
+    for _ in range(240):
+        if any("warmed shapes" in r.getMessage() for r in caplog.records):
+            break
+        time.sleep(0.25)
+    assert any("worker cpu warmed shapes" in r.getMessage() for r in caplog.records)
+    status, record = call(api + "takes?path=demo.toml&shot=opening&n=1", "POST")
+    job, messages = record["takes"][0]["job"], set()
+    for _ in range(600):
+        status, state = call(api.removesuffix("studio/") + f"jobs/{job}")
+        messages.add(state["progress"].get("message", ""))
+        if state["status"] in ("completed", "failed"):
+            break
+        time.sleep(0.05)
+    assert state["status"] == "completed" and not any(m.startswith("loading") for m in messages), messages
 
 
 @pytest.mark.parametrize("path", ["~nouser/x.toml", "~nouser.toml", "~\u00fd\u00de\u0089"])

@@ -47,14 +47,15 @@ def test_flags_are_well_formed(name):
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory, tiny_model) -> dict[str, object]:
-    """{family: (module, components)} from a tiny random folder of each family."""
-    from tests.models.test_cogvideox import build_tiny_cogvideox
-    from tests.models.test_hunyuan import build_tiny_hunyuan
-    from tests.models.test_ltx import build_tiny_ltx
+    """{family: (module, components)} from a tiny random folder of each family: Wan's is the suite's tiny model,
+    every other family's comes from `build_tiny_NAME(path)` in tests/models/test_NAME.py."""
+    import importlib
 
     root = tmp_path_factory.mktemp("contract")
-    folders = {"wan": tiny_model, "ltx": build_tiny_ltx(root / "ltx"), "cogvideox": build_tiny_cogvideox(root / "cog"),
-               "hunyuan": build_tiny_hunyuan(root / "hunyuan")}
+    folders = {"wan": tiny_model}
+    for name in sorted(set(FAMILIES) - {"wan"}):
+        builder = getattr(importlib.import_module(f"tests.models.test_{name}"), f"build_tiny_{name}")
+        folders[name] = builder(root / name)
     assert set(folders) == set(FAMILIES)
     out = {}
     for name, folder in folders.items():
@@ -98,6 +99,19 @@ def test_components_and_flags_hold_for_a_loaded_model(name, loaded):
     if not family.image_pipelines:
         with pytest.raises(ValueError, match="text-to-video only"):
             module.image_condition(comps, np.zeros((32, 32, 3), np.uint8), 9, 32, 32)
+    if family.audio:
+        wave, rate = module.decode_audio(comps, noise, seeds=[3])
+        assert wave.ndim == 3 and wave.shape[0] == 1 and wave.dtype == torch.float32 and rate > 0
+    else:
+        with pytest.raises(ValueError, match="make no sound track"):
+            module.decode_audio(comps, noise, seeds=[3])
+    assert family.long_shots in ("", "diffusion-forcing")
+    if family.long_shots:
+        assert 1 <= family.long_overlap < family.long_window
+    else:
+        with pytest.raises(ValueError, match="no long-shot scheme"):
+            next(iter(module.render_long(comps, None, frames=33, height=32, width=32, window=17, overlap=5, steps=2,
+                                         shift=1.0, seed=3, scheduler="default")))
 
 
 ASKS_THE_FAMILY = ("engine/runtime.py", "engine/accel.py", "engine/spec.py", "engine/estimate.py",
