@@ -34,11 +34,13 @@ test: $(STAMP) browser lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# The web-page test drives Debian's chromium (Playwright never downloads a browser here).
+# The web-page tests drive Debian's chromium (through Playwright, which never downloads a browser here) and
+# Debian's firefox-esr (over WebDriver BiDi: tests/engine/firefox_page.py).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-		else echo "chromium is not installed and cannot be installed here: the browser test will be skipped"; fi; }
+	@{ command -v chromium && command -v firefox-esr; } >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ] && \
+		command -v apt-get >/dev/null; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium firefox-esr >/dev/null; \
+		else echo "chromium or firefox-esr is missing and cannot be installed here: its browser tests will be skipped"; fi; }
 
 setup: $(STAMP)
 

@@ -1,7 +1,8 @@
 """The studio page in a real headless Chromium (Debian's /usr/bin/chromium through Playwright): open the demo
 project, reorder shots by keyboard and by drag, edit a prompt, render three preview takes and pick the second,
 add an audio track, render the film, export OTIO; then the spec file, the outputs and the film's duration, and the
-refusals (a conflicting save, a missing token, a path outside --root). Under CI a missing browser fails.
+refusals (a conflicting save, a missing token, a path outside --root). The same steps run in Debian's Firefox
+ESR over WebDriver BiDi (tests/engine/firefox_page.py), with the token login. Under CI a missing browser fails.
 
 Screenshots of each view go to tmp_path, and to REEL_SCREENSHOTS=DIR when set (docs/studio/ in the repository).
 """
@@ -68,6 +69,17 @@ def takes_steps(page) -> None:
 
 def timeline_steps(page, tmp_path: Path) -> Path:
     """Add the WAV as a track (its waveform drawn from the server's peaks), render the film, export OTIO."""
+    film_steps(page)
+    with page.expect_download() as download:
+        page.click("a.export.otio")
+    target = tmp_path / download.value.suggested_filename
+    download.value.save_as(target)
+    return target
+
+
+def film_steps(page) -> None:
+    """Add the WAV as a track with a volume (its waveform drawn from the server's peaks), render the film and
+    wait until the page's player has it."""
     page.click('nav button[data-view="timeline"]')
     page.select_option("#audio-file", label="music.wav")
     page.click("#add-audio")
@@ -79,11 +91,6 @@ def timeline_steps(page, tmp_path: Path) -> Path:
     page.click("#render-film")
     page.wait_for_function("() => { const v = document.querySelector('#film');"
                            " return !v.hidden && v.readyState >= 1 && v.duration > 0; }", timeout=300_000)
-    with page.expect_download() as download:
-        page.click("a.export.otio")
-    target = tmp_path / download.value.suggested_filename
-    download.value.save_as(target)
-    return target
 
 
 def test_studio_page_end_to_end(tmp_path):
@@ -171,3 +178,45 @@ def test_studio_refuses_without_token_and_outside_root(tmp_path):
             page.wait_for_function("() => document.querySelector('#state').textContent.includes('outside the folders')")
         finally:
             browser.close()
+
+
+def test_studio_page_in_firefox(tmp_path):
+    """The same steps in Debian's Firefox ESR over WebDriver BiDi (tests/engine/firefox_page.py): storyboard
+    (keyboard and drag reorder, a prompt typed in place), three preview takes played and take 2 picked, an audio
+    track, the film rendered and played, its OTIO export fetched, each view screenshotted."""
+    from firefox_page import firefox_page, firefox_or_skip
+
+    firefox_or_skip()
+    spec = demo_root(tmp_path / "root")
+    config = ServeConfig(port=0, roots=(spec.parent,), data=tmp_path / "data", devices=("cpu",), token=TOKEN)
+    with serving_in_thread(config) as url, firefox_page(tmp_path / "profile") as page:
+        page.goto(url + "studio")
+        page.wait_for_selector("#login", state="visible")  # no token yet: the page asks for it
+        page.fill("#token", TOKEN)
+        page.click("#login button")
+        page.wait_for_selector('#cards .card[data-shot="opening"]', timeout=30_000)
+        page.goto(url + "studio?project=demo.toml")
+        storyboard_steps(page, spec)
+        snap(page, tmp_path, "firefox-storyboard")
+        takes_steps(page)
+        snap(page, tmp_path, "firefox-takes")
+        film_steps(page)
+        snap(page, tmp_path, "firefox-timeline")
+        page_duration = page.evaluate("() => document.querySelector('#film').duration")
+        otio = page.evaluate("async () => { const a = document.querySelector('a.export.otio');"
+                             " const r = await fetch(a.href); return [r.status, await r.text()]; }")
+        page.click('nav button[data-view="characters"]')
+        snap(page, tmp_path, "firefox-characters")
+        labels = page.evaluate("() => [...document.querySelectorAll('button, input, select, textarea')]"
+                               ".filter((e) => e.offsetParent !== null && !(e.labels && e.labels.length)"
+                               " && !e.getAttribute('aria-label') && !e.textContent.trim()).map((e) => e.outerHTML)")
+    assert labels == []  # every visible control has an accessible name
+    data = tomllib.loads(spec.read_text())
+    assert [s["id"] for s in data["shots"]] == ["rise", "opening", "fall", "crossing", "chase", "closing"]
+    assert data["shots"][1]["prompt"] == "a red square moving left on a black background"
+    chase = next(s for s in data["shots"] if s["id"] == "chase")
+    assert chase["seed"] == stable_seed(stable_seed(2026, "chase"), "take-2")
+    assert data["audio"] == [{"file": "music.wav", "at": 0.0, "volume": 0.5}]
+    films = sorted((tmp_path / "data" / "jobs").glob("*/out/film.mp4"))
+    assert films and abs(duration_of(films[-1]) - 6.75) < 0.2 and abs(page_duration - 6.75) < 0.2
+    assert otio[0] == 200 and json.loads(otio[1])["OTIO_SCHEMA"].startswith("Timeline") and "chase" in otio[1]
