@@ -223,6 +223,14 @@ def validate(spec: Path = typer.Argument(..., help="The film spec (TOML)."),
         _fail(str(err))
     typer.echo(f"{spec}: ok — {len(plan.jobs)} shot(s), model {film.model.name} ({film.model.family.name}), "
                f"{film.width}x{film.height}, {film.frames} frames at {film.fps} fps, {film.steps} steps")
+    for job in plan.jobs:
+        if job.window:
+            from reel.models.long_shots import describe
+
+            typer.echo(f"shot {job.shot_id}: {job.frames} frames, longer than the model's window — "
+                       f"{describe(job.frames, job.window, job.overlap, film.model.temporal_factor)}")
+        if job.audio:
+            typer.echo(f"shot {job.shot_id}: with the model's own sound (volume {job.audio_volume:g} in the film)")
     for name in film.unused_characters:
         typer.echo(f"note: characters.{name} is defined but no shot casts it (write {{{name}}} in a prompt)")
 

@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from reel.engine.cast import cast_prompt
+from reel.models.long_shots import long_window
 from reel.engine.spec import Film
 
 SEED_BITS = 63
@@ -43,6 +44,8 @@ class BatchKey:
     step_cache: float | None = None
     cfg_skip_last: float = 0.0
     image: bool = False  # image-conditioned shots run apart from text-only ones
+    long: tuple = ()  # a long shot in chunks: (shot id, window, overlap) — it runs alone
+    audio: bool = False  # shots whose sound is decoded run apart from those without
 
 
 @dataclass(frozen=True)
@@ -78,12 +81,17 @@ class ShotJob:
     image: str | None = None  # image-to-video: first-frame image file
     continue_from: str | None = None  # image-to-video: the shot whose last frame starts this one
     depth: int = 0  # length of the continue_from chain before this shot (renders after its sources)
+    window: int = 0  # a long shot: frames per chunk (0: one pass), models/long_shots.py
+    overlap: int = 0  # a long shot: frames each chunk repeats of the one before
+    audio: bool = False  # the model's own sound is decoded and kept beside the clip (LTX-2 finals)
+    audio_volume: float = 1.0  # that sound's level in the film's mix (not a pixel input: not fingerprinted)
 
     @property
     def batch_key(self) -> BatchKey:
         return BatchKey(self.model_path, tuple((a[0], a[2]) for a in self.adapters), self.width, self.height,
                         self.frames, self.steps, self.guidance, self.shift, self.scheduler, self.step_cache,
-                        self.cfg_skip_last, bool(self.image or self.continue_from))
+                        self.cfg_skip_last, bool(self.image or self.continue_from),
+                        (self.shot_id, self.window, self.overlap) if self.window else (), self.audio)
 
     def fingerprint(self, weights_hash: str, lora_hashes: dict | None = None, inputs: dict | None = None) -> str:
         """Hash of every input that decides the shot's pixels (the render store skips on a match).
@@ -94,8 +102,11 @@ class ShotJob:
         # left out: what does not decide pixels (index, seed_source, depth), and paths whose content is hashed
         # instead (model_path -> weights_hash, adapters -> lora_hashes, image and preview_decoder -> inputs)
         for not_pixels_or_hashed in ("index", "model_path", "seed_source", "adapters", "depth", "image",
-                                     "preview_decoder"):
+                                     "preview_decoder", "audio_volume"):
             fields.pop(not_pixels_or_hashed)
+        for added_later in ("window", "overlap", "audio"):  # at their defaults, fingerprints stay as they were
+            if not fields[added_later]:
+                fields.pop(added_later)
         fields["weights_hash"] = weights_hash
         fields["inputs"] = inputs or {}
         fields["adapters"] = [[name, (lora_hashes or {}).get(path, path), weight]
@@ -148,6 +159,7 @@ def preview_job(film: Film, job: ShotJob) -> ShotJob:
                         "to a few-step LoRA (e.g. a lightx2v or CausVid LoRA with preview_scheduler = \"unipc\"), "
                         "or distill one with `reel distill-preview`")
     return replace(job, steps=p.steps, guidance=p.guidance, scheduler=p.scheduler, shift=p.shift, preview=True,
+                   audio=False,  # previews skip the model's sound
                    adapters=job.adapters + (("preview", str(p.lora), 1.0),), upscale=None,
                    preview_decoder=str(p.decoder) if p.decoder else None,
                    codec="h264-draft" if job.codec == "h264" else job.codec)  # drafts: x264 ultrafast, same CRF
@@ -156,6 +168,10 @@ def preview_job(film: Film, job: ShotJob) -> ShotJob:
 def resolve_job(film: Film, index: int) -> ShotJob:
     shot = film.shots[index]
     seed, seed_source = shot_seed(film, index)
+    frames = shot.frames if shot.frames is not None else film.frames
+    window, overlap = long_window(film.model)
+    if frames <= window:
+        window = overlap = 0  # fits one window: one pass
     cast = {name: film.characters[name] for name in shot.characters}
     adapters = tuple((adapter, str(path), c.weight) for c in cast.values() for adapter, path in c.adapters())
     return ShotJob(
@@ -167,7 +183,7 @@ def resolve_job(film: Film, index: int) -> ShotJob:
         seed_source=seed_source,
         width=film.width,
         height=film.height,
-        frames=shot.frames if shot.frames is not None else film.frames,
+        frames=frames,
         fps=film.fps,
         steps=shot.steps if shot.steps is not None else film.steps,
         guidance=shot.guidance if shot.guidance is not None else film.guidance,
@@ -186,6 +202,10 @@ def resolve_job(film: Film, index: int) -> ShotJob:
         image=shot.image,
         continue_from=shot.continue_from,
         depth=_depth(film, index),
+        window=window,
+        overlap=overlap,
+        audio=film.model.family.audio and shot.audio is not False,
+        audio_volume=shot.audio_volume if shot.audio_volume is not None else 1.0,
     )
 
 

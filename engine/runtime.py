@@ -13,6 +13,7 @@ import hashlib
 import json
 import platform
 import time
+import wave
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,13 +34,15 @@ from reel.engine.post.export import export_timeline
 from reel.engine.post.storyboard import preview_sheets
 from reel.engine.post.probe import check_audio
 from reel.engine.post.encode import VideoWriter, get_codec, pick_encoder
-from reel.engine.post.timeline import Timeline, place_audio, place_clips
+from reel.engine.post.timeline import AudioPlacement, Timeline, place_audio, place_clips
 from reel.engine.post.watermark import Watermark
 from reel.engine.progress import RenderProgress
-from reel.engine.sampling import cat_cond, guided, sample, with_step_hook
+from reel.engine.shot_audio import write_wav
+from reel.engine.sampling import StepState, cat_cond, guided, sample, with_step_hook
 from reel.engine.store import RenderStore, atomic_write_json, interrupts_deferred, read_json
 from reel.models.common import cpu_bf16_fast
 from reel.models.family import family_module
+from reel.models.long_shots import chunks as long_chunks
 from reel.models.registry import ModelInfo
 
 MANIFEST_VERSION = 1
@@ -409,16 +412,24 @@ class Engine:
             store.shot_manifest(j.shot_id).unlink(missing_ok=True)
         writers = []
         try:
-            with interrupts_deferred():  # every started encoder is in `writers`, so an interrupt stops them all
-                for j in jobs:
-                    writers.append(VideoWriter(store.shot_video(j.shot_id), j.width * scale, j.height * scale,
-                                               j.fps, codec=j.codec,
-                                               metadata=provenance(j.shot_id, j.model_name, j.seed)))
+            if not first.audio:  # a shot with its own sound starts its encoder once the sound is decoded
+                self._start_writers(writers, jobs, store, scale)
             return self._render_batch_into(writers, upscaler, family, comps, plan, jobs, store, whash, lhash, t0)
         except BaseException:
             for writer in writers:
                 writer.abort()
             raise
+
+    @staticmethod
+    def _start_writers(writers: list, jobs: tuple[ShotJob, ...], store: RenderStore, scale: int,
+                       audio: bool = False) -> None:
+        """One encoder per shot into `writers` (the caller aborts them all on failure); `audio`: each takes the
+        shot's WAV (store.shot_audio) as its sound."""
+        with interrupts_deferred():  # every started encoder is in `writers`, so an interrupt stops them all
+            for j in jobs:
+                writers.append(VideoWriter(store.shot_video(j.shot_id), j.width * scale, j.height * scale,
+                                           j.fps, codec=j.codec, metadata=provenance(j.shot_id, j.model_name, j.seed),
+                                           audio_from=store.shot_audio(j.shot_id) if audio else None))
 
     def _preview_bf16(self, model: ModelInfo, job: ShotJob) -> bool:
         """Previews are drafts: on a CPU with native bf16 the transformer runs under bf16 autocast for families
@@ -434,14 +445,23 @@ class Engine:
         # 1. text embeddings (cached per unique prompt)
         cond, uncond = self._text_conditioning(family, comps, model, jobs)
         t1 = time.perf_counter()
-        # 2. noise from each shot's own CPU generator (+ the first frame of image-to-video shots)
-        noise, shape, cond, uncond, image_cond = self._start_latents(family, comps, jobs, store, cond, uncond)
-        # 3. denoise, with this batch's adapters (every adapter off for shots without characters)
-        latents = self._denoise(family, comps, model, jobs, noise, shape, cond, uncond, image_cond)
-        t2 = time.perf_counter()
-        # 4. decode latent frame by latent frame, streamed into the shots' encoders
-        self._decode_into(family, comps, model, jobs, latents, writers, upscaler)
-        t3 = time.perf_counter()
+        if first.window:  # a long shot: the family renders and decodes it chunk by chunk, into its encoder
+            self._render_long_into(family, comps, model, first, cond, uncond, store, writers, upscaler)
+            t2 = t3 = time.perf_counter()  # denoising and decoding interleave
+        else:
+            # 2. noise from each shot's own CPU generator (+ the first frame of image-to-video shots)
+            noise, shape, cond, uncond, image_cond = self._start_latents(family, comps, jobs, store, cond, uncond)
+            # 3. denoise, with this batch's adapters (every adapter off for shots without characters)
+            latents = self._denoise(family, comps, model, jobs, noise, shape, cond, uncond, image_cond)
+            t2 = time.perf_counter()
+            if first.audio:  # 3b. the model's own sound, beside each clip and into its encoder
+                wave, rate = family.decode_audio(comps, latents, seeds=[j.seed for j in jobs])  # (B, C, S)
+                for job, samples in zip(jobs, wave):
+                    write_wav(store.shot_audio(job.shot_id), samples, rate)
+                self._start_writers(writers, jobs, store, upscaler.scale if upscaler else 1, audio=True)
+            # 4. decode latent frame by latent frame, streamed into the shots' encoders
+            self._decode_into(family, comps, model, jobs, latents, writers, upscaler)
+            t3 = time.perf_counter()
         # 5. manifests (after the clip: a clip without a matching manifest is rendered again)
         timings = {"encoder_start_s": round(t_enc - t0, 4), "text_encode_s": round(t1 - t_enc, 4),
                    "denoise_s": round(t2 - t1, 4), "decode_encode_s": round(t3 - t2, 4), "total_s": round(t3 - t0, 4),
@@ -523,7 +543,6 @@ class Engine:
                      writers, upscaler) -> None:
         """Decode chunk by chunk (the tiny preview decoder or the VAE), upscale, watermark, into each shot's encoder."""
         first = jobs[0]
-        mark = Watermark(first.watermark) if first.watermark else None
         if first.preview_decoder:  # previews: the tiny decoder instead of the VAE
             chunks = family.decode_preview(comps, self._preview_decoders[first.preview_decoder], latents)
         else:
@@ -531,6 +550,11 @@ class Engine:
             if self.device.type == "cpu" and self.dtype == torch.bfloat16 and model.family.cpu_bf16_decode \
                     and cpu_bf16_fast(self.device):  # [speed] weights = "bf16", measured families only
                 chunks = _in_autocast(chunks, self.device.type, torch.bfloat16)
+        self._write_chunks(family, jobs, chunks, writers, upscaler)
+
+    def _write_chunks(self, family, jobs: tuple[ShotJob, ...], chunks, writers, upscaler) -> None:
+        """Pixel chunks (B, 3, f, H, W) in [0, 1] -> live frames, upscaler, watermark, each shot's encoder; closed."""
+        mark = Watermark(jobs[0].watermark) if jobs[0].watermark else None
         for chunk in chunks:  # (B, 3, f, H, W)
             frames = family.to_uint8_frames(chunk)  # (B, f, H, W, 3)
             for job, writer, shot_frames in zip(jobs, writers, frames):
@@ -543,6 +567,40 @@ class Engine:
                 writer.write(shot_frames)
         for writer in writers:
             writer.close()
+
+    def _render_long_into(self, family, comps, model: ModelInfo, job: ShotJob, cond, uncond, store: RenderStore,
+                          writers, upscaler) -> None:
+        """A shot longer than the model's window (models/long_shots.py): the family renders it in overlapping
+        chunks (render_long) through the engine's guided denoiser (CFG, LoRA schedules, step cache), and each
+        chunk's frames reach the encoder as they decode, so memory stays one window's."""
+        image = None
+        if job.image or job.continue_from:  # image-to-video: the first frame conditions the first chunk
+            image = family.image_condition(comps, self.shot_image(job, store), job.frames, job.height, job.width,
+                                           seed=job.seed)
+            cond = {**_as_dict(cond), **image}
+            uncond = {**_as_dict(uncond), **image} if uncond is not None else None
+        ids = (job.shot_id,)
+        total = len(long_chunks(job.frames, job.window, job.overlap, comps.temporal_factor)) * job.steps
+        self.progress.batch(ids, total)
+        hooks = [h for expert in self.experts(model) if (h := self.bank(model, expert).schedule(
+            tuple((self.peft_name(a, p), w) for a, p, w in job.adapters if self.targets(a, expert)), job.steps))]
+        cfg_steps = job.steps - int(round(job.steps * job.cfg_skip_last)) if job.cfg_skip_last else None
+        start = time.perf_counter()
+
+        def on_step(chunk: int, i: int, t: float, x: torch.Tensor) -> None:
+            self.progress.step(StepState(ids, chunk * job.steps + i + 1, total, t, tuple(x.shape),
+                                         time.perf_counter() - start))
+
+        with step_cache_session(comps.transformer, SpeedConfig(step_cache=job.step_cache)) as context:
+            denoiser = guided(lambda x, t, c: family.velocity(comps, x, t, c), cond, uncond, job.guidance,
+                              cfg_steps=cfg_steps, context=lambda i, batched: context(i, job.steps, batched))
+            if hooks:
+                denoiser = with_step_hook(denoiser, lambda i: [h(i) for h in hooks])
+            pieces = family.render_long(comps, denoiser, frames=job.frames, height=job.height, width=job.width,
+                                        window=job.window, overlap=job.overlap, steps=job.steps, shift=job.shift,
+                                        seed=job.seed, scheduler=job.scheduler, image=image, on_step=on_step)
+            self._write_chunks(family, (job,), pieces, writers, upscaler)
+        self.progress.denoised(ids)
 
     def fingerprint(self, job: ShotJob, plan: RenderPlan) -> str:
         """The job's fingerprint with every input hashed: weights, LoRA files, first-frame image, and for a
@@ -602,6 +660,11 @@ class Engine:
             "model": {"name": job.model_name, "path": job.model_path, "family": model.family.name,
                       "weights_hash": whash},
             "characters": list(job.characters), "adapters": adapters, "preview": job.preview,
+            "audio": ({"file": store.shot_audio(job.shot_id).name, "volume": job.audio_volume} if job.audio
+                      else None),
+            "long_shot": ({"window": job.window, "overlap": job.overlap,
+                           "chunks": long_chunks(job.frames, job.window, job.overlap, model.temporal_factor)}
+                          if job.window else None),
             "preview_transformer": ("bf16 autocast" if self._preview_bf16(model, job)
                                     else str(self.dtype).replace("torch.", "")) if job.preview else None,
             "preview_decoder": ({"file": job.preview_decoder, "sha256": self.file_hash(job.preview_decoder),
@@ -614,6 +677,21 @@ class Engine:
             "versions": package_versions(), "timings": timings, "fingerprint": self.fingerprint(job, plan),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+
+    def _shot_sounds(self, jobs: tuple[ShotJob, ...], clips, store: RenderStore, fps: int) -> tuple:
+        """The model's own sound of each shot that kept it (LTX-2 finals, audio not false), under its clip at the
+        shot's audio_volume, mixed with the film's [[audio]] tracks."""
+        out = []
+        for job, clip in zip(jobs, clips):
+            path = store.shot_audio(job.shot_id)
+            if not job.audio or not path.is_file():
+                continue
+            with wave.open(str(path), "rb") as w:
+                self._audio_durations[path] = w.getnframes() / w.getframerate()
+            length = min(self._audio_durations[path], clip.frames / fps)
+            out.append(AudioPlacement(f"shot-{job.shot_id}", path, clip.start / fps, 0.0, length, job.audio_volume,
+                                      0.0, 0.0))
+        return tuple(out)
 
     def assemble(self, plan: RenderPlan, store: RenderStore, shots: tuple[ShotResult, ...],
                  force: bool) -> FilmResult:
@@ -631,7 +709,8 @@ class Engine:
         manifests = [read_json(store.shot_manifest(j.shot_id)) or {} for j in all_jobs]
         clips = place_clips([(j.shot_id, store.shot_video(j.shot_id), j.frames, s.transition_frames)
                              for j, s in zip(all_jobs, film.shots)])
-        timeline = Timeline(film.fps, clips, place_audio(film.audio, clips, film.fps, self._audio_durations))
+        timeline = Timeline(film.fps, clips, place_audio(film.audio, clips, film.fps, self._audio_durations)
+                            + self._shot_sounds(all_jobs, clips, store, film.fps))
         key = hashlib.sha256(json.dumps({
             "shots": prints, "fades": [c.fade_in for c in clips], "title": film.title, "codec": film.codec,
             "audio": [[self.file_hash(t.path), t.start, t.trim_start, t.length, t.volume, t.fade_in, t.fade_out]

@@ -34,6 +34,7 @@ from reel.engine.spec_post import (
 )
 from reel.engine.spec_preview import Preview, preview_settings
 from reel.models.registry import BUILTIN_MODELS, ModelError, ModelInfo, resolve_model
+from reel.models.long_shots import long_window, window_problem
 
 SHOT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 RESERVED_IDS = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
@@ -87,11 +88,14 @@ class ShotSection(_Strict):
     id: str
     prompt: str
     frames: int | None = Field(None, ge=1, le=100_000)
+    seconds: float | None = Field(None, gt=0.0, le=3600.0)  # instead of frames: seconds x fps + 1, to the frame rule
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     steps: int | None = Field(None, ge=1, le=1000)
     guidance: float | None = Field(None, ge=0.0, le=100.0)
     negative_prompt: str | None = None
     characters: list[str] | None = None
+    audio: bool | None = None  # models that make sound (LTX-2): false drops the shot's own audio
+    audio_volume: float | None = Field(None, ge=0.0, le=4.0)  # the shot's own audio in the film's mix
     transition: TransitionName = "cut"
     transition_seconds: float | None = Field(None, gt=0.0, le=60.0)
     image: str | None = None  # image-to-video: the first frame (a file, relative to the spec)
@@ -117,11 +121,14 @@ class Shot:
 
     id: str  # safe as a file name: [A-Za-z0-9][A-Za-z0-9_-]*
     prompt: str
-    frames: int | None = None
+    frames: int | None = None  # a `seconds` shot has its frames here (seconds x fps + 1, to the frame rule)
+    seconds: float | None = None
     seed: int | None = None
     steps: int | None = None
     guidance: float | None = None
     negative_prompt: str | None = None
+    audio: bool | None = None  # None: the model's sound if it makes any
+    audio_volume: float | None = None  # None: 1.0
     characters: tuple[str, ...] = ()  # cast: listed names, then names written as {NAME} in the prompt
     transition: str = "cut"  # how the shot starts: "cut" or "crossfade" from the previous shot
     transition_seconds: float | None = None
@@ -283,19 +290,21 @@ def _film_from_dict(data: dict, source: Path, model_override: str | None, librar
     # 1. the model (read from JSON only), its defaults for what the spec leaves out, its limits
     model = _model(model_override or f.model, source, guard)
     v = _film_values(f, model, problems)
-    _check_shots(spec.shots, model, problems)
+    shots = _shots_in_seconds(spec.shots, model, v["fps"], problems)  # spec.shots, with frames for `seconds`
+    _check_shots(shots, model, problems)
+    _check_long_and_audio(shots, model, problems)
     if limits:
-        _check_limits(spec.shots, model, v, problems)
-    images = _check_images(spec.shots, model, source, problems, guard)
+        _check_limits(shots, model, v, problems)
+    images = _check_images(shots, model, source, problems, guard)
 
     # 2. characters: the spec's own (every one), then the libraries' (those a shot casts)
     characters, casts, unused = _resolve_cast(spec, source, library, problems, guard)
 
     # 3. post-production: upscaler, transitions, audio; previews
     upscale = resolve_upscale(f.upscale, source, problems, guard)
-    shot_frames = [s.frames if s.frames is not None else v["frames"] for s in spec.shots]
-    fades = check_transitions(spec.shots, shot_frames, v["fps"], problems)
-    audio = check_audio_tracks(spec.audio, [s.id for s in spec.shots], source, problems, guard)
+    shot_frames = [s.frames if s.frames is not None else v["frames"] for s in shots]
+    fades = check_transitions(shots, shot_frames, v["fps"], problems)
+    audio = check_audio_tracks(spec.audio, [s.id for s in shots], source, problems, guard)
     preview = preview_settings(f, model, source, problems, guard)
     if problems:
         raise SpecError(source, problems)
@@ -303,7 +312,7 @@ def _film_from_dict(data: dict, source: Path, model_override: str | None, librar
     film = Film(
         source=source, title=f.title, model=model, seed=f.seed, **v,
         shots=tuple(Shot(**{**s.model_dump(), "characters": cast, "transition_frames": fade, "image": image})
-                    for s, cast, fade, image in zip(spec.shots, casts, fades, images)),
+                    for s, cast, fade, image in zip(shots, casts, fades, images)),
         characters=characters, codec=f.codec, upscale=upscale, watermark=f.watermark, audio=audio, preview=preview,
         speed=SpeedConfig(**spec.speed.model_dump()), unused_characters=unused,
     )
@@ -359,6 +368,38 @@ def _film_values(f: FilmSection, model: ModelInfo, problems: list) -> dict:
     return out
 
 
+def _shots_in_seconds(shots: list, model: ModelInfo, fps: int, problems: list) -> list:
+    """Shots written in `seconds` get frames: seconds x fps + 1, up to the model's frame rule (12 s at 24 fps is
+    289 frames for a 4k+1 model)."""
+    out = []
+    for i, s in enumerate(shots):
+        if s.seconds is not None:
+            if s.frames is not None:
+                problems.append((f"shots[{i}].seconds (shot {s.id!r})", "the shot sets both frames and seconds — "
+                                                                        "keep one"))
+            else:
+                k = model.temporal_factor
+                target = round(s.seconds * fps) + 1
+                s = s.model_copy(update={"frames": -(-(target - 1) // k) * k + 1})
+        out.append(s)
+    return out
+
+
+def _check_long_and_audio(shots: list, model: ModelInfo, problems: list) -> None:
+    """A model with a long-shot scheme has a usable window; a shot's audio settings need a model that makes sound."""
+    window, overlap = long_window(model)
+    if window and (message := window_problem(model, window, overlap)) is not None:
+        problems.append(("film.model", f"{model.path}/reel.json: {message}"))
+    for i, s in enumerate(shots):
+        if model.family.audio:
+            continue
+        for key in ("audio", "audio_volume"):
+            if getattr(s, key) is not None and (key == "audio_volume" or s.audio):
+                problems.append((f"shots[{i}].{key} (shot {s.id!r})",
+                                 f"{model.family.name} models make no sound of their own (LTX-2 does) — remove "
+                                 f"`{key}`, or give the film sound with [[audio]] tracks"))
+
+
 def _check_limits(shots: list, model: ModelInfo, v: dict, problems: list) -> None:
     """What the transformer's config cannot take (rotary tables, fixed positional embeddings, text tokens),
     for the film's size and every shot's frame count that passed the frame rule."""
@@ -369,9 +410,12 @@ def _check_limits(shots: list, model: ModelInfo, v: dict, problems: list) -> Non
         if s.frames is not None and s.frames not in counts:
             counts[s.frames] = f"shots[{i}].frames (shot {s.id!r})"
     seen = set()
+    window, _ = long_window(model)
     for frames, where in counts.items():
         if not model.frames_ok(frames):
             continue
+        if window and frames > window:  # rendered in chunks of `window` frames: that is what the model sees
+            frames = window
         for key, message in model.limit_problems(v["width"], v["height"], frames, v["max_sequence_length"]):
             field_ = {"width": "film.width", "height": "film.height", "frames": where}.get(key, "film.model")
             if (field_, message) not in seen:

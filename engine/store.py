@@ -184,6 +184,10 @@ class RenderStore:
     def shot_manifest(self, shot_id: str) -> Path:
         return self.shots_dir / f"{shot_id}.json"
 
+    def shot_audio(self, shot_id: str) -> Path:
+        """The model's own sound of a shot (LTX-2), beside its clip: 16-bit PCM WAV."""
+        return self.shots_dir / f"{shot_id}.wav"
+
     @property
     def film_video(self) -> Path:
         return self.root / f"film{self.ext}"
@@ -206,6 +210,8 @@ class RenderStore:
         if manifest is None or manifest.get("fingerprint") != fingerprint:
             return None
         if not self.shot_video(shot_id).is_file():
+            return None
+        if manifest.get("audio") and not self.shot_audio(shot_id).is_file():  # its sound goes into the film
             return None
         return manifest
 

@@ -132,11 +132,13 @@ def color_args(codec: Codec) -> list[str]:
             "-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709", "-color_range", "tv"]
 
 
-def audio_args(audio_from: str | Path | None) -> list[str]:
-    """No audio, or the audio streams of `audio_from` (input 1) as AAC beside the piped video (input 0)."""
+def audio_args(audio_from: str | Path | None, codec: Codec | None = None) -> list[str]:
+    """No audio, or the audio streams of `audio_from` (input 1) beside the piped video (input 0), encoded as the
+    codec preset says (AAC in .mp4, PCM in ProRes .mov)."""
     if audio_from is None:
         return ["-an"]
-    return ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a?", "-c:a", "aac", "-b:a", "192k"]
+    encode = list(codec.audio_args) if codec is not None else ["-c:a", "aac", "-b:a", "192k"]
+    return ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a?", *encode]
 
 
 def metadata_args(metadata: dict | None) -> list[str]:
@@ -168,7 +170,7 @@ class VideoWriter:
         cmd = [
             ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
-            *audio_args(audio_from), *self.codec.args(), *crf_args, *color_args(self.codec),
+            *audio_args(audio_from, self.codec), *self.codec.args(), *crf_args, *color_args(self.codec),
             *container_args(self.codec),
             *metadata_args(metadata), "-f", self.codec.muxer, str(self.tmp),
         ]

@@ -1,0 +1,73 @@
+"""Long shots: which models render shots longer than their window, and the chunks such a shot is rendered in.
+Torch-free (the spec and `reel validate` use it before anything loads).
+
+A model whose family has a long-shot scheme (registry `long_shots`, e.g. SkyReels-V2 diffusion forcing) renders a
+shot of more than `window` frames as chunks of at most `window` frames; each chunk after the first starts from the
+last `overlap` frames of the one before. The arithmetic is diffusers' SkyReelsV2DiffusionForcingPipeline's, in
+latent frames (a causal video VAE: latent frame 0 is pixel frame 0, latent frame j > 0 is pixel frames 4j-3..4j):
+
+    window_latent = (window - 1) // t + 1,  overlap_latent = (overlap - 1) // t + 1
+    chunk 0: latent frames [0, window_latent); chunk k: the next (window_latent - overlap_latent) frames after the
+    `overlap_latent` frames it repeats, the last one shorter.
+
+    from reel.models.long_shots import long_window, chunks
+    window, overlap = long_window(model)          # (0, 0): the model has no long-shot scheme
+    chunks(289, 97, 17, 4)                        # [(0, 97), (77, 177), (157, 257), (237, 289)] pixel ranges
+"""
+
+from __future__ import annotations
+
+
+def long_window(model) -> tuple[int, int]:
+    """(window, overlap) in frames for a ModelInfo whose family renders long shots in chunks, else (0, 0). A
+    folder's reel.json may set "window_frames" and "overlap_frames"."""
+    family = model.family
+    if not family.long_shots:
+        return 0, 0
+    window = int(model.defaults.get("window_frames") or family.long_window)
+    overlap = int(model.defaults.get("overlap_frames") or family.long_overlap)
+    return window, overlap
+
+
+def window_problem(model, window: int, overlap: int) -> str | None:
+    """Why a (window, overlap) pair cannot chunk shots of this model, or None."""
+    t = model.temporal_factor
+    if not model.frames_ok(window):
+        return f"window_frames = {window}: a chunk needs {t}k+1 frames like any shot — set it in the model's reel.json"
+    if not 1 <= overlap < window or (overlap - 1) // t + 1 >= (window - 1) // t + 1:
+        return (f"overlap_frames = {overlap}: chunks must repeat at least 1 and fewer latent frames than a window of "
+                f"{window} frames holds — set it in the model's reel.json")
+    return None
+
+
+def latent_chunks(frames: int, window: int, overlap: int, temporal: int) -> list[tuple[int, int]]:
+    """[(first latent frame, latent frames)] of each chunk, overlaps included (the pipeline's loop)."""
+    total = (frames - 1) // temporal + 1
+    base = (window - 1) // temporal + 1
+    keep = (overlap - 1) // temporal + 1
+    if total <= base:
+        return [(0, total)]
+    out, done = [(0, base)], base
+    while done < total:
+        new = min(total - done, base - keep)
+        out.append((done - keep, keep + new))
+        done += new
+    return out
+
+
+def chunks(frames: int, window: int, overlap: int, temporal: int) -> list[tuple[int, int]]:
+    """[(first pixel frame, end pixel frame)) of each chunk, overlaps included, for plans and progress."""
+    def pixel(latent: int) -> int:
+        return 0 if latent == 0 else temporal * latent - temporal + 1
+
+    return [(pixel(start), min(frames, temporal * (start + n - 1) + 1)) for start, n in
+            latent_chunks(frames, window, overlap, temporal)]
+
+
+def describe(frames: int, window: int, overlap: int, temporal: int) -> str:
+    """"4 chunks of at most 25 latent frames (window_frames = 97): frames 0-96, 77-176, ..." for the plan."""
+    parts = chunks(frames, window, overlap, temporal)
+    ranges = ", ".join(f"{a}-{b - 1}" for a, b in parts)
+    keep, base = (overlap - 1) // temporal + 1, (window - 1) // temporal + 1
+    return (f"{len(parts)} chunks of at most {base} latent frames (window_frames = {window}): frames {ranges} (each "
+            f"chunk starts from the last {keep} latent frames of the one before: overlap_frames = {overlap})")
