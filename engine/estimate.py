@@ -282,8 +282,22 @@ def _gb(nbytes: float) -> str:
 
 # ---- the film --------------------------------------------------------------------------------------------
 def estimate_shot(model: dict, gpu: str | GPU, width: int, height: int, frames: int, steps: int, guidance: float,
-                  *, shot_id: str = "shot", cfg_skip_last: float = 0.0) -> ShotEstimate:
-    """Time and memory of one shot of `model` (a shipped or folder config dict) on `gpu`."""
+                  *, shot_id: str = "shot", cfg_skip_last: float = 0.0, window: int = 0,
+                  overlap: int = 0) -> ShotEstimate:
+    """Time and memory of one shot of `model` (a shipped or folder config dict) on `gpu`. A long shot (`window`
+    > 0, models/long_shots.py) costs each of its chunks' steps, and the memory of one window."""
+    if window and frames > window:
+        from dataclasses import replace
+
+        from reel.models.long_shots import latent_chunks
+
+        t = vae_factors(model["vae"]["_class_name"], model["vae"]["config"])[0]
+        parts = [estimate_shot(model, gpu, width, height, (n - 1) * t + 1, steps, guidance, shot_id=shot_id,
+                               cfg_skip_last=cfg_skip_last) for _, n in latent_chunks(frames, window, overlap, t)]
+        first = parts[0]  # a full window: the memory a long shot needs at any time
+        return replace(first, frames=frames, seconds_denoise=sum(p.seconds_denoise for p in parts),
+                       seconds_decode=sum(p.seconds_decode for p in parts),
+                       decode_flops=sum(p.decode_flops for p in parts))
     spec = gpu if isinstance(gpu, GPU) else gpu_spec(gpu)
     family, pipe = model["family"], model["pipeline"]
     embedded = FAMILIES[family].guidance == "embedded"  # guidance-distilled: an input, one pass per step
@@ -333,7 +347,8 @@ def estimate_film(film, gpu: str, *, model_config: str | None = None) -> FilmEst
     else:
         model = folder_model_config(film.model.path, film.model.family.name, film.max_sequence_length)
     shots = tuple(estimate_shot(model, spec, job.width, job.height, job.frames, job.steps, job.guidance,
-                                shot_id=job.shot_id, cfg_skip_last=job.cfg_skip_last) for job in build_plan(film).jobs)
+                                shot_id=job.shot_id, cfg_skip_last=job.cfg_skip_last, window=job.window,
+                                overlap=job.overlap) for job in build_plan(film).jobs)
     worst = max(shots, key=lambda s: s.memory["peak"]).memory
     assumptions = list(ASSUMPTIONS)
     if film.speed.step_cache:

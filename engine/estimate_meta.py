@@ -93,12 +93,46 @@ class FusedAttention(TorchFunctionMode):
                                                                       scale=scale)[0]
 
 
+class AllTrueMasks(TorchDispatchMode):
+    """Boolean-mask indexing on the meta device, as if every mask were all true (no padding tokens).
+
+    Meta tensors hold no data, so `x[mask]` cannot know its length (diffusers' HunyuanVideo 1.5 gathers its valid
+    text and image tokens this way). Here `x[mask]` keeps every row and `x[~mask]` none: the sequence the
+    attention sees has the same length either way (valid tokens first, then the rest), so FLOPs and memory do
+    not depend on the masks' contents. A boolean read for a branch (`if torch.all(...)`) is True, for the same
+    reason: in HunyuanVideo 1.5 both sides of its text-or-image branch keep the same tokens."""
+
+    def __init__(self):
+        super().__init__()
+        self._inverted: set[int] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.ops.aten.bitwise_not.default, torch.ops.aten.logical_not.default) \
+                and args[0].device.type == "meta" and args[0].dtype == torch.bool:
+            out = func(*args, **kwargs)
+            if id(args[0]) not in self._inverted:
+                self._inverted.add(id(out))
+                weakref.finalize(out, self._inverted.discard, id(out))
+            return out
+        if func is torch.ops.aten._local_scalar_dense.default and args[0].device.type == "meta" \
+                and args[0].dtype == torch.bool:
+            return True  # a data-dependent branch (`if torch.all(image_embeds == 0)`): either side costs the same
+        if func is torch.ops.aten.index.Tensor and args[0].device.type == "meta":
+            x, indices = args[0], args[1]
+            if len(indices) == 1 and indices[0] is not None and indices[0].dtype == torch.bool:
+                mask = indices[0]
+                rows = 0 if id(mask) in self._inverted else mask.numel()
+                return torch.empty((rows, *x.shape[mask.ndim:]), dtype=x.dtype, device="meta")
+        return func(*args, **kwargs)
+
+
 def run_on_meta(fn, module: torch.nn.Module) -> tuple[float, int]:
     """(flops, peak live bytes) of `fn()` with fused attention, under no_grad; the module's weights are not
     counted as activations. Make the inputs inside fn so that they are counted."""
     weights = [*module.parameters(), *module.buffers()]
     flops, live = FlopCounterMode(display=False), LiveBytes(ignore=weights)
-    with torch.no_grad(), flops, live, FusedAttention():
+    with torch.no_grad(), flops, live, AllTrueMasks(), FusedAttention():
         result = fn()
         del result
     return float(flops.get_total_flops()), int(live.peak)

@@ -422,14 +422,15 @@ class Engine:
 
     @staticmethod
     def _start_writers(writers: list, jobs: tuple[ShotJob, ...], store: RenderStore, scale: int,
-                       audio: bool = False) -> None:
-        """One encoder per shot into `writers` (the caller aborts them all on failure); `audio`: each takes the
-        shot's WAV (store.shot_audio) as its sound."""
+                       audio_rate: int | None = None) -> None:
+        """One encoder per shot into `writers` (the caller aborts them all on failure); with `audio_rate`, each
+        takes the shot's WAV (store.shot_audio, at that rate) as its sound."""
         with interrupts_deferred():  # every started encoder is in `writers`, so an interrupt stops them all
             for j in jobs:
                 writers.append(VideoWriter(store.shot_video(j.shot_id), j.width * scale, j.height * scale,
                                            j.fps, codec=j.codec, metadata=provenance(j.shot_id, j.model_name, j.seed),
-                                           audio_from=store.shot_audio(j.shot_id) if audio else None))
+                                           audio_from=store.shot_audio(j.shot_id) if audio_rate else None,
+                                           audio_rate=audio_rate))
 
     def _preview_bf16(self, model: ModelInfo, job: ShotJob) -> bool:
         """Previews are drafts: on a CPU with native bf16 the transformer runs under bf16 autocast for families
@@ -458,7 +459,7 @@ class Engine:
                 wave, rate = family.decode_audio(comps, latents, seeds=[j.seed for j in jobs])  # (B, C, S)
                 for job, samples in zip(jobs, wave):
                     write_wav(store.shot_audio(job.shot_id), samples, rate)
-                self._start_writers(writers, jobs, store, upscaler.scale if upscaler else 1, audio=True)
+                self._start_writers(writers, jobs, store, upscaler.scale if upscaler else 1, audio_rate=rate)
             # 4. decode latent frame by latent frame, streamed into the shots' encoders
             self._decode_into(family, comps, model, jobs, latents, writers, upscaler)
             t3 = time.perf_counter()

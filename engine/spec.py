@@ -292,7 +292,7 @@ def _film_from_dict(data: dict, source: Path, model_override: str | None, librar
     v = _film_values(f, model, problems)
     shots = _shots_in_seconds(spec.shots, model, v["fps"], problems)  # spec.shots, with frames for `seconds`
     _check_shots(shots, model, problems)
-    _check_long_and_audio(shots, model, problems)
+    _check_long_and_audio(shots, model, v["fps"], problems)
     if limits:
         _check_limits(shots, model, v, problems)
     images = _check_images(shots, model, source, problems, guard)
@@ -385,11 +385,17 @@ def _shots_in_seconds(shots: list, model: ModelInfo, fps: int, problems: list) -
     return out
 
 
-def _check_long_and_audio(shots: list, model: ModelInfo, problems: list) -> None:
-    """A model with a long-shot scheme has a usable window; a shot's audio settings need a model that makes sound."""
+def _check_long_and_audio(shots: list, model: ModelInfo, fps: int, problems: list) -> None:
+    """A model with a long-shot scheme has a usable window; a shot's audio settings need a model that makes sound,
+    and such a model sizes its sound track for its own frame rate (models/ltx2.py latent_shape)."""
     window, overlap = long_window(model)
     if window and (message := window_problem(model, window, overlap)) is not None:
         problems.append(("film.model", f"{model.path}/reel.json: {message}"))
+    own = model.defaults.get("fps")
+    if model.family.audio and fps != own:
+        problems.append(("film.fps", f"{fps} fps: {model.family.name} models make each shot's sound for the model's "
+                                     f"own frame rate, {own} fps — set film.fps = {own}, or \"fps\": {fps} in "
+                                     f"{model.path}/reel.json"))
     for i, s in enumerate(shots):
         if model.family.audio:
             continue

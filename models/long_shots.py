@@ -22,8 +22,8 @@ def long_window(model) -> tuple[int, int]:
     """(window, overlap) in frames for a ModelInfo whose family renders long shots in chunks, else (0, 0). A
     folder's reel.json may set "window_frames" and "overlap_frames"."""
     family = model.family
-    if not family.long_shots:
-        return 0, 0
+    if not family.long_shots or (family.long_pipelines and model.pipeline not in family.long_pipelines):
+        return 0, 0  # e.g. a plain SkyReelsV2Pipeline folder: its transformer is not trained for diffusion forcing
     window = int(model.defaults.get("window_frames") or family.long_window)
     overlap = int(model.defaults.get("overlap_frames") or family.long_overlap)
     return window, overlap

@@ -56,6 +56,14 @@ TRANSFORMER_SHRINK = {
     "HunyuanVideoTransformer3DModel": {"num_attention_heads": 2, "attention_head_dim": 16, "num_layers": 1,
                                        "num_single_layers": 1, "num_refiner_layers": 1, "text_embed_dim": 32,
                                        "pooled_projection_dim": 32, "rope_axes_dim": [4, 6, 6]},
+    "HunyuanVideo15Transformer3DModel": {"num_attention_heads": 2, "attention_head_dim": 16, "num_layers": 1,
+                                         "num_refiner_layers": 1, "text_embed_dim": 32, "text_embed_2_dim": 32,
+                                         "image_embed_dim": 32, "rope_axes_dim": [4, 6, 6]},
+    "SkyReelsV2Transformer3DModel": {"num_attention_heads": 2, "attention_head_dim": 16, "ffn_dim": 64,
+                                     "num_layers": 2, "text_dim": 32, "freq_dim": 32, "added_kv_proj_dim": 32},
+    "LTX2VideoTransformer3DModel": {"num_attention_heads": 2, "attention_head_dim": 8, "cross_attention_dim": 16,
+                                    "audio_num_attention_heads": 2, "audio_attention_head_dim": 4,
+                                    "audio_cross_attention_dim": 8, "num_layers": 1, "caption_channels": 32},
 }
 VAE_SHRINK: dict[str, Callable[[dict], dict]] = {
     "AutoencoderKLWan": lambda c: {"base_dim": 8, "decoder_base_dim": 16, "num_res_blocks": 1},
@@ -68,6 +76,13 @@ VAE_SHRINK: dict[str, Callable[[dict], dict]] = {
                                          "layers_per_block": 1, "norm_num_groups": 2},
     "AutoencoderKLHunyuanVideo": lambda c: {"block_out_channels": [8] * len(c["block_out_channels"]),
                                             "layers_per_block": 1, "norm_num_groups": 4},
+    "AutoencoderKLLTX2Video": lambda c: {"block_out_channels": [8, 16, 32, 64],
+                                         "decoder_block_out_channels": [8, 16, 32],
+                                         "layers_per_block": [1] * len(c["layers_per_block"]),
+                                         "decoder_layers_per_block": [1] * len(c["decoder_layers_per_block"])},
+    # the encoder averages groups of block_out_channels[-1] // (2 x latent_channels) channels: keep it >= 1
+    "AutoencoderKLHunyuanVideo15": lambda c: {"block_out_channels": [2 * c.get("latent_channels", 32)] *
+                                              len(c["block_out_channels"]), "layers_per_block": 1},
 }
 # the family's default scheduler, as diffusers' conversion scripts write the hub folders
 COG_DDIM = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
@@ -263,6 +278,13 @@ def _scheduler(cfg: dict):
         return diffusers.CogVideoXDDIMScheduler(**COG_DDIM)
     if family == "hunyuan":
         return diffusers.FlowMatchEulerDiscreteScheduler(shift=float(pipe.get("shift", 7.0)))
+    if family == "skyreels":  # SkyReelsV2DiffusionForcingPipeline's UniPC flow scheduler, flow_shift 8 for T2V
+        return diffusers.UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                                 num_train_timesteps=1000, flow_shift=float(pipe.get("shift", 8.0)))
+    if family == "hunyuan15":  # convert_hunyuan_video1_5_to_diffusers.py: FlowMatchEuler, shift 5 (480p) / 9 or 7
+        return diffusers.FlowMatchEulerDiscreteScheduler(shift=float(pipe.get("shift", 5.0)))
+    if family == "ltx2":  # LTX-2's dynamic shift (LTX2Pipeline's calculate_shift defaults)
+        return diffusers.FlowMatchEulerDiscreteScheduler(**LTX_FLOW)
     raise ValueError(f"family {family!r}: no default scheduler known; add one to models/random_model.py")
 
 

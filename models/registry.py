@@ -153,6 +153,32 @@ def _no_limits(info: "ModelInfo", width: int, height: int, frames: int, text_len
     return []
 
 
+def _hunyuan15_latent(vae: dict) -> tuple[int, int, int]:
+    """AutoencoderKLHunyuanVideo15: 4x temporal, 16x spatial, 32 latent channels by default."""
+    return (int(vae.get("temporal_compression_ratio", 4)), int(vae.get("spatial_compression_ratio", 16)),
+            int(vae.get("latent_channels", 32)))
+
+
+def _hunyuan15_factors(vae: dict, tr: dict) -> tuple[int, int]:
+    """HunyuanVideo 1.5 patches 1x1 (patch_size 1): sizes are multiples of the VAE's 16."""
+    temporal, spatial, _ = _hunyuan15_latent(vae)
+    return temporal, spatial * int(tr.get("patch_size", 1))
+
+
+def _ltx2_latent(vae: dict) -> tuple[int, int, int]:
+    """AutoencoderKLLTX2Video: the real config states its ratios (32x / 8x, diffusers' convert_ltx2_to_diffusers.py);
+    without them, patch sizes x 2 ** (scaling blocks), its defaults (4 blocks, patch 4) as the class computes them."""
+    ups = sum(bool(s) for s in vae.get("spatio_temporal_scaling", (True, True, True, True)))
+    spatial = vae.get("spatial_compression_ratio") or int(vae.get("patch_size", 4)) * 2**ups
+    temporal = vae.get("temporal_compression_ratio") or int(vae.get("patch_size_t", 1)) * 2**ups
+    return int(temporal), int(spatial), int(vae.get("latent_channels", 128))
+
+
+def _ltx2_factors(vae: dict, tr: dict) -> tuple[int, int]:
+    temporal, spatial, _ = _ltx2_latent(vae)
+    return temporal, spatial * int(tr.get("patch_size", 1))
+
+
 @dataclass(frozen=True)
 class Family:
     """One model family: how to recognise it, how to load it, what it accepts, what it can do.
@@ -200,6 +226,7 @@ class Family:
     long_shots: str = ""  # "diffusion-forcing": shots over long_window frames render in chunks (render_long)
     long_window: int = 0  # frames per chunk of a long shot (a folder's reel.json "window_frames" overrides)
     long_overlap: int = 0  # frames each chunk repeats of the one before ("overlap_frames" in reel.json)
+    long_pipelines: tuple[str, ...] = ()  # the pipelines whose folders can (all of the family's when empty)
     default_scheduler_classes: tuple[str, ...] = ()  # "default" needs the folder's scheduler to be one of these
 
 
@@ -242,6 +269,46 @@ FAMILIES: dict[str, Family] = {
         default_scheduler_classes=("FlowMatchEulerDiscreteScheduler",),
         single_file_keys=("double_blocks.0.img_attn_qkv.weight",
                           "txt_in.individual_token_refiner.blocks.0.norm1.weight")),
+    # SkyReels-V2: a Wan 2.1 transformer with per-frame timesteps. Defaults are SkyReelsV2DiffusionForcingPipeline's
+    # (544x960, 97 frames, 50 steps, guidance 6, fps 24, 512 tokens; flow_shift 8 for T2V per its docstring); the
+    # long-shot window/overlap are its base_num_frames 97 (540P) and the recommended overlap_history 17. Only DF
+    # folders render long shots (render_long refuses a plain SkyReelsV2Pipeline folder).
+    "skyreels": Family(
+        "skyreels", ("SkyReelsV2DiffusionForcingPipeline", "SkyReelsV2Pipeline"), "reel.models.skyreels",
+        "SkyReelsV2Transformer3DModel", "AutoencoderKLWan", _wan_factors, default_fps=24, default_steps=50,
+        default_guidance=6.0, default_shift=8.0, default_width=960, default_height=544, default_frames=97,
+        default_max_sequence_length=512, hub_example="Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers",
+        vae_latent=_wan_latent, limits=_wan_limits,
+        single_file_keys=("head.modulation", "patch_embedding.weight", "fps_embedding.weight"),  # Wan's + its own
+        long_shots="diffusion-forcing", long_window=97, long_overlap=17,
+        long_pipelines=("SkyReelsV2DiffusionForcingPipeline",)),
+    # HunyuanVideo 1.5: classifier-free guidance (the pipeline's ClassifierFreeGuidance guider, 6.0 in the converted
+    # 480p/720p folders, 1.0 in the cfg-distilled ones), 121 frames and 480p 16:9 (848x480, target_size 640) as
+    # HunyuanVideo15Pipeline.__call__ defaults them, shift 5 (480p scheduler), 1000 Qwen2.5-VL tokens
+    # (tokenizer_max_length). Rotary positions are computed for any size: no limits. diffusers has no
+    # from_single_file for its transformer; the keys are the original Tencent checkpoint's (ComfyUI's too).
+    "hunyuan15": Family(
+        "hunyuan15", ("HunyuanVideo15Pipeline", "HunyuanVideo15ImageToVideoPipeline"), "reel.models.hunyuan15",
+        "HunyuanVideo15Transformer3DModel", "AutoencoderKLHunyuanVideo15", _hunyuan15_factors, default_fps=24,
+        default_steps=50, default_guidance=6.0, default_shift=5.0, default_width=848, default_height=480,
+        default_frames=121, default_max_sequence_length=1000,
+        image_pipelines=("HunyuanVideo15ImageToVideoPipeline",),
+        hub_example="hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v", vae_latent=_hunyuan15_latent,
+        default_scheduler_classes=("FlowMatchEulerDiscreteScheduler",),
+        single_file_keys=("double_blocks.0.img_attn_q.weight", "byt5_in.fc1.weight", "vision_in.proj.0.weight"),
+        single_file_loader=False),
+    # LTX-2 (picture + sound): LTX2Pipeline.__call__'s defaults (768x512, 121 frames at 24 fps, 30 steps, guidance
+    # 3.0, 1024 Gemma tokens); its schedule shifts dynamically (shift unused). Single files: the original Lightricks
+    # checkpoint's names (diffusers' CHECKPOINT_KEY_NAMES["ltx2"] and its LoRA converter), prefix stripped.
+    "ltx2": Family(
+        "ltx2", ("LTX2Pipeline", "LTX2ImageToVideoPipeline"), "reel.models.ltx2", "LTX2VideoTransformer3DModel",
+        "AutoencoderKLLTX2Video", _ltx2_factors, default_fps=24, default_steps=30, default_guidance=3.0,
+        default_shift=1.0, default_width=768, default_height=512, default_frames=121,
+        default_max_sequence_length=1024, image_pipelines=("LTX2ImageToVideoPipeline",),
+        hub_example="Lightricks/LTX-2", vae_latent=_ltx2_latent, limits=_ltx_limits, audio=True,
+        default_scheduler_classes=("FlowMatchEulerDiscreteScheduler",),
+        single_file_keys=("av_ca_a2v_gate_adaln_single.emb.timestep_embedder.linear_1.weight",
+                          "audio_patchify_proj.weight", "adaln_single.linear.weight")),  # + one of LTX-1's
 }
 
 

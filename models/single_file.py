@@ -46,9 +46,12 @@ def detect_family(path: Path) -> str:
 
     names = set(tensor_names(path))
     stripped = {n[len(p):] if n.startswith(p) else n for n in names for p in PREFIXES if n.startswith(p)} | names
-    for family in FAMILIES.values():
-        if any(k in stripped for k in family.single_file_keys):
-            return family.name
+    # the family with the most of its names present: HunyuanVideo 1.5 files also hold a name of 1.0's, and
+    # SkyReels-V2 DF files every name of Wan's (their keys list those too, plus their own)
+    hits = {family.name: sum(k in stripped for k in family.single_file_keys) for family in FAMILIES.values()}
+    best = max(hits, key=lambda name: hits[name])  # the first of equals, in registry order
+    if hits[best]:
+        return best
     first = sorted(names)[:3]
     raise SingleFileError(f"{path}: tensor names match no family reel knows ({', '.join(FAMILIES)}); "
                           f"first names: {first}")

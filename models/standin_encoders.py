@@ -57,6 +57,10 @@ def standin_parts(config: dict, *, shrink: bool, device: str | torch.device, dty
     """Tokenizers and random encoders for a (possibly shrunk) reel model config, keyed by pipeline component name:
     tokenizer, text_encoder, and where the config has them tokenizer_2/text_encoder_2 (HunyuanVideo's CLIP) and
     image_encoder/image_processor (Wan 2.1 I2V). Encoders are built on `device` in `dtype`, seeded."""
+    if config["text_encoder"]["_class_name"] == "Qwen2_5_VLTextModel":  # HunyuanVideo 1.5
+        return hunyuan15_parts(config, shrink=shrink, device=device, dtype=dtype, seed=seed)
+    if config["text_encoder"]["_class_name"] == "Gemma3ForConditionalGeneration":  # LTX-2
+        return ltx2_parts(config, shrink=shrink, device=device, dtype=dtype, seed=seed)
     size = SHRUNK if shrink else REAL
     tr = config["transformer"]["config"]
     max_len = int(config["pipeline"].get("max_sequence_length") or config["text_encoder"]["max_sequence_length"])
@@ -90,8 +94,8 @@ def describe(parts: dict[str, object]) -> str:
     """One line saying what the stand-ins are (random.json's "text_encoder")."""
     out = []
     for name, part in parts.items():
-        if isinstance(part, torch.nn.Module):
-            c = part.config
+        if isinstance(part, torch.nn.Module) and hasattr(part.config, "to_json_string"):  # transformers models
+            c = part.config.get_text_config()  # (Gemma 3's text tower: the width the transformer reads)
             hidden = getattr(c, "d_model", None) or c.hidden_size
             layers = getattr(c, "num_layers", None) or c.num_hidden_layers
             out.append(f"{name}: {type(part).__name__} hidden {hidden}, {layers} layer(s), "
@@ -198,3 +202,148 @@ def template_crop_start(tokenizer) -> int:
     from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
 
     return len(tokenizer(DEFAULT_PROMPT_TEMPLATE["template"].split("{}")[0]).input_ids)
+
+
+# -- HunyuanVideo 1.5 (models/hunyuan15.py): Qwen2.5-VL text tower, Glyph-ByT5, SigLIP -------------------------
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# Qwen2.5-VL's chat template, for messages whose content is a string (all HunyuanVideo15Pipeline sends)
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n"
+    "You are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% endif %}")
+
+
+def qwen_like_tokenizer(max_len: int, words=TINY_WORDS):
+    """A word-level tokenizer that reads HunyuanVideo15Pipeline's chat prompt as Qwen2.5-VL's does: the chat markers
+    are single special tokens, pieces are Qwen2's pre-tokenizer's (byte-level, leading space attached), no BOS, pads
+    on the right, with Qwen2.5-VL's chat template; every piece of the pipeline's system message is in the vocabulary,
+    so the chat head before the prompt is 108 tokens like the real one's (the pipeline's crop_start)."""
+    from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5 import HunyuanVideo15Pipeline
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    system = HunyuanVideo15Pipeline._get_mllm_prompt_embeds.__defaults__[2]  # the pipeline's system message
+    pre = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated"),
+                                   pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    texts = ["system\n" + system, "\n", "user\n", "assistant\n", " ", *words, *(" " + w for w in words)]
+    vocab: dict[str, int] = {}
+    for token in ("<unk>", *QWEN_SPECIALS, *(p for text in texts for p, _ in pre.pre_tokenize_str(text))):
+        vocab.setdefault(token, len(vocab))
+    backend = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre
+    backend.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<|endoftext|>", unk_token="<unk>",
+                                  eos_token="<|im_end|>", model_max_length=max_len, padding_side="right")
+    tok.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIALS[1:])})
+    tok.chat_template = QWEN_CHAT_TEMPLATE
+    return tok
+
+
+def _qwen_text(tokenizer, hidden: int, size: StandInSize) -> torch.nn.Module:
+    """Two layers: HunyuanVideo15Pipeline reads the third-from-last hidden state (hidden_states[-3]); Qwen2.5-VL's
+    multimodal rotary sections scaled to the stand-in's head size (Qwen2.5-VL-7B: [16, 24, 24] of 64)."""
+    from transformers import Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel
+
+    heads, half = hidden // size.head_dim, size.head_dim // 2
+    section = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
+    return Qwen2_5_VLTextModel(Qwen2_5_VLTextConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=size.ffn, num_hidden_layers=2,
+        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=4096,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+        rope_scaling={"type": "mrope", "rope_type": "default", "mrope_section": section}))
+
+
+def _byt5(hidden: int, size: StandInSize):
+    """The glyph encoder: a real ByT5 tokenizer (bytes, no vocabulary file) and a one-layer T5 encoder stand-in."""
+    from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
+
+    tokenizer = ByT5Tokenizer()
+    model = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=hidden, d_kv=size.head_dim, d_ff=size.ffn,
+                                    num_layers=1, num_heads=size.heads, feed_forward_proj="gated-gelu",
+                                    pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    return tokenizer, model
+
+
+def _siglip(hidden: int, size: StandInSize, shrink: bool):
+    """The I2V image encoder: SigLIP at 384 px, patch 14 (729 tokens, what the real so400m gives); 28 px shrunk."""
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    image_size = 28 if shrink else 384
+    model = SiglipVisionModel(SiglipVisionConfig(hidden_size=hidden, intermediate_size=size.ffn, num_hidden_layers=1,
+                                                 num_attention_heads=_heads(hidden, size), image_size=image_size,
+                                                 patch_size=14))
+    return model, SiglipImageProcessor(size={"height": image_size, "width": image_size})
+
+
+def hunyuan15_parts(config: dict, *, shrink: bool, device, dtype: torch.dtype, seed: int) -> dict[str, object]:
+    """HunyuanVideo 1.5's pipeline components besides the transformer, VAE and scheduler: the Qwen2.5-VL stand-in
+    (width text_embed_dim), the ByT5 stand-in (text_embed_2_dim), the SigLIP stand-in for image-to-video configs
+    (image_embed_dim), and the classifier-free guider the pipeline takes (the config's guidance)."""
+    from diffusers import ClassifierFreeGuidance
+
+    size = SHRUNK if shrink else REAL
+    tr = config["transformer"]["config"]
+    max_len = int(config["pipeline"].get("max_sequence_length") or config["text_encoder"]["max_sequence_length"])
+    torch.manual_seed(seed)
+    parts: dict[str, object] = {"tokenizer": qwen_like_tokenizer(max_len)}
+    with torch.device(device):
+        parts["text_encoder"] = _qwen_text(parts["tokenizer"], int(tr["text_embed_dim"]), size)
+        parts["tokenizer_2"], parts["text_encoder_2"] = _byt5(int(tr["text_embed_2_dim"]), size)
+        if "image_encoder" in config:
+            parts["image_encoder"], parts["feature_extractor"] = _siglip(int(tr["image_embed_dim"]), size, shrink)
+    for part in parts.values():
+        if isinstance(part, torch.nn.Module):
+            part.to(dtype).eval()
+    parts["guider"] = ClassifierFreeGuidance(guidance_scale=float(config["pipeline"].get("guidance", 6.0)))
+    return parts
+
+
+# -- LTX-2 (models/ltx2.py): Gemma 3, its text connectors, the audio VAE and vocoder ---------------------------
+def ltx2_parts(config: dict, *, shrink: bool, device, dtype: torch.dtype, seed: int) -> dict[str, object]:
+    """LTX-2's pipeline components besides the transformer, VAE and scheduler: a 2-layer Gemma 3 stand-in with the
+    real width (caption_channels), the connectors sized for it (text_proj_in_factor = its layers + 1; real widths
+    unless shrunk), and the config's audio VAE and vocoder (real size; a shrunk vocoder when shrinking)."""
+    import diffusers
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+    from diffusers.pipelines.ltx2 import vocoder as vocoders
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    size = SHRUNK if shrink else REAL
+    hidden = int(config["transformer"]["config"]["caption_channels"])
+    max_len = int(config["pipeline"].get("max_sequence_length") or config["text_encoder"]["max_sequence_length"])
+    torch.manual_seed(seed)
+    tok = build_word_tokenizer(TINY_WORDS, model_max_length=max_len)
+    last = len(tok) - 1  # image tokens are never used
+    parts: dict[str, object] = {"tokenizer": tok}
+    connectors = dict(config["connectors"]["config"], caption_channels=hidden, text_proj_in_factor=3)
+    if shrink:
+        connectors.update(video_connector_num_attention_heads=hidden // 8, video_connector_attention_head_dim=8,
+                          audio_connector_num_attention_heads=hidden // 8, audio_connector_attention_head_dim=8,
+                          video_connector_num_learnable_registers=8, audio_connector_num_learnable_registers=8,
+                          video_connector_num_layers=1, audio_connector_num_layers=1)
+    vocoder = dict(config["vocoder"]["config"])
+    if shrink:
+        vocoder.update(hidden_channels=32, resnet_kernel_sizes=[3], resnet_dilations=[[1, 3, 5]])
+    with torch.device(device):
+        parts["text_encoder"] = Gemma3ForConditionalGeneration(Gemma3Config(
+            text_config=dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=size.ffn, num_hidden_layers=2,
+                             num_attention_heads=size.heads, num_key_value_heads=1, head_dim=size.head_dim,
+                             max_position_embeddings=max(1024, max_len), pad_token_id=0, eos_token_id=1,
+                             bos_token_id=1),
+            vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               image_size=28, patch_size=14),
+            mm_tokens_per_image=4, image_token_index=last, boi_token_index=last, eoi_token_index=last))
+        parts["connectors"] = LTX2TextConnectors(**connectors)
+        parts["audio_vae"] = getattr(diffusers, config["audio_vae"]["_class_name"])(**config["audio_vae"]["config"])
+        parts["vocoder"] = getattr(vocoders, config["vocoder"]["_class_name"])(**vocoder)
+    for part in parts.values():
+        if isinstance(part, torch.nn.Module):
+            part.to(dtype).eval()
+    parts["audio_vae"].to(torch.float32)
+    parts["vocoder"].to(torch.float32)
+    return parts

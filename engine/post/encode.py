@@ -132,12 +132,18 @@ def color_args(codec: Codec) -> list[str]:
             "-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709", "-color_range", "tv"]
 
 
-def audio_args(audio_from: str | Path | None, codec: Codec | None = None) -> list[str]:
+AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+
+
+def audio_args(audio_from: str | Path | None, codec: Codec | None = None, rate: int | None = None) -> list[str]:
     """No audio, or the audio streams of `audio_from` (input 1) beside the piped video (input 0), encoded as the
-    codec preset says (AAC in .mp4, PCM in ProRes .mov)."""
+    codec preset says (AAC in .mp4, PCM in ProRes .mov). `rate`: the input's sample rate when known; AAC cannot
+    carry every rate (a tiny test vocoder's 1600 Hz), so such sound is resampled to 48 kHz."""
     if audio_from is None:
         return ["-an"]
     encode = list(codec.audio_args) if codec is not None else ["-c:a", "aac", "-b:a", "192k"]
+    if rate is not None and "aac" in encode and rate not in AAC_RATES:
+        encode += ["-ar", "48000"]
     return ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a?", *encode]
 
 
@@ -157,8 +163,10 @@ class VideoWriter:
     """Encode frames to a file as they arrive; `close()` renames it into place."""
 
     def __init__(self, path: str | Path, width: int, height: int, fps: int, codec: str = "h264",
-                 metadata: dict | None = None, crf: int | None = None, audio_from: str | Path | None = None):
-        """audio_from: a media file whose audio streams (if any) are copied in, re-encoded to AAC."""
+                 metadata: dict | None = None, crf: int | None = None, audio_from: str | Path | None = None,
+                 audio_rate: int | None = None):
+        """audio_from: a media file whose audio streams (if any) are copied in, encoded as the codec preset says;
+        audio_rate: its sample rate, when known (see audio_args)."""
         check_size(width, height)
         self.codec = get_codec(codec)
         crf_args = ["-crf", str(crf)] if crf is not None and codec in ("h264", "h265") else []
@@ -170,7 +178,7 @@ class VideoWriter:
         cmd = [
             ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
-            *audio_args(audio_from, self.codec), *self.codec.args(), *crf_args, *color_args(self.codec),
+            *audio_args(audio_from, self.codec, audio_rate), *self.codec.args(), *crf_args, *color_args(self.codec),
             *container_args(self.codec),
             *metadata_args(metadata), "-f", self.codec.muxer, str(self.tmp),
         ]

@@ -26,8 +26,10 @@ from reel.models.registry import FAMILIES
 # nominal sizes from the model names / cards; CogVideoX-5b's transformer holds 5.57e9 ("5B" rounds down),
 # Wan2.1-I2V-14B adds image key/value projections (40 blocks x 2 x 5120^2 = 2.1e9) to the 14B T2V model
 NOMINAL = {"wan2.1-t2v-1.3b": 1.3e9, "wan2.1-t2v-14b": 14e9, "wan2.1-i2v-14b": 14e9 + 40 * 2 * 5120**2,
-           "wan2.2-ti2v-5b": 5e9, "wan2.2-t2v-a14b": 14e9, "ltx-video": 2e9, "cogvideox-5b": 5e9, "hunyuanvideo": 13e9}
-FACTORS = {"wan2.2-ti2v-5b": (4, 16), "ltx-video": (8, 32)}  # (temporal, spatial); the others are (4, 8)
+           "wan2.2-ti2v-5b": 5e9, "wan2.2-t2v-a14b": 14e9, "ltx-video": 2e9, "cogvideox-5b": 5e9, "hunyuanvideo": 13e9,
+           "hunyuanvideo-1.5-t2v": 8.3e9, "ltx-2": 19e9, "skyreels-v2-df-1.3b-540p": 1.3e9}
+FACTORS = {"wan2.2-ti2v-5b": (4, 16), "ltx-video": (8, 32), "ltx-2": (8, 32), "hunyuanvideo-1.5-t2v": (4, 16)}
+#          (temporal, spatial); the others are (4, 8)
 
 
 def _configs(folder):

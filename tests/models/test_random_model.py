@@ -19,8 +19,8 @@ from reel.models.random_model import build_module, build_random_folder, main, re
 from reel.models.registry import FAMILIES, resolve_model
 
 CPU = torch.device("cpu")
-SHIPPED = ("cogvideox-5b", "hunyuanvideo", "ltx-video", "wan2.1-i2v-14b", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b",
-           "wan2.2-t2v-a14b", "wan2.2-ti2v-5b")
+SHIPPED = ("cogvideox-5b", "hunyuanvideo", "hunyuanvideo-1.5-t2v", "ltx-2", "ltx-video", "skyreels-v2-df-1.3b-540p",
+           "wan2.1-i2v-14b", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.2-t2v-a14b", "wan2.2-ti2v-5b")
 PROMPT = "a red circle moving left on a black background"
 
 
@@ -45,6 +45,7 @@ def test_real_size_stand_ins_have_the_widths_the_transformer_reads(name):
     cfg = read_config(name)
     parts = standin_parts(cfg, shrink=False, device="meta", dtype=torch.bfloat16, seed=0)
     te = parts["text_encoder"].config
+    te = te.get_text_config() if hasattr(te, "get_text_config") else te  # Gemma 3 nests its text model's config
     assert (getattr(te, "d_model", None) or te.hidden_size) == cfg["text_encoder"]["hidden_size"]
     assert (getattr(te, "num_layers", None) or te.num_hidden_layers) <= 2
     assert parts["tokenizer"].model_max_length == cfg["pipeline"]["max_sequence_length"]
@@ -108,7 +109,9 @@ def test_shrunk_folder_loads_with_the_diffusers_pipeline(name, folders):
     assert type(pipe.vae).__name__ == cfg["vae"]["_class_name"]
     assert pipe.tokenizer.model_max_length == cfg["pipeline"]["max_sequence_length"]
     text_dim = next(tr[k] for k in ("text_dim", "caption_channels", "text_embed_dim") if tr.get(k))
-    hidden = getattr(pipe.text_encoder.config, "d_model", None) or pipe.text_encoder.config.hidden_size
+    te = pipe.text_encoder.config
+    te = te.get_text_config() if hasattr(te, "get_text_config") else te
+    hidden = getattr(te, "d_model", None) or te.hidden_size
     assert hidden == text_dim
     if "transformer_2" in cfg:
         assert pipe.transformer_2 is not None and pipe.config.boundary_ratio == cfg["pipeline"]["boundary_ratio"]

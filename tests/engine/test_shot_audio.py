@@ -1,0 +1,93 @@
+"""A shot's own sound through `reel render` on a tiny random LTX-2 folder (tests/models/test_ltx2.py's): kept
+beside the clip as WAV with the shot's duration at the vocoder's rate, carried by the clip, mixed into the film at
+the shot's audio_volume under the film's [[audio]] tracks; `audio = false` drops it; seeds lock it; the film's fps
+must be the model's own. Offline, CPU."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import wave
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from reel.engine.post.probe import decode_audio, probe
+
+FILM = """
+[film]
+title = "sound"
+model = "{model}"
+seed = 11
+
+[[shots]]
+id = "a"
+prompt = "a red circle moving left on a black background"
+
+[[shots]]
+id = "b"
+prompt = "a blue square moving up on a black background"
+audio_volume = 0.5
+
+[[shots]]
+id = "c"
+prompt = "a green triangle moving right on a black background"
+audio = false
+"""
+
+
+@pytest.fixture(scope="module")
+def ltx2_folder(tmp_path_factory):
+    from tests.models.test_ltx2 import build_tiny_ltx2
+
+    return build_tiny_ltx2(tmp_path_factory.mktemp("ltx2") / "model")
+
+
+def wav(path):
+    with wave.open(str(path), "rb") as w:
+        return w.getframerate(), w.getnchannels(), np.frombuffer(w.readframes(w.getnframes()), "<i2")
+
+
+def test_shots_keep_their_sound_beside_the_clip_and_in_the_film(ltx2_folder, tmp_path):
+    from tests.models.test_ltx2 import FPS, FRAMES, SAMPLE_RATE
+
+    from reel.engine.cli import app
+
+    spec = tmp_path / "film.toml"
+    spec.write_text(textwrap.dedent(FILM).replace("{model}", str(ltx2_folder)))
+    checked = CliRunner().invoke(app, ["validate", str(spec)])
+    assert checked.exit_code == 0 and "shot a: with the model's own sound (volume 1 " in checked.output
+    assert "shot b: with the model's own sound (volume 0.5 " in checked.output and "shot c" not in checked.output
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["render", str(spec), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    seconds = FRAMES / FPS
+    for sid in ("a", "b"):
+        rate, channels, samples = wav(out / "shots" / f"{sid}.wav")
+        assert rate == SAMPLE_RATE and channels == 2 and samples.size == 2 * round(seconds * SAMPLE_RATE)
+        assert np.abs(samples).max() > 0  # a random model's sound, not silence
+        clip = probe(out / "shots" / f"{sid}.mp4")
+        assert clip.video and clip.audio and abs(clip.duration - seconds) < 0.05
+        manifest = json.loads((out / "shots" / f"{sid}.json").read_text())
+        assert manifest["audio"] == {"file": f"{sid}.wav", "volume": 1.0 if sid == "a" else 0.5}
+    assert not (out / "shots" / "c.wav").exists() and not probe(out / "shots" / "c.mp4").audio
+    assert json.loads((out / "shots" / "c.json").read_text())["audio"] is None
+    film = json.loads((out / "film.json").read_text())
+    assert [(t["file"].rsplit("/", 1)[-1], t["start_s"], t["volume"]) for t in film["audio"]] == [
+        ("a.wav", 0.0, 1.0), ("b.wav", seconds, 0.5)]
+    film_audio = decode_audio(out / "film.mp4")  # mono at 8 kHz
+    assert probe(out / "film.mp4").audio and np.abs(film_audio[: int(2 * seconds * 8000)]).max() > 0
+    first = (out / "shots" / "a.wav").read_bytes()
+    again = CliRunner().invoke(app, ["render", str(spec), "--out", str(tmp_path / "again"), "--device", "cpu"])
+    assert again.exit_code == 0 and (tmp_path / "again" / "shots" / "a.wav").read_bytes() == first  # seed-locked
+
+
+def test_sound_needs_the_models_own_frame_rate(ltx2_folder, tmp_path):
+    from reel.engine.cli import app
+
+    spec = tmp_path / "film.toml"
+    text = textwrap.dedent(FILM).replace("{model}", str(ltx2_folder))
+    spec.write_text(text.replace("seed = 11", "seed = 11\nfps = 12"))
+    result = CliRunner().invoke(app, ["validate", str(spec)])
+    assert result.exit_code != 0 and "film.fps" in result.output and "own frame rate, 24 fps" in result.output
