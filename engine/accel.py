@@ -23,7 +23,7 @@ from reel.engine.speed import SpeedConfig, SpeedSection
 
 __all__ = ["SpeedConfig", "SpeedSection", "apply_attention", "apply_cpu_fast_paths", "apply_load_time",
            "apply_offload", "auto_batch_size", "choose_memory", "compile_fallbacks", "plan_memory",
-           "remove_cpu_fast_paths", "remove_load_time", "step_cache_session"]
+           "remove_cpu_fast_paths", "remove_load_time", "step_cache_session", "reset_step_cache"]
 
 
 def choose_memory(mem: dict, free_bytes: float, weights_fp8_saving: float) -> dict:
@@ -387,7 +387,7 @@ def step_cache_session(transformer, speed: SpeedConfig):
 
     diffusers' public CacheMixin API only: enable_cache, disable_cache, is_cache_enabled, cache_context. The cache
     stays enabled between trajectories with the same threshold (its hooks stay in place); its state is reset at
-    the start and end of each (`_reset_step_cache`)."""
+    the start and end of each (`reset_step_cache`)."""
     from diffusers.models.cache_utils import CacheMixin
 
     enabled = isinstance(transformer, CacheMixin) and transformer.is_cache_enabled
@@ -404,15 +404,15 @@ def step_cache_session(transformer, speed: SpeedConfig):
     if not transformer.is_cache_enabled:
         transformer.enable_cache(FirstBlockCacheConfig(threshold=speed.step_cache))
         _STEP_CACHE_THRESHOLD[transformer] = speed.step_cache
-    _reset_step_cache(transformer)
+    reset_step_cache(transformer)
     try:
         yield lambda step, total, batched_cfg: transformer.cache_context(
             "cfg" if batched_cfg else "cond", step_index=step, num_inference_steps=total)
     finally:
-        _reset_step_cache(transformer)
+        reset_step_cache(transformer)
 
 
-def _reset_step_cache(transformer) -> None:
+def reset_step_cache(transformer) -> None:
     """Forget the residuals First-Block-Cache kept from the last trajectory, so each trajectory is deterministic.
 
     diffusers offers this only as the private `CacheMixin._reset_stateful_cache()`; this is its body, through the
@@ -437,7 +437,8 @@ def auto_batch_size(film, device: str = "auto", preview: bool = False, cap: int 
     gpu = GPU("local", torch.cuda.get_device_name(), 100.0, 50.0, total / 2**30, 1000.0)
     model = folder_model_config(film.model.path, film.model.family.name, film.max_sequence_length)
     job = max(build_plan(film, preview=preview).jobs, key=lambda j: j.frames * j.width * j.height)
-    one = estimate_shot(model, gpu, job.width, job.height, job.frames, job.steps, job.guidance).memory
+    one = estimate_shot(model, gpu, job.width, job.height, job.frames, job.steps, job.guidance, window=job.window,
+                        overlap=job.overlap).memory  # a long shot holds one window
     weights = one["peak"] - max(one["transformer activations"], one["VAE decode"])
     per_shot = max(one["transformer activations"], one["VAE decode"])
     return max(1, min(cap, int((free * 0.9 - weights) // max(per_shot, 1))))

@@ -145,6 +145,9 @@ def _with_speed(film, flags: dict):
     if given.get("compile") not in (None, *COMPILE_MODES):
         raise BackendError(f"--compile {given['compile']}: unknown mode — use one of {', '.join(COMPILE_MODES)}")
     speed = dataclasses.replace(film.speed, **given)
+    if given.get("step_cache") is not None and not film.model.family.step_cache:
+        raise BackendError(f"--step-cache: {film.model.family.name} models have no step cache yet (diffusers' "
+                           "First-Block-Cache does not know their transformer blocks) — leave it out")
     if speed.attention != "auto" and speed.attention not in BACKENDS:
         raise BackendError(f"attention {speed.attention!r}: unknown backend — use auto or one of {', '.join(BACKENDS)}")
     return dataclasses.replace(film, speed=speed)

@@ -91,10 +91,13 @@ class ShotWorker:
             store.shot_video(shot_id).unlink(missing_ok=True)
         files = []
         for r in results:
+            sound = store.shot_audio(r.shot_id)  # the model's own sound (LTX-2), beside the clip
             files.append({"shot_id": r.shot_id, "video": r.video.read_bytes(), "manifest": r.manifest.read_bytes(),
+                          "audio": sound.read_bytes() if sound.is_file() else None,
                           "timings": r.timings, "device": str(engine.device)})
             r.video.unlink()
             r.manifest.unlink()
+            sound.unlink(missing_ok=True)
         return files
 
 
@@ -217,8 +220,10 @@ def _store_shot(store: RenderStore, f: dict) -> ShotResult:
     """A worker's clip and manifest into the store: old manifest out, clip in, then its manifest (a clip never
     sits beside a stale manifest)."""
     store.shot_manifest(f["shot_id"]).unlink(missing_ok=True)
-    for name, data in ((store.shot_video(f["shot_id"]), f["video"]),
-                       (store.shot_manifest(f["shot_id"]), f["manifest"])):
+    files = [(store.shot_video(f["shot_id"]), f["video"])]
+    if f.get("audio") is not None:  # the shot's own sound goes in before the manifest that names it
+        files.append((store.shot_audio(f["shot_id"]), f["audio"]))
+    for name, data in (*files, (store.shot_manifest(f["shot_id"]), f["manifest"])):
         with atomic_path(name) as tmp:
             tmp.write_bytes(data)
     return ShotResult(f["shot_id"], store.shot_video(f["shot_id"]), store.shot_manifest(f["shot_id"]), "rendered",

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reel.engine.accel import SpeedConfig, apply_load_time, apply_offload, step_cache_session
+from reel.engine.accel import SpeedConfig, apply_load_time, apply_offload, reset_step_cache, step_cache_session
 from reel.engine.lora_bank import AdapterBank, LoraError
 from reel.engine.devices import compute_dtype, pick_device
 from reel.engine.embed_cache import EmbedCache, encoder_hash
@@ -597,6 +597,8 @@ class Engine:
                               cfg_steps=cfg_steps, context=lambda i, batched: context(i, job.steps, batched))
             if hooks:
                 denoiser = with_step_hook(denoiser, lambda i: [h(i) for h in hooks])
+            if job.step_cache is not None:  # each chunk is a trajectory of its own (its length may differ)
+                denoiser = with_step_hook(denoiser, lambda i: reset_step_cache(comps.transformer) if i == 0 else None)
             pieces = family.render_long(comps, denoiser, frames=job.frames, height=job.height, width=job.width,
                                         window=job.window, overlap=job.overlap, steps=job.steps, shift=job.shift,
                                         seed=job.seed, scheduler=job.scheduler, image=image, on_step=on_step)
@@ -661,8 +663,7 @@ class Engine:
             "model": {"name": job.model_name, "path": job.model_path, "family": model.family.name,
                       "weights_hash": whash},
             "characters": list(job.characters), "adapters": adapters, "preview": job.preview,
-            "audio": ({"file": store.shot_audio(job.shot_id).name, "volume": job.audio_volume} if job.audio
-                      else None),
+            "audio": {"file": store.shot_audio(job.shot_id).name} if job.audio else None,  # volume: film.json
             "long_shot": ({"window": job.window, "overlap": job.overlap,
                            "chunks": long_chunks(job.frames, job.window, job.overlap, model.temporal_factor)}
                           if job.window else None),
@@ -681,17 +682,19 @@ class Engine:
 
     def _shot_sounds(self, jobs: tuple[ShotJob, ...], clips, store: RenderStore, fps: int) -> tuple:
         """The model's own sound of each shot that kept it (LTX-2 finals, audio not false), under its clip at the
-        shot's audio_volume, mixed with the film's [[audio]] tracks."""
+        shot's audio_volume, mixed with the film's [[audio]] tracks; across a crossfade one sound fades into the
+        next as the pictures do."""
         out = []
-        for job, clip in zip(jobs, clips):
+        for k, (job, clip) in enumerate(zip(jobs, clips)):
             path = store.shot_audio(job.shot_id)
             if not job.audio or not path.is_file():
                 continue
             with wave.open(str(path), "rb") as w:
                 self._audio_durations[path] = w.getnframes() / w.getframerate()
             length = min(self._audio_durations[path], clip.frames / fps)
+            fade_out = clips[k + 1].fade_in / fps if k + 1 < len(clips) else 0.0  # a crossfade out of this shot
             out.append(AudioPlacement(f"shot-{job.shot_id}", path, clip.start / fps, 0.0, length, job.audio_volume,
-                                      0.0, 0.0))
+                                      min(clip.fade_in / fps, length), min(fade_out, length)))
         return tuple(out)
 
     def assemble(self, plan: RenderPlan, store: RenderStore, shots: tuple[ShotResult, ...],

@@ -34,7 +34,7 @@ from reel.engine.spec_post import (
 )
 from reel.engine.spec_preview import Preview, preview_settings
 from reel.models.registry import BUILTIN_MODELS, ModelError, ModelInfo, resolve_model
-from reel.models.long_shots import long_window, window_problem
+from reel.models.long_shots import long_window, scheme_problem, window_problem
 
 SHOT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 RESERVED_IDS = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
@@ -293,6 +293,9 @@ def _film_from_dict(data: dict, source: Path, model_override: str | None, librar
     shots = _shots_in_seconds(spec.shots, model, v["fps"], problems)  # spec.shots, with frames for `seconds`
     _check_shots(shots, model, problems)
     _check_long_and_audio(shots, model, v["fps"], problems)
+    if spec.speed.step_cache is not None and not model.family.step_cache:
+        problems.append(("speed.step_cache", f"{model.family.name} models have no step cache yet (diffusers' "
+                                             "First-Block-Cache does not know their transformer blocks) — remove it"))
     if limits:
         _check_limits(shots, model, v, problems)
     images = _check_images(shots, model, source, problems, guard)
@@ -389,10 +392,12 @@ def _check_long_and_audio(shots: list, model: ModelInfo, fps: int, problems: lis
     """A model with a long-shot scheme has a usable window; a shot's audio settings need a model that makes sound,
     and such a model sizes its sound track for its own frame rate (models/ltx2.py latent_shape)."""
     window, overlap = long_window(model)
-    if window and (message := window_problem(model, window, overlap)) is not None:
+    if (message := scheme_problem(model)) is not None:
+        problems.append(("film.model", f"{model.path}/reel.json: {message}"))
+    elif window and (message := window_problem(model, window, overlap)) is not None:
         problems.append(("film.model", f"{model.path}/reel.json: {message}"))
     own = model.defaults.get("fps")
-    if model.family.audio and fps != own:
+    if model.family.audio and fps != own and any(s.audio is not False for s in shots):
         problems.append(("film.fps", f"{fps} fps: {model.family.name} models make each shot's sound for the model's "
                                      f"own frame rate, {own} fps — set film.fps = {own}, or \"fps\": {fps} in "
                                      f"{model.path}/reel.json"))

@@ -82,7 +82,8 @@ def _seed_picked(studio, path: Path, job, preview: bool) -> int:
     (staging / sub / "shots").mkdir(parents=True)
     try:
         for manifest, clip in picked:
-            for source in (clip, manifest):
+            sound = clip.with_suffix(".wav")  # a shot's own sound (LTX-2), when it has one
+            for source in (clip, *([sound] if sound.is_file() else []), manifest):
                 target = staging / sub / "shots" / source.name
                 try:
                     os.link(source, target)

@@ -140,10 +140,16 @@ def _adopt(folder: Path, take: dict, root: Path, shot_id: str, picked: dict) -> 
     store = RenderStore(root, ext=clip.suffix)
     store.prepare()
     store.shot_manifest(shot_id).unlink(missing_ok=True)
-    with atomic_path(store.shot_video(shot_id)) as tmp:
-        try:
-            os.link(clip, tmp)
-        except OSError:
-            shutil.copyfile(clip, tmp)
+    files = [(clip, store.shot_video(shot_id))]
+    if data.get("audio"):  # the model's own sound (LTX-2) beside the clip: the render reuses the shot only with it
+        if not clip.with_suffix(".wav").is_file():
+            return False
+        files.append((clip.with_suffix(".wav"), store.shot_audio(shot_id)))
+    for source, target in files:
+        with atomic_path(target) as tmp:
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
     atomic_write_json(store.shot_manifest(shot_id), data | {"take": picked})
     return True

@@ -18,15 +18,35 @@ latent frames (a causal video VAE: latent frame 0 is pixel frame 0, latent frame
 from __future__ import annotations
 
 
+SCHEMES = ("diffusion-forcing",)
+
+
 def long_window(model) -> tuple[int, int]:
-    """(window, overlap) in frames for a ModelInfo whose family renders long shots in chunks, else (0, 0). A
-    folder's reel.json may set "window_frames" and "overlap_frames"."""
-    family = model.family
-    if not family.long_shots or (family.long_pipelines and model.pipeline not in family.long_pipelines):
-        return 0, 0  # e.g. a plain SkyReelsV2Pipeline folder: its transformer is not trained for diffusion forcing
-    window = int(model.defaults.get("window_frames") or family.long_window)
-    overlap = int(model.defaults.get("overlap_frames") or family.long_overlap)
-    return window, overlap
+    """(window, overlap) in frames for a ModelInfo whose shots longer than `window` render in chunks, else (0, 0):
+    its family's scheme (SkyReels-V2 DF folders), or a Wan folder's reel.json "long_shots": "diffusion-forcing"
+    (window: "window_frames", else the folder's default frames; overlap: "overlap_frames", else 2 latent frames)."""
+    family, d = model.family, model.defaults
+    if family.long_shots:
+        if family.long_pipelines and model.pipeline not in family.long_pipelines:
+            return 0, 0  # a plain SkyReelsV2Pipeline folder: its transformer is not trained for diffusion forcing
+        return int(d.get("window_frames") or family.long_window), int(d.get("overlap_frames") or family.long_overlap)
+    if d.get("long_shots") in SCHEMES and family.long_opt_in:  # Wan: its transformers take per-frame timesteps
+        return int(d.get("window_frames") or d.get("frames") or family.default_frames), \
+            int(d.get("overlap_frames") or model.temporal_factor + 1)
+    return 0, 0
+
+
+def scheme_problem(model) -> str | None:
+    """Why a folder's reel.json "long_shots" cannot be used, or None."""
+    value = model.defaults.get("long_shots")
+    if value is None or model.family.long_shots:
+        return None
+    if value not in SCHEMES:
+        return f"long_shots = {value!r}: the scheme reel knows is \"diffusion-forcing\" — fix the model's reel.json"
+    if not model.family.long_opt_in:
+        return (f"long_shots: {model.family.name} transformers take no per-frame timesteps — remove it from the "
+                "model's reel.json")
+    return None
 
 
 def window_problem(model, window: int, overlap: int) -> str | None:

@@ -227,6 +227,8 @@ class Family:
     long_window: int = 0  # frames per chunk of a long shot (a folder's reel.json "window_frames" overrides)
     long_overlap: int = 0  # frames each chunk repeats of the one before ("overlap_frames" in reel.json)
     long_pipelines: tuple[str, ...] = ()  # the pipelines whose folders can (all of the family's when empty)
+    long_opt_in: bool = False  # a folder's reel.json "long_shots" may turn its scheme on (per-frame timesteps)
+    step_cache: bool = True  # [speed] step_cache works (diffusers' First-Block-Cache knows its transformer blocks)
     default_scheduler_classes: tuple[str, ...] = ()  # "default" needs the folder's scheduler to be one of these
 
 
@@ -243,7 +245,7 @@ FAMILIES: dict[str, Family] = {
         image_pipelines=("WanImageToVideoPipeline",), default_scheduler="unipc",
         hub_example="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", preview_decoder=True, cpu_bf16_decode=True,
         cpu_bf16_preview=True, fused_kernels=True, vae_latent=_wan_latent, cpu_fast_paths=True,
-        vae_defaults=_wan_vae_defaults, limits=_wan_limits,
+        vae_defaults=_wan_vae_defaults, limits=_wan_limits, long_opt_in=True,
         single_file_keys=("head.modulation", "patch_embedding.weight")),
     "ltx": Family(
         "ltx", ("LTXPipeline", "LTXImageToVideoPipeline"), "reel.models.ltx", "LTXVideoTransformer3DModel",
@@ -281,7 +283,8 @@ FAMILIES: dict[str, Family] = {
         vae_latent=_wan_latent, limits=_wan_limits,
         single_file_keys=("head.modulation", "patch_embedding.weight", "fps_embedding.weight"),  # Wan's + its own
         long_shots="diffusion-forcing", long_window=97, long_overlap=17,
-        long_pipelines=("SkyReelsV2DiffusionForcingPipeline",)),
+        long_pipelines=("SkyReelsV2DiffusionForcingPipeline",),
+        step_cache=False),
     # HunyuanVideo 1.5: classifier-free guidance (the pipeline's ClassifierFreeGuidance guider, 6.0 in the converted
     # 480p/720p folders, 1.0 in the cfg-distilled ones), 121 frames and 480p 16:9 (848x480, target_size 640) as
     # HunyuanVideo15Pipeline.__call__ defaults them, shift 5 (480p scheduler), 1000 Qwen2.5-VL tokens
@@ -296,7 +299,8 @@ FAMILIES: dict[str, Family] = {
         hub_example="hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v", vae_latent=_hunyuan15_latent,
         default_scheduler_classes=("FlowMatchEulerDiscreteScheduler",),
         single_file_keys=("double_blocks.0.img_attn_q.weight", "byt5_in.fc1.weight", "vision_in.proj.0.weight"),
-        single_file_loader=False),
+        single_file_loader=False,
+        step_cache=False),
     # LTX-2 (picture + sound): LTX2Pipeline.__call__'s defaults (768x512, 121 frames at 24 fps, 30 steps, guidance
     # 3.0, 1024 Gemma tokens); its schedule shifts dynamically (shift unused). Single files: the original Lightricks
     # checkpoint's names (diffusers' CHECKPOINT_KEY_NAMES["ltx2"] and its LoRA converter), prefix stripped.
@@ -308,7 +312,8 @@ FAMILIES: dict[str, Family] = {
         hub_example="Lightricks/LTX-2", vae_latent=_ltx2_latent, limits=_ltx_limits, audio=True,
         default_scheduler_classes=("FlowMatchEulerDiscreteScheduler",),
         single_file_keys=("av_ca_a2v_gate_adaln_single.emb.timestep_embedder.linear_1.weight",
-                          "audio_patchify_proj.weight", "adaln_single.linear.weight")),  # + one of LTX-1's
+                          "audio_patchify_proj.weight", "adaln_single.linear.weight"),  # + one of LTX-1's
+        step_cache=False),
 }
 
 

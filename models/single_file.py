@@ -40,8 +40,9 @@ def tensor_names(path: Path) -> list[str]:
         raise SingleFileError(f"{path}: not a readable .safetensors file ({err})") from None
 
 
-def detect_family(path: Path) -> str:
-    """The family whose original / ComfyUI tensor names (registry `single_file_keys`) the file holds."""
+def detect_family(path: Path, prefer: str | None = None) -> str:
+    """The family whose original / ComfyUI tensor names (registry `single_file_keys`) the file holds; on a tie,
+    `prefer` (the --base folder's family: SkyReels-V2 14B files hold exactly Wan's names)."""
     from reel.models.registry import FAMILIES
 
     names = set(tensor_names(path))
@@ -50,6 +51,8 @@ def detect_family(path: Path) -> str:
     # SkyReels-V2 DF files every name of Wan's (their keys list those too, plus their own)
     hits = {family.name: sum(k in stripped for k in family.single_file_keys) for family in FAMILIES.values()}
     best = max(hits, key=lambda name: hits[name])  # the first of equals, in registry order
+    if prefer is not None and hits[best] and hits.get(prefer) == hits[best]:
+        return prefer
     if hits[best]:
         return best
     first = sorted(names)[:3]
@@ -64,11 +67,11 @@ def import_single_file(file: Path, base: Path, out: Path) -> Path:
     file, base = file.resolve(), base.resolve()
     if not file.is_file():
         raise SingleFileError(f"{file}: file not found")
-    family = detect_family(file)
+    info = resolve_model(str(base))
+    family = detect_family(file, prefer=info.family.name)
     if not FAMILIES[family].single_file_loader:
         raise SingleFileError(f"{file}: diffusers has no single-file loader for {family} transformers — use the "
                               f"model's diffusers folder (e.g. {FAMILIES[family].hub_example}) instead")
-    info = resolve_model(str(base))
     if info.family.name != family:
         raise SingleFileError(f"{file} is a {family} transformer but --base {base} is a {info.family.name} folder — "
                               f"give a {family} diffusers folder for the text encoder and VAE")

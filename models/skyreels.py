@@ -26,7 +26,10 @@ from pathlib import Path
 import torch
 
 from reel.models import wan
-from reel.models.common import channel_stats, cpu_generator, freeze, quiet_loading, scheduler_config
+from reel.models.diffusion_forcing import ChunkPlan as ChunkPlan  # the DF loop, shared with opted-in Wan folders
+from reel.models.diffusion_forcing import long_chunks as long_chunks
+from reel.models.diffusion_forcing import render_chunks
+from reel.models.common import freeze, quiet_loading, scheduler_config
 from reel.models.common import decode_audio as decode_audio  # no sound (registry audio off)
 from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
 from reel.models.samplers import Sampler
@@ -217,32 +220,7 @@ def pipeline_kwargs(components: SkyReelsComponents, *, negative_prompt: str, fps
     return {"negative_prompt": negative_prompt, "fps": fps}
 
 
-# -- long shots: diffusion forcing -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ChunkPlan:
-    """One chunk of a long shot, in latent frames: `size` in all, the first `prefix` copied from the shot so far
-    (held clean), `keep` new ones at its end that join the shot."""
-
-    size: int
-    prefix: int
-    keep: int
-
-
-def long_chunks(latent_frames: int, window: int, overlap: int, block: int = 1) -> list[ChunkPlan]:
-    """The pipeline's chunks for a shot of `latent_frames` with base_latent_num_frames `window` and
-    overlap_history_latent_frames `overlap` (all latent frames): n_iter, each chunk's num_latent_frames and its
-    prefix (the last `overlap` frames so far, cut down to whole causal blocks of `block`)."""
-    if latent_frames <= window:
-        return [ChunkPlan(latent_frames, 0, latent_frames)]
-    n_iter = 1 + (latent_frames - window - 1) // (window - overlap) + 1
-    chunks = [ChunkPlan(window, 0, window)]
-    prefix = overlap - overlap % block
-    for k in range(1, n_iter):
-        size = min(latent_frames - k * (window - overlap), window)
-        chunks.append(ChunkPlan(size, prefix, size - overlap))
-    return chunks
-
+# -- long shots: diffusion forcing (models/diffusion_forcing.py) ----------------------------------------------
 
 def _check_long(components: SkyReelsComponents, frames: int, window: int, overlap: int, image) -> None:
     """ValueError for what render_long cannot do, naming the field and the fix."""
@@ -261,48 +239,6 @@ def _check_long(components: SkyReelsComponents, frames: int, window: int, overla
         raise ValueError(f"overlap_frames = {overlap}: must be at least 1 and below window_frames = {window}")
 
 
-class _CausalDecoder:
-    """The Wan VAE's frame-by-frame decode with its causal cache held here across calls (not on the VAE, so other
-    decodes in between cannot disturb it): latent frames decoded in several calls equal one whole `vae.decode`."""
-
-    def __init__(self, vae):
-        self.vae = vae
-        self.cache = [None] * vae._cached_conv_counts["decoder"]
-        self.first = True
-
-    @torch.no_grad()
-    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised latents (B, C, f', H', W') -> pixels (B, 3, f, H, W) in [0, 1], continuing the shot."""
-        from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
-
-        vae = self.vae
-        z = latents.float()
-        z = z * channel_stats(vae.config.latents_std, z) + channel_stats(vae.config.latents_mean, z)
-        x = vae.post_quant_conv(z)  # a 1x1x1 convolution: per frame
-        outs = []
-        for i in range(x.shape[2]):
-            out = vae.decoder(x[:, :, i:i + 1], feat_cache=self.cache, feat_idx=[0], first_chunk=self.first)
-            self.first = False
-            if vae.config.patch_size is not None:
-                out = unpatchify(out, patch_size=vae.config.patch_size)
-            outs.append(out.float().clamp(-1.0, 1.0))
-        return (torch.cat(outs, dim=2) / 2 + 0.5).clamp(0.0, 1.0)  # (B, 3, f, H, W)
-
-
-def _chunk_denoiser(denoiser, prefix: torch.Tensor):
-    """The engine's denoiser over a chunk's fresh frames: the clean prefix (B, C, p, H', W') goes in front at
-    timestep 0, the fresh frames at the sampler's t (the pipeline's step_matrix row: 0 for pre-ready frames)."""
-    p = prefix.shape[2]
-
-    def run(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
-        if p == 0:
-            return denoiser(x, t.reshape(1, 1).expand(1, x.shape[2]), i)  # (1, f)
-        t_row = torch.cat([t.new_zeros(p), t.reshape(1).expand(x.shape[2])])[None]  # (1, p + f)
-        out = denoiser(torch.cat([prefix, x], dim=2), t_row, i)  # (B, C, p + f, H', W')
-        return out[:, :, p:]
-    return run
-
-
 @torch.no_grad()
 def render_long(components: SkyReelsComponents, denoiser, *, frames: int, height: int, width: int, window: int,
                 overlap: int, steps: int, shift: float, seed: int, scheduler: str, image: dict | None = None,
@@ -318,29 +254,7 @@ def render_long(components: SkyReelsComponents, denoiser, *, frames: int, height
     frames; `denoiser(x, t, i)` gets the whole chunk with t per latent frame (1, F'). `on_step(chunk, i, t, x)`:
     0-based chunk and step, t a float, x the chunk's latents (1, C, size, H', W')."""
     _check_long(components, frames, window, overlap, image)
-    t_f = components.temporal_factor
-    block = int(components.transformer.config.num_frame_per_block)
-    chunks = long_chunks((frames - 1) // t_f + 1, (window - 1) // t_f + 1, (overlap - 1) // t_f + 1, block)
-    if any(c.size % block for c in chunks):
-        raise ValueError(f"frames = {frames}: a chunk's latent frames must fill the transformer's causal blocks of "
-                         f"{block} (num_frame_per_block) — choose frames so every chunk is a multiple of {block}")
-    channels, _, lat_h, lat_w = latent_shape(components, 1, height, width)
-    generator = cpu_generator(seed)
-    decode = _CausalDecoder(components.vae)
-    tail = None  # (1, C, <= overlap, H', W'): the shot's last latent frames so far
-    overlap_latent = (overlap - 1) // t_f + 1
-    for k, chunk in enumerate(chunks):
-        noise = torch.randn((1, channels, chunk.size, lat_h, lat_w), generator=generator, dtype=torch.float32)
-        noise = noise.to(components.device)  # (1, C, size, H', W')
-        prefix = tail[:, :, :chunk.prefix] if chunk.prefix else noise[:, :, :0]  # (1, C, p, H', W')
-        sampler = make_sampler(components, scheduler, shift, seeds=[seed + k])
-        callback = None
-        if on_step is not None:
-            def callback(i, t, x, k=k, prefix=prefix):
-                on_step(k, i, t, torch.cat([prefix, x], dim=2))
-        fresh = sampler(_chunk_denoiser(denoiser, prefix), noise[:, :, chunk.prefix:], steps, callback)
-        latents = torch.cat([prefix, fresh], dim=2)  # (1, C, size, H', W')
-        new = latents[:, :, chunk.size - chunk.keep:]  # the frames that join the shot
-        tail = new[:, :, -overlap_latent:] if tail is None else torch.cat([tail, new], dim=2)[:, :, -overlap_latent:]
-        yield decode(new)
-        del noise, latents, fresh
+    yield from render_chunks(components, denoiser, make_sampler=make_sampler, latent_shape=latent_shape,
+                             block=int(components.transformer.config.num_frame_per_block), frames=frames,
+                             height=height, width=width, window=window, overlap=overlap, steps=steps, shift=shift,
+                             seed=seed, scheduler=scheduler, on_step=on_step)

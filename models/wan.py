@@ -30,7 +30,7 @@ from reel.models.single_file import load_transformer
 from reel.models.common import cpu_bf16_fast as cpu_bf16_fast  # the family contract's, shared
 from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
 from reel.models.common import decode_audio as decode_audio  # no sound (registry audio off)
-from reel.models.common import render_long as render_long  # no long-shot scheme (registry long_shots "")
+from reel.models.common import render_long as _no_long_shots  # without reel.json's opt-in
 
 
 
@@ -51,6 +51,7 @@ class WanComponents:
     expand_timesteps: bool = False  # Wan 2.2 TI2V: per-token timesteps, first frame from the image
     image_encoder: torch.nn.Module | None = None  # Wan 2.1 I2V: CLIP vision tower
     image_processor: object = None
+    diffusion_forcing: bool = False  # reel.json "long_shots": "diffusion-forcing": long shots in chunks (opt-in)
 
     @property
     def temporal_factor(self) -> int:
@@ -89,10 +90,12 @@ def load(path: str | Path, device: torch.device, dtype: torch.dtype) -> WanCompo
         image_encoder = CLIPVisionModel.from_pretrained(path / "image_encoder", local_files_only=True, dtype=dtype)
         image_processor = AutoImageProcessor.from_pretrained(path / "image_processor", local_files_only=True)
     freeze((text_encoder, transformer, vae, transformer_2, image_encoder), device)
+    reel = json.loads((path / "reel.json").read_text()) if (path / "reel.json").is_file() else {}
     return WanComponents(path, tokenizer, text_encoder, transformer, vae, scheduler_config(path), device, dtype,
                          transformer_2=transformer_2, boundary_ratio=index.get("boundary_ratio"),
                          expand_timesteps=bool(index.get("expand_timesteps")), image_encoder=image_encoder,
-                         image_processor=image_processor)
+                         image_processor=image_processor,
+                         diffusion_forcing=reel.get("long_shots") == "diffusion-forcing")
 
 
 def make_sampler(components: WanComponents, name: str, shift: float, *, shape: tuple | None = None,
@@ -221,6 +224,8 @@ def velocity(components: WanComponents, latents: torch.Tensor, t: torch.Tensor, 
             low = float(t) < components.boundary_ratio * 1000
         model = components.transformer_2 if low else model
     x = latents
+    if t.dim() == 2:  # diffusion forcing (render_long): a timestep per latent frame (B, F')
+        return _velocity_per_frame(components, model, latents, t, c)
     timestep = t.expand(latents.shape[0]).to(components.device)  # (B,)
     if components.expand_timesteps:  # Wan 2.2 TI2V: a timestep per token; 0 on the image's frame
         mask = c.get("first_frame_mask", torch.ones_like(latents[:1, :1]))  # (1, 1, F', H', W')
@@ -234,6 +239,43 @@ def velocity(components: WanComponents, latents: torch.Tensor, t: torch.Tensor, 
     out = model(hidden_states=x.to(components.dtype), timestep=timestep, encoder_hidden_states=c["embeds"],
                 encoder_hidden_states_image=c.get("image_embeds"), return_dict=False)[0]
     return out.float()  # (B, C, F', H', W')
+
+
+def _velocity_per_frame(components: WanComponents, model, latents: torch.Tensor, t: torch.Tensor, c: dict):
+    """Per-frame timesteps (B, F') as per-token ones (B, F' * H'/p * W'/p), the input Wan 2.2 TI2V's transformer
+    takes (any WanTransformer3DModel accepts it): only for folders that opted into diffusion forcing."""
+    if not components.diffusion_forcing:
+        raise ValueError(f"{components.path}: a timestep per frame is diffusion forcing, which this Wan folder has "
+                         "not opted into — put \"long_shots\": \"diffusion-forcing\" in its reel.json")
+    if "condition" in c:
+        raise ValueError(f"{components.path}: diffusion forcing runs text-to-video Wan folders only")
+    p = model.config.patch_size
+    h, w = latents.shape[3] // p[1], latents.shape[4] // p[2]
+    per_token = t.to(components.device)[:, :, None, None].expand(-1, -1, h, w).flatten(1)  # (B, F' * h * w)
+    out = model(hidden_states=latents.to(components.dtype), timestep=per_token.expand(latents.shape[0], -1),
+                encoder_hidden_states=c["embeds"], return_dict=False)[0]
+    return out.float()  # (B, C, F', H', W')
+
+
+def render_long(components: WanComponents, denoiser, *, frames: int, height: int, width: int, window: int,
+                overlap: int, steps: int, shift: float, seed: int, scheduler: str, image: dict | None = None,
+                on_step=None) -> Iterator[torch.Tensor]:
+    """Long shots by diffusion forcing (models/diffusion_forcing.py) for a text-to-video Wan folder whose reel.json
+    opts in ("long_shots": "diffusion-forcing"): Wan transformers take per-token timesteps, but only SkyReels-V2
+    DF was trained for clean overlap frames beside noisy ones — see benchmarks/RESULTS.md "seams" for what the
+    built-in model does with it. Other Wan folders refuse, as the contract's families without a scheme do."""
+    from reel.models.diffusion_forcing import render_chunks
+
+    if not components.diffusion_forcing:
+        return _no_long_shots(components, denoiser, frames=frames, height=height, width=width, window=window,
+                              overlap=overlap, steps=steps, shift=shift, seed=seed, scheduler=scheduler, image=image,
+                              on_step=on_step)
+    if image is not None or components.expand_timesteps or components.image_encoder is not None:
+        raise ValueError(f"{components.path}: Wan long shots are text-to-video only (a T2V folder, no `image` or "
+                         "`continue_from`) — render the shot within one window, or as several shots")
+    return render_chunks(components, denoiser, make_sampler=make_sampler, latent_shape=latent_shape, block=1,
+                         frames=frames, height=height, width=width, window=window, overlap=overlap, steps=steps,
+                         shift=shift, seed=seed, scheduler=scheduler, on_step=on_step)
 
 
 @torch.no_grad()

@@ -142,3 +142,23 @@ continue_from = "second"
     for sid in ("first", "second", "third"):
         farm_m = json.loads((out / "shots" / f"{sid}.json").read_text())
         assert farm_m["fingerprint"] == json.loads((local / "shots" / f"{sid}.json").read_text())["fingerprint"]
+
+
+def test_shots_with_their_own_sound_come_back_from_the_farm(local_ray, tmp_path):
+    """LTX-2 shots keep their WAV beside the clip on the driver too, so the film assembles with their sound and a
+    second run reuses them."""
+    from tests.models.test_ltx2 import build_tiny_ltx2
+
+    from reel.engine.post.probe import probe
+
+    folder = build_tiny_ltx2(tmp_path / "ltx2")
+    spec = tmp_path / "film.toml"
+    spec.write_text(f'[film]\nmodel = "{folder}"\nseed = 4\n[[shots]]\nid = "a"\nprompt = "a red circle"\n'
+                    '[[shots]]\nid = "b"\nprompt = "a blue square"\n')
+    farm = tmp_path / "farm"
+    result = runner.invoke(app, ["render", str(spec), "--out", str(farm), "--cluster", "auto", "--workers", "2"])
+    assert result.exit_code == 0 and "2 rendered, 0 reused" in result.output, result.output
+    assert (farm / "shots" / "a.wav").is_file() and (farm / "shots" / "b.wav").is_file()
+    assert probe(farm / "film.mp4").audio
+    again = runner.invoke(app, ["render", str(spec), "--out", str(farm), "--cluster", "auto"])
+    assert "0 rendered, 2 reused" in again.output, again.output

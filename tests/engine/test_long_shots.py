@@ -96,3 +96,86 @@ def test_a_plain_skyreels_folder_has_no_window(tmp_path):
     plain = resolve_model(str(build_tiny_skyreels(tmp_path / "plain", pipeline="SkyReelsV2Pipeline")))
     assert long_window(plain) == (0, 0)
     assert long_window(resolve_model("shapes")) == (0, 0)  # Wan: no long-shot scheme, no chunks
+
+
+def _opted_in(folder, tmp_path, **reel_json):
+    """A copy of a model folder whose reel.json gains `reel_json`."""
+    import shutil
+
+    copy = tmp_path / "opted"
+    shutil.copytree(folder, copy)
+    reel = json.loads((copy / "reel.json").read_text()) if (copy / "reel.json").is_file() else {}
+    (copy / "reel.json").write_text(json.dumps({**reel, **reel_json}))
+    return copy
+
+
+def test_a_wan_folder_opts_into_diffusion_forcing_by_its_reel_json(tiny_model, tmp_path):
+    """Wan transformers take per-frame timesteps (as per-token ones): a T2V folder whose reel.json says
+    "long_shots": "diffusion-forcing" renders long shots in chunks; without it the shot is one pass."""
+    folder = _opted_in(tiny_model, tmp_path, long_shots="diffusion-forcing", window_frames=9, overlap_frames=5)
+    assert long_window(resolve_model(str(folder))) == (9, 5) and long_window(resolve_model(str(tiny_model))) == (0, 0)
+    spec = tmp_path / "film.toml"
+    spec.write_text(f'[film]\nmodel = "{folder}"\nseed = 2\n[[shots]]\nid = "a"\nprompt = "a red circle"\n'
+                    'frames = 25\n')
+    checked = CliRunner().invoke(app, ["validate", str(spec)])
+    assert checked.exit_code == 0 and "shot a: 25 frames, longer than the model's window — 5 chunks" in checked.output
+    result = CliRunner().invoke(app, ["render", str(spec), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    clip, _ = read_video(tmp_path / "out" / "shots" / "a.mp4")
+    assert clip.shape[0] == 25 and clip.std() > 1.0
+
+
+def test_a_wan_folder_without_the_opt_in_refuses_per_frame_timesteps(tiny_model):
+    import torch
+
+    from reel.models import wan
+
+    comps = wan.load(tiny_model, torch.device("cpu"), torch.float32)
+    latents = torch.zeros(1, *wan.latent_shape(comps, 9, 32, 32))
+    with pytest.raises(ValueError, match="has not opted into"):
+        wan.velocity(comps, latents, torch.zeros(1, latents.shape[2]), torch.zeros(1, 4, 32))
+    with pytest.raises(ValueError, match="no long-shot scheme"):
+        next(iter(wan.render_long(comps, None, frames=25, height=32, width=32, window=9, overlap=5, steps=1,
+                                  shift=1.0, seed=0, scheduler="euler")))
+
+
+@pytest.mark.parametrize("value,message", [("bogus", "the scheme reel knows is"), ("diffusion-forcing", None)])
+def test_reel_json_long_shots_is_checked(tiny_model, tmp_path, value, message):
+    from reel.engine.spec import SpecError
+
+    folder = _opted_in(tiny_model, tmp_path, long_shots=value, window_frames=10)
+    spec = tmp_path / "film.toml"
+    spec.write_text(f'[film]\nmodel = "{folder}"\n[[shots]]\nid = "a"\nprompt = "a red circle"\n')
+    with pytest.raises(SpecError) as info:
+        load_film(spec)
+    text = " ".join(m for _, m in info.value.problems)
+    assert (message or "window_frames = 10: a chunk needs 4k+1 frames") in text
+
+
+def test_the_step_cache_is_refused_where_diffusers_cannot_cache(df_folder, tmp_path):
+    """diffusers' First-Block-Cache has no entry for SkyReels-V2's (nor HunyuanVideo 1.5's, LTX-2's) blocks: the
+    spec and the flag say so instead of a traceback mid-render."""
+    from reel.engine.spec import SpecError
+
+    spec = tmp_path / "film.toml"
+    spec.write_text(textwrap.dedent(FILM).replace("{model}", str(df_folder)) + "\n[speed]\nstep_cache = 0.1\n")
+    with pytest.raises(SpecError) as info:
+        load_film(spec)
+    assert any(f == "speed.step_cache" and "no step cache" in m for f, m in info.value.problems)
+    spec.write_text(textwrap.dedent(FILM).replace("{model}", str(df_folder)))
+    result = CliRunner().invoke(app, ["render", str(spec), "--out", str(tmp_path / "o"), "--step-cache", "0.1"])
+    assert result.exit_code != 0 and "--step-cache: skyreels models have no step cache" in result.output
+
+
+def test_a_long_shot_with_the_step_cache_starts_each_chunk_fresh(tiny_model, tmp_path):
+    """First-Block-Cache keeps the last step's residual: a shorter last chunk (7 latent frames in windows of 4:
+    4, 4, 3) would meet a residual of the wrong shape unless each chunk starts its own trajectory."""
+    folder = _opted_in(tiny_model, tmp_path, long_shots="diffusion-forcing", window_frames=13, overlap_frames=5)
+    spec = tmp_path / "film.toml"
+    spec.write_text(f'[film]\nmodel = "{folder}"\nseed = 2\n[[shots]]\nid = "a"\nprompt = "a red circle"\n'
+                    'frames = 25\n[speed]\nstep_cache = 0.05\n')
+    result = CliRunner().invoke(app, ["render", str(spec), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "shots" / "a.json").read_text())
+    assert manifest["long_shot"]["chunks"] == [[0, 13], [5, 21], [13, 25]]
+    assert read_video(tmp_path / "out" / "shots" / "a.mp4")[0].shape[0] == 25

@@ -70,7 +70,7 @@ def test_shots_keep_their_sound_beside_the_clip_and_in_the_film(ltx2_folder, tmp
         clip = probe(out / "shots" / f"{sid}.mp4")
         assert clip.video and clip.audio and abs(clip.duration - seconds) < 0.05
         manifest = json.loads((out / "shots" / f"{sid}.json").read_text())
-        assert manifest["audio"] == {"file": f"{sid}.wav", "volume": 1.0 if sid == "a" else 0.5}
+        assert manifest["audio"] == {"file": f"{sid}.wav"}  # its volume is the film's mix (film.json)
     assert not (out / "shots" / "c.wav").exists() and not probe(out / "shots" / "c.mp4").audio
     assert json.loads((out / "shots" / "c.json").read_text())["audio"] is None
     film = json.loads((out / "film.json").read_text())
@@ -81,6 +81,61 @@ def test_shots_keep_their_sound_beside_the_clip_and_in_the_film(ltx2_folder, tmp
     first = (out / "shots" / "a.wav").read_bytes()
     again = CliRunner().invoke(app, ["render", str(spec), "--out", str(tmp_path / "again"), "--device", "cpu"])
     assert again.exit_code == 0 and (tmp_path / "again" / "shots" / "a.wav").read_bytes() == first  # seed-locked
+    other = tmp_path / "other.toml"
+    other.write_text(spec.read_text().replace("seed = 11", "seed = 12"))
+    assert CliRunner().invoke(app, ["render", str(other), "--out", str(tmp_path / "other"), "--device", "cpu",
+                                    "--shots", "a"]).exit_code == 0
+    assert not np.array_equal(wav(tmp_path / "other" / "shots" / "a.wav")[2], wav(out / "shots" / "a.wav")[2])
+
+
+def test_a_shots_volume_and_the_films_tracks_mix_together(ltx2_folder, tmp_path):
+    """Shot b at audio_volume 0.5 plays at half the level of the same render at 1.0; an [[audio]] track (a tone)
+    plays beside the shots' own sound."""
+    from tests.models.test_ltx2 import FPS, FRAMES
+
+    from reel.engine.cli import app
+
+    tone = tmp_path / "tone.wav"
+    rate = 8000
+    t = np.arange(int(rate * 4)) / rate
+    with wave.open(str(tone), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+        w.writeframes((0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2").tobytes())
+    levels = {}
+    for volume in (1.0, 0.5):
+        spec = tmp_path / f"film-{volume}.toml"
+        spec.write_text(textwrap.dedent(FILM).replace("{model}", str(ltx2_folder))
+                        .replace("audio_volume = 0.5", f"audio_volume = {volume}"))
+        out = tmp_path / f"out-{volume}"
+        assert CliRunner().invoke(app, ["render", str(spec), "--out", str(out), "--device", "cpu"]).exit_code == 0
+        mix = decode_audio(out / "film.mp4")  # mono, 8 kHz
+        b = mix[int(FRAMES / FPS * 8000) + 200: int(2 * FRAMES / FPS * 8000) - 200]  # shot b's span
+        levels[volume] = float(np.sqrt(np.mean(b ** 2)))
+        if volume == 0.5:
+            spec.write_text(spec.read_text() + '\n[[audio]]\nfile = "tone.wav"\nvolume = 1.0\nfade_in = 0\n'
+                                               'fade_out = 0\n')
+            assert CliRunner().invoke(app, ["render", str(spec), "--out", str(out), "--device", "cpu"]).exit_code == 0
+            film = json.loads((out / "film.json").read_text())
+            assert [t["file"].rsplit("/", 1)[-1] for t in film["audio"]] == ["tone.wav", "a.wav", "b.wav"]
+            with_tone = decode_audio(out / "film.mp4")
+            assert np.sqrt(np.mean(with_tone[:2000] ** 2)) > np.sqrt(np.mean(mix[:2000] ** 2)) + 0.1
+    assert levels[0.5] == pytest.approx(levels[1.0] / 2, rel=0.15)
+
+
+def test_a_picked_final_take_keeps_its_sound(ltx2_folder, tmp_path):
+    from reel.engine.cli import app
+
+    spec = tmp_path / "film.toml"
+    spec.write_text(textwrap.dedent(FILM).replace("{model}", str(ltx2_folder)))
+    out = tmp_path / "out"
+    took = CliRunner().invoke(app, ["takes", str(spec), "--shot", "a", "-n", "2", "--final", "--out", str(out),
+                                    "--device", "cpu", "-q"])
+    assert took.exit_code == 0, took.output
+    picked = CliRunner().invoke(app, ["pick", "a", "2", "--out", str(out)])
+    assert picked.exit_code == 0 and "its final is in place" in picked.output
+    assert (out / "shots" / "a.wav").is_file()
+    render = CliRunner().invoke(app, ["render", str(spec), "--out", str(out), "--device", "cpu", "--shots", "a"])
+    assert render.exit_code == 0 and "0 rendered, 1 reused" in render.output, render.output
 
 
 def test_sound_needs_the_models_own_frame_rate(ltx2_folder, tmp_path):

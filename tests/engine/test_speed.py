@@ -241,7 +241,7 @@ def test_fused_kernels_auto_stays_off_on_cuda_until_measured_faster(tiny_model):
 
 def test_step_cache_state_resets_between_trajectories_on_one_engine(write_spec):
     """Two cached trajectories in a row on one engine (the cache stays enabled: its state is reset between them,
-    engine/accel.py `_reset_step_cache`), then a new threshold, each match a fresh engine's."""
+    engine/accel.py `reset_step_cache`), then a new threshold, each match a fresh engine's."""
     fresh = trajectory(write_spec(FILM.replace("{speed}", "step_cache = 0.6"), "fresh.toml"))
     fresh_low = trajectory(write_spec(FILM.replace("{speed}", "step_cache = 0.3"), "fresh_low.toml"))
     engine = Engine("cpu")

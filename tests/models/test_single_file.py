@@ -110,3 +110,29 @@ def test_ltx_single_file_renders_like_its_folder(tmp_path):
     result = runner.invoke(app, ["import-model", str(file), "--base", str(folder), "--out", str(tmp_path / "m")])
     assert result.exit_code == 0, result.output
     assert np.array_equal(render(tmp_path, tmp_path / "m", "single"), render(tmp_path, folder, "folder"))
+
+
+def test_detection_picks_the_family_with_the_most_matching_names(tmp_path):
+    """Newer families' files also hold older ones' names: HunyuanVideo 1.5 one of 1.0's refiner names, LTX-2 one of
+    LTX-1's, SkyReels-V2 all of Wan's (and, for its 14B models, nothing else: --base's family breaks that tie)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from reel.models.single_file import detect_family
+
+    def file(name: str, keys: list[str]):
+        path = tmp_path / f"{name}.safetensors"
+        save_file({k: torch.zeros(1) for k in keys}, str(path))
+        return path
+
+    h15 = file("h15", ["double_blocks.0.img_attn_q.weight", "byt5_in.fc1.weight",
+                       "txt_in.individual_token_refiner.blocks.0.norm1.weight"])
+    assert detect_family(h15) == "hunyuan15"
+    ltx2 = file("ltx2", ["model.diffusion_model.adaln_single.linear.weight",
+                         "model.diffusion_model.audio_patchify_proj.weight"])
+    assert detect_family(ltx2) == "ltx2"
+    df13 = file("df13", ["head.modulation", "patch_embedding.weight", "fps_embedding.weight"])
+    assert detect_family(df13) == "skyreels"
+    sky14 = file("sky14", ["head.modulation", "patch_embedding.weight"])
+    assert detect_family(sky14) == "wan" and detect_family(sky14, prefer="skyreels") == "skyreels"
+    assert detect_family(sky14, prefer="ltx") == "wan"  # a preference never beats a better match
