@@ -13,6 +13,7 @@ pipeline's step callback), so a region's time is the device's, not the host's qu
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -132,23 +133,38 @@ class DiffusersRunner:
         pipe.set_progress_bar_config(disable=True)
         if "flow_shift" in pipe.scheduler.config:  # the shot's shift, as reel's sampler uses it
             pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, flow_shift=job.shift)
+        if "shift" in pipe.scheduler.config and "flow_shift" not in pipe.scheduler.config:  # FlowMatchEuler
+            pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=job.shift)
+        if getattr(pipe, "guider", None) is not None:  # modular guiders (HunyuanVideo 1.5): guidance lives there
+            pipe.guider = pipe.guider.new(guidance_scale=job.guidance)
+        if hasattr(pipe, "tokenizer_max_length"):  # ... and the text length on the pipeline
+            pipe.tokenizer_max_length = job.max_sequence_length
         self.pipe = pipe.to(device)
         self.job, self.device = job, device
-        self.kwargs = dict(prompt=job.prompt, height=job.height, width=job.width, num_frames=job.frames,
-                           num_inference_steps=job.steps, guidance_scale=job.guidance,
-                           max_sequence_length=job.max_sequence_length, output_type="np",
-                           **family.pipeline_kwargs(components, negative_prompt=job.negative_prompt, fps=job.fps))
+        kwargs = dict(prompt=job.prompt, height=job.height, width=job.width, num_frames=job.frames,
+                      num_inference_steps=job.steps, guidance_scale=job.guidance,
+                      max_sequence_length=job.max_sequence_length, output_type="np",
+                      **family.pipeline_kwargs(components, negative_prompt=job.negative_prompt, fps=job.fps))
+        takes = inspect.signature(pipe.__call__).parameters  # a pipeline without a standard argument gets none
+        self.kwargs = {k: v for k, v in kwargs.items() if k in takes or "kwargs" in takes}
         if job.image:  # image-to-video: the same first frame reel starts from
             from PIL import Image
 
             self.kwargs["image"] = Image.open(job.image).convert("RGB")
         self._loop_start = self._loop_end = 0.0
         self.pipe.transformer.register_forward_pre_hook(self._first_forward)
+        self._callback = "callback_on_step_end" in takes
+        if not self._callback:  # (HunyuanVideo 1.5's pipeline has none): the loop ends after its last forward
+            self.pipe.transformer.register_forward_hook(self._after_forward)
 
     def _first_forward(self, module, args) -> None:
         if self._loop_start == 0.0:
             sync(self.device)
             self._loop_start = time.perf_counter()
+
+    def _after_forward(self, module, args, output) -> None:
+        sync(self.device)  # one sync per forward: only for pipelines without a step callback
+        self._loop_end = time.perf_counter()
 
     def _step_end(self, pipe, i: int, t, kwargs: dict) -> dict:
         if i == self.job.steps - 1:
@@ -164,7 +180,8 @@ class DiffusersRunner:
         sync(self.device)
         with PeakMemory(self.device, module_bytes(_modules(self.pipe.components))) as mem:
             start = time.perf_counter()
-            video = self.pipe(**self.kwargs, generator=gen, callback_on_step_end=self._step_end).frames[0]
+            callback = {"callback_on_step_end": self._step_end} if self._callback else {}
+            video = self.pipe(**self.kwargs, generator=gen, **callback).frames[0]
             decoded = time.perf_counter()
             out.mkdir(parents=True, exist_ok=True)
             export_to_video(list(video), str(out / "diffusers.mp4"), fps=self.job.fps)

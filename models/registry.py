@@ -179,6 +179,21 @@ def _ltx2_factors(vae: dict, tr: dict) -> tuple[int, int]:
     return temporal, spatial * int(tr.get("patch_size", 1))
 
 
+def _hunyuan15_folder_defaults(path: Path) -> dict:
+    """HunyuanVideo 1.5 folders state their guidance (guider/guider_config.json: 6.0, 1.0 in the cfg-distilled
+    ones) and shift (scheduler/scheduler_config.json: 5 for 480p, 7 or 9 for 720p), as its pipeline reads them."""
+    out = {}
+    for key, file, field_ in (("guidance", "guider/guider_config.json", "guidance_scale"),
+                              ("shift", "scheduler/scheduler_config.json", "shift")):
+        try:
+            value = json.loads((path / file).read_text()).get(field_)
+        except (OSError, ValueError, AttributeError, RecursionError):
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(value)
+    return out
+
+
 @dataclass(frozen=True)
 class Family:
     """One model family: how to recognise it, how to load it, what it accepts, what it can do.
@@ -229,6 +244,8 @@ class Family:
     long_pipelines: tuple[str, ...] = ()  # the pipelines whose folders can (all of the family's when empty)
     long_opt_in: bool = False  # a folder's reel.json "long_shots" may turn its scheme on (per-frame timesteps)
     step_cache: bool = True  # [speed] step_cache works (diffusers' First-Block-Cache knows its transformer blocks)
+    folder_defaults: Callable[[Path], dict] = lambda path: {}  # defaults the folder's own configs state (reel.json
+    #                                                             still overrides them)
     default_scheduler_classes: tuple[str, ...] = ()  # "default" needs the folder's scheduler to be one of these
 
 
@@ -299,7 +316,7 @@ FAMILIES: dict[str, Family] = {
         hub_example="hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v", vae_latent=_hunyuan15_latent,
         default_scheduler_classes=("FlowMatchEulerDiscreteScheduler",),
         single_file_keys=("double_blocks.0.img_attn_q.weight", "byt5_in.fc1.weight", "vision_in.proj.0.weight"),
-        single_file_loader=False,
+        single_file_loader=False, folder_defaults=_hunyuan15_folder_defaults,
         step_cache=False),
     # LTX-2 (picture + sound): LTX2Pipeline.__call__'s defaults (768x512, 121 frames at 24 fps, 30 steps, guidance
     # 3.0, 1024 Gemma tokens); its schedule shifts dynamically (shift unused). Single files: the original Lightricks
@@ -480,6 +497,7 @@ def resolve_model(ref: str, base_dir: Path | None = None) -> ModelInfo:
     }
     if index.get("expand_timesteps"):  # Wan 2.2 TI2V: text or text+image in one model
         defaults["takes_image"] = True
+    defaults.update(fam.folder_defaults(path))
     reel_json = path / "reel.json"
     if reel_json.is_file():
         defaults.update(_read_json(reel_json))

@@ -106,6 +106,17 @@ def test_bench_a_scaled_down_shipped_config(tmp_path):
     assert not (out / "work").exists()  # the random weights do not stay behind
 
 
+@pytest.mark.parametrize("config", ["hunyuanvideo-1.5-t2v", "ltx-2", "skyreels-v2-df-1.3b-540p"])
+def test_bench_the_new_families_shipped_configs(config, tmp_path):
+    """Issue 26's families bench like the others: reel's default path against their diffusers pipeline (HunyuanVideo
+    1.5's takes guidance through its guider and has no step callback)."""
+    out = tmp_path / "b"
+    result = bench(config, *TINY, "--shrink", "--paths", "default", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    sides = json.loads((out / "bench.json").read_text())["sides"]
+    assert sides["default"]["psnr_db"] >= 60 and sides["diffusers"]["s_per_step"] > 0, sides
+
+
 @pytest.mark.parametrize("args, message", [
     (["--paths", "default,warp-drive"], "unknown path(s) warp-drive"),
     (["--shrink"], "--shrink scales a shipped config down"),

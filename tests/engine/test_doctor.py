@@ -18,7 +18,10 @@ def test_models_lists_families_and_found_folders(tiny_model, tmp_path):
     (lib / "broken" / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
     result = runner.invoke(app, ["models", "--search", str(lib)])
     assert result.exit_code == 0, result.output
-    for family in ("wan", "ltx", "cogvideox", "hunyuan"):
+    from reel.models.registry import FAMILIES
+
+    assert len(FAMILIES) >= 7  # issue 26 added skyreels, hunyuan15 and ltx2
+    for family in FAMILIES:
         assert f"  {family}" in result.output
     assert "huggingface-cli download Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in result.output
     assert f"{lib / 'tiny'}: wan (WanPipeline), frames 4k+1, sizes multiple of 8" in result.output

@@ -146,3 +146,27 @@ def test_sound_needs_the_models_own_frame_rate(ltx2_folder, tmp_path):
     spec.write_text(text.replace("seed = 11", "seed = 11\nfps = 12"))
     result = CliRunner().invoke(app, ["validate", str(spec)])
     assert result.exit_code != 0 and "film.fps" in result.output and "own frame rate, 24 fps" in result.output
+
+
+def test_previews_skip_the_sound(ltx2_folder, tmp_path):
+    """A film with a preview LoRA (here a small random one in diffusers' format) previews without decoding sound:
+    no WAV, no audio stream; its final keeps it."""
+    import torch
+    from safetensors.torch import save_file
+
+    from reel.engine.cli import app
+    from reel.models import ltx2
+    from tests.models.test_ltx2 import _lora
+
+    comps = ltx2.load(ltx2_folder, torch.device("cpu"), torch.float32)
+    lora = tmp_path / "fast.safetensors"
+    save_file({f"transformer.{k}.lora_{ab}.weight": t.contiguous() for k, (a, b) in _lora(comps.transformer).items()
+               for ab, t in (("A", a), ("B", b))}, str(lora))
+    spec = tmp_path / "film.toml"
+    spec.write_text(textwrap.dedent(FILM).replace("{model}", str(ltx2_folder)).replace(
+        "seed = 11", 'seed = 11\npreview_lora = "fast.safetensors"\npreview_steps = 2\npreview_scheduler = "euler"'))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["preview", str(spec), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert not list((out / "preview" / "shots").glob("*.wav")) and not probe(out / "preview" / "shots" / "a.mp4").audio
+    assert json.loads((out / "preview" / "shots" / "a.json").read_text())["audio"] is None

@@ -390,3 +390,22 @@ def test_reel_render_image_to_video_and_continuation(tmp_path):
     for sid in ("a", "b"):
         clip, fps = read_video(tmp_path / "out" / "shots" / f"{sid}.mp4")
         assert clip.shape == (FRAMES, H, W, 3) and fps == 24 and clip.std() > 1.0
+
+
+def test_the_folders_guider_and_scheduler_give_its_defaults(tmp_path):
+    """A cfg-distilled folder's guider says guidance 1.0 and a 720p scheduler shift 9: reel reads them as the
+    pipeline does (reel.json still overrides)."""
+    import json as json_
+
+    from reel.models.registry import resolve_model
+
+    folder = build_tiny_hunyuan15(tmp_path / "m")
+    (folder / "reel.json").unlink(missing_ok=True)
+    guider = folder / "guider" / "guider_config.json"
+    guider.write_text(json_.dumps({**json_.loads(guider.read_text()), "guidance_scale": 1.0}))
+    sched = folder / "scheduler" / "scheduler_config.json"
+    sched.write_text(json_.dumps({**json_.loads(sched.read_text()), "shift": 9.0}))
+    info = resolve_model(str(folder))
+    assert info.defaults["shift"] == 9.0 and info.defaults["guidance"] == 1.0
+    (folder / "reel.json").write_text(json_.dumps({"shift": 5.0}))
+    assert resolve_model(str(folder)).defaults["shift"] == 5.0
