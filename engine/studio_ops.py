@@ -14,8 +14,8 @@ from pathlib import Path
 
 from reel.engine.serve_security import ApiError
 
-SHOT_FIELDS = ("prompt", "frames", "seed", "steps", "guidance", "negative_prompt", "characters", "transition",
-               "transition_seconds", "image", "continue_from")
+SHOT_FIELDS = ("prompt", "frames", "seconds", "seed", "steps", "guidance", "negative_prompt", "characters",
+               "transition", "transition_seconds", "image", "continue_from", "audio", "audio_volume")
 AUDIO_FIELDS = ("file", "at", "shot", "volume", "trim_start", "duration", "fade_in", "fade_out")
 SHOT_FIELD = re.compile(r"^shots\[(\d+)\]\.?([A-Za-z_]*)")
 NEW_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")

@@ -54,6 +54,7 @@ def test_projects_open_save_conflict_and_edits(studio):
     etag = saved["etag"]
     for edit in ({"op": "move_shot", "shot": "closing", "to": 0}, {"op": "remove_shot", "shot": "fall"},
                  {"op": "set_shot", "shot": "rise", "field": "frames", "value": None},
+                 {"op": "set_shot", "shot": "chase", "field": "seconds", "value": 2},  # 8 fps: 17 frames
                  {"op": "add_shot", "shot": "extra", "value": "a red circle moving up on a black background", "to": 1},
                  {"op": "add_audio", "fields": {"file": "music.wav", "at": 0.5}},
                  {"op": "set_audio", "track": 0, "field": "fade_in", "value": 0.25}):
@@ -62,6 +63,8 @@ def test_projects_open_save_conflict_and_edits(studio):
         etag = after["etag"]
     assert [s["id"] for s in after["shots"]] == ["closing", "extra", "opening", "rise", "crossing", "chase"]
     assert after["valid"] and after["audio"][0]["fade_in"] == 0.25 and spec.read_text().startswith("# The demo film")
+    chase = next(s for s in after["shots"] if s["id"] == "chase")
+    assert chase["frames"] == 17 and "seconds = 2" in spec.read_text()
     status, wave = call(api + "waveform?path=demo.toml&track=0&bins=50")
     assert status == 200 and len(wave["peaks"]) == 50 and abs(wave["seconds"] - 2.0) < 0.05
     assert 0.12 < max(wave["peaks"]) < 0.13  # lavfi's sine has amplitude 1/8
