@@ -154,17 +154,18 @@ class DiffusersRunner:
         self._loop_start = self._loop_end = 0.0
         self.pipe.transformer.register_forward_pre_hook(self._first_forward)
         self._callback = "callback_on_step_end" in takes
-        if not self._callback:  # (HunyuanVideo 1.5's pipeline has none): the loop ends after its last forward
-            self.pipe.transformer.register_forward_hook(self._after_forward)
+        if not self._callback:  # (HunyuanVideo 1.5's pipeline has none): the loop ends where the decode begins
+            self.pipe.vae.decoder.register_forward_pre_hook(self._decode_starts)
 
     def _first_forward(self, module, args) -> None:
         if self._loop_start == 0.0:
             sync(self.device)
             self._loop_start = time.perf_counter()
 
-    def _after_forward(self, module, args, output) -> None:
-        sync(self.device)  # one sync per forward: only for pipelines without a step callback
-        self._loop_end = time.perf_counter()
+    def _decode_starts(self, module, args) -> None:
+        if self._loop_end < self._loop_start:  # the first decoder call of this run (a tiled decode calls it again)
+            sync(self.device)
+            self._loop_end = time.perf_counter()
 
     def _step_end(self, pipe, i: int, t, kwargs: dict) -> dict:
         if i == self.job.steps - 1:

@@ -161,7 +161,7 @@ def preview_job(film: Film, job: ShotJob) -> ShotJob:
     return replace(job, steps=p.steps, guidance=p.guidance, scheduler=p.scheduler, shift=p.shift, preview=True,
                    audio=False,  # previews skip the model's sound
                    adapters=job.adapters + (("preview", str(p.lora), 1.0),), upscale=None,
-                   preview_decoder=str(p.decoder) if p.decoder else None,
+                   preview_decoder=str(p.decoder) if p.decoder and not job.window else None,  # long shots: the VAE
                    codec="h264-draft" if job.codec == "h264" else job.codec)  # drafts: x264 ultrafast, same CRF
 
 

@@ -90,6 +90,8 @@ def _load_key(speed: SpeedConfig, dtype: torch.dtype, device: torch.device, plan
                                if k not in ("step_cache", "cfg_skip_last", "threads")))
     if device.type == "cuda" and plan is not None and "auto" in (speed.offload, speed.vae_tiling, speed.weights):
         key += (max((j.frames * j.width * j.height for j in plan.film_jobs), default=0),)
+    if plan is not None:  # a folder's reel.json opting into long shots is read at load (models/wan.py)
+        key += (str(plan.film.model.defaults.get("long_shots")),)
     return key
 
 
@@ -466,7 +468,8 @@ class Engine:
         # 5. manifests (after the clip: a clip without a matching manifest is rendered again)
         timings = {"encoder_start_s": round(t_enc - t0, 4), "text_encode_s": round(t1 - t_enc, 4),
                    "denoise_s": round(t2 - t1, 4), "decode_encode_s": round(t3 - t2, 4), "total_s": round(t3 - t0, 4),
-                   "s_per_step": round((t2 - t1) / first.steps, 4), "batch_size": len(jobs)}
+                   "s_per_step": round((t2 - t1) / (first.steps * self._chunks(first, comps.temporal_factor)), 4),
+                   "batch_size": len(jobs)}
         results = []
         for job in jobs:
             manifest = self._shot_manifest(job, plan, whash, lhash, timings, store)
@@ -569,6 +572,11 @@ class Engine:
         for writer in writers:
             writer.close()
 
+    @staticmethod
+    def _chunks(job: ShotJob, temporal: int) -> int:
+        """Trajectories a shot runs: 1, or a long shot's chunks (each `steps` steps)."""
+        return len(long_chunks(job.frames, job.window, job.overlap, temporal)) if job.window else 1
+
     def _render_long_into(self, family, comps, model: ModelInfo, job: ShotJob, cond, uncond, store: RenderStore,
                           writers, upscaler) -> None:
         """A shot longer than the model's window (models/long_shots.py): the family renders it in overlapping
@@ -602,6 +610,8 @@ class Engine:
             pieces = family.render_long(comps, denoiser, frames=job.frames, height=job.height, width=job.width,
                                         window=job.window, overlap=job.overlap, steps=job.steps, shift=job.shift,
                                         seed=job.seed, scheduler=job.scheduler, image=image, on_step=on_step)
+            if self._preview_bf16(model, job):  # drafts: bf16 autocast, as one-pass previews (decoding too)
+                pieces = _in_autocast(pieces, self.device.type, torch.bfloat16)
             self._write_chunks(family, (job,), pieces, writers, upscaler)
         self.progress.denoised(ids)
 

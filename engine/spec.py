@@ -402,6 +402,10 @@ def _check_long_and_audio(shots: list, model: ModelInfo, fps: int, problems: lis
                                      f"own frame rate, {own} fps — set film.fps = {own}, or \"fps\": {fps} in "
                                      f"{model.path}/reel.json"))
     for i, s in enumerate(shots):
+        if window and (s.frames or 0) > window and (s.image or s.continue_from):
+            problems.append((f"shots[{i}].{'image' if s.image else 'continue_from'} (shot {s.id!r})",
+                             f"a long shot ({s.frames} frames, over the model's {window}-frame window) renders "
+                             "text-to-video only — drop the first frame, or keep the shot within one window"))
         if model.family.audio:
             continue
         for key in ("audio", "audio_volume"):
@@ -426,9 +430,11 @@ def _check_limits(shots: list, model: ModelInfo, v: dict, problems: list) -> Non
         if not model.frames_ok(frames):
             continue
         if window and frames > window:  # rendered in chunks of `window` frames: that is what the model sees
-            frames = window
+            frames, where = window, "film.model"
         for key, message in model.limit_problems(v["width"], v["height"], frames, v["max_sequence_length"]):
             field_ = {"width": "film.width", "height": "film.height", "frames": where}.get(key, "film.model")
+            if field_ == "film.model" and key == "frames":
+                message = f"{model.path}/reel.json: window_frames = {frames}: {message}"
             if (field_, message) not in seen:
                 seen.add((field_, message))
                 problems.append((field_, message))

@@ -20,6 +20,7 @@ pixels equal one whole-shot `vae.decode`, while only one window of latents and p
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -95,6 +96,14 @@ def chunk_denoiser(denoiser, prefix: torch.Tensor):
     return run
 
 
+def chunk_seed(seed: int, chunk: int) -> int:
+    """A seed of its own for chunk k of a shot (the consistency sampler's re-noising): a hash, so chunk 1 of seed s
+    never repeats chunk 0 of seed s + 1."""
+    if chunk == 0:
+        return seed
+    return int.from_bytes(hashlib.sha256(f"{seed}:chunk-{chunk}".encode()).digest()[:8], "big") >> 1
+
+
 @torch.no_grad()
 def render_chunks(components, denoiser, *, make_sampler: Callable, latent_shape: Callable, block: int, frames: int,
                   height: int, width: int, window: int, overlap: int, steps: int, shift: float, seed: int,
@@ -105,7 +114,8 @@ def render_chunks(components, denoiser, *, make_sampler: Callable, latent_shape:
     Noise: one CPU generator seeded with `seed` draws each chunk's full (1, C, size, H', W') noise in chunk order,
     prefix frames included (then overwritten) — the pipeline's own draws from one generator, so a seed locks the
     whole shot and matches the pipeline's frames. Each chunk runs `make_sampler(scheduler, shift)` over its fresh
-    frames; `denoiser(x, t, i)` gets the whole chunk with t per latent frame (1, F'). `on_step(chunk, i, t, x)`:
+    frames (lcm's re-noising seeded by chunk_seed); `denoiser(x, t, i)` gets the whole chunk with t per latent
+    frame (1, F'). `on_step(chunk, i, t, x)`:
     0-based chunk and step, t a float, x the chunk's latents (1, C, size, H', W')."""
     t_f = components.temporal_factor
     chunks = long_chunks((frames - 1) // t_f + 1, (window - 1) // t_f + 1, (overlap - 1) // t_f + 1, block)
@@ -123,7 +133,7 @@ def render_chunks(components, denoiser, *, make_sampler: Callable, latent_shape:
         noise = torch.randn((1, channels, chunk.size, lat_h, lat_w), generator=generator, dtype=torch.float32)
         noise = noise.to(components.device)  # (1, C, size, H', W')
         prefix = tail[:, :, :chunk.prefix] if chunk.prefix else noise[:, :, :0]  # (1, C, p, H', W')
-        sampler = make_sampler(components, scheduler, shift, seeds=[seed + k])
+        sampler = make_sampler(components, scheduler, shift, seeds=[chunk_seed(seed, k)])  # lcm's re-noising
         callback = None
         if on_step is not None:
             def callback(i, t, x, k=k, prefix=prefix):

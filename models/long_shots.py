@@ -26,18 +26,27 @@ def long_window(model) -> tuple[int, int]:
     its family's scheme (SkyReels-V2 DF folders), or a Wan folder's reel.json "long_shots": "diffusion-forcing"
     (window: "window_frames", else the folder's default frames; overlap: "overlap_frames", else 2 latent frames)."""
     family, d = model.family, model.defaults
+    window, overlap = _whole(d.get("window_frames")), _whole(d.get("overlap_frames"))
     if family.long_shots:
         if family.long_pipelines and model.pipeline not in family.long_pipelines:
             return 0, 0  # a plain SkyReelsV2Pipeline folder: its transformer is not trained for diffusion forcing
-        return int(d.get("window_frames") or family.long_window), int(d.get("overlap_frames") or family.long_overlap)
-    if d.get("long_shots") in SCHEMES and family.long_opt_in:  # Wan: its transformers take per-frame timesteps
-        return int(d.get("window_frames") or d.get("frames") or family.default_frames), \
-            int(d.get("overlap_frames") or model.temporal_factor + 1)
+        return window or family.long_window, overlap or family.long_overlap
+    if d.get("long_shots") in SCHEMES and family.long_opt_in and not model.takes_image:  # Wan T2V folders
+        return window or _whole(d.get("frames")) or family.default_frames, overlap or model.temporal_factor + 1
     return 0, 0
 
 
+def _whole(value) -> int:
+    """A reel.json frame count, or 0 when it is missing or not a whole number (scheme_problem says which)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def scheme_problem(model) -> str | None:
-    """Why a folder's reel.json "long_shots" cannot be used, or None."""
+    """Why a folder's reel.json "long_shots", "window_frames" or "overlap_frames" cannot be used, or None."""
+    for key in ("window_frames", "overlap_frames"):
+        value = model.defaults.get(key)
+        if value is not None and not _whole(value):
+            return f"{key} = {value!r}: a whole number of frames — fix the model's reel.json"
     value = model.defaults.get("long_shots")
     if value is None or model.family.long_shots:
         return None
@@ -46,6 +55,9 @@ def scheme_problem(model) -> str | None:
     if not model.family.long_opt_in:
         return (f"long_shots: {model.family.name} transformers take no per-frame timesteps — remove it from the "
                 "model's reel.json")
+    if model.takes_image:
+        return ("long_shots: diffusion forcing runs text-to-video Wan folders only (this one takes a first frame) — "
+                "remove it from the model's reel.json")
     return None
 
 

@@ -179,3 +179,42 @@ def test_a_long_shot_with_the_step_cache_starts_each_chunk_fresh(tiny_model, tmp
     manifest = json.loads((tmp_path / "out" / "shots" / "a.json").read_text())
     assert manifest["long_shot"]["chunks"] == [[0, 13], [5, 21], [13, 25]]
     assert read_video(tmp_path / "out" / "shots" / "a.mp4")[0].shape[0] == 25
+
+
+@pytest.mark.parametrize("reel_json,field,message", [
+    ({"window_frames": [9]}, "film.model", "window_frames = [9]: a whole number of frames"),
+    ({"overlap_frames": "x"}, "film.model", "overlap_frames = 'x': a whole number of frames"),
+    ({"window_frames": 16389}, "film.model", "window_frames = 16389: "),  # past the rotary table: the window's fault
+])
+def test_bad_windows_name_the_model_folder(tiny_model, tmp_path, reel_json, field, message):
+    from reel.engine.spec import SpecError
+
+    folder = _opted_in(tiny_model, tmp_path, long_shots="diffusion-forcing", **reel_json)
+    spec = tmp_path / "film.toml"
+    spec.write_text(f'[film]\nmodel = "{folder}"\n[[shots]]\nid = "a"\nprompt = "a red circle"\nframes = 16393\n')
+    with pytest.raises(SpecError) as info:
+        load_film(spec)
+    assert any(f == field and message in m for f, m in info.value.problems), info.value.problems
+
+
+def test_image_folders_and_image_shots_cannot_be_long(tiny_model, tmp_path):
+    """Diffusion forcing renders text-to-video: a Wan TI2V folder cannot opt in, and a long shot with a first frame
+    is refused by the spec (not mid-render)."""
+    from reel.engine.spec import SpecError
+    from reel.models.tiny import build_tiny_wan
+
+    ti2v = build_tiny_wan(tmp_path / "ti2v", variant="ti2v")
+    reel = json.loads((ti2v / "reel.json").read_text()) if (ti2v / "reel.json").is_file() else {}
+    (ti2v / "reel.json").write_text(json.dumps({**reel, "long_shots": "diffusion-forcing", "window_frames": 9}))
+    spec = tmp_path / "ti2v.toml"
+    spec.write_text(f'[film]\nmodel = "{ti2v}"\n[[shots]]\nid = "a"\nprompt = "a red circle"\nframes = 17\n')
+    with pytest.raises(SpecError) as info:
+        load_film(spec)
+    assert any("text-to-video Wan folders only" in m for _, m in info.value.problems)
+    folder = _opted_in(tiny_model, tmp_path, long_shots="diffusion-forcing", window_frames=9)
+    spec = tmp_path / "image.toml"
+    spec.write_text(f'[film]\nmodel = "{folder}"\n[[shots]]\nid = "a"\nprompt = "a red circle"\nframes = 9\n'
+                    '[[shots]]\nid = "b"\nprompt = "a red circle"\nframes = 17\ncontinue_from = "a"\n')
+    with pytest.raises(SpecError) as info:
+        load_film(spec)
+    assert any(f.startswith("shots[1].") and "renders text-to-video only" in m for f, m in info.value.problems)
