@@ -34,7 +34,7 @@ from reel.engine.spec_post import (
 )
 from reel.engine.spec_preview import Preview, preview_settings
 from reel.models.registry import BUILTIN_MODELS, ModelError, ModelInfo, resolve_model
-from reel.models.long_shots import long_window, scheme_problem, window_problem
+from reel.models.long_shots import latent_chunks, long_window, scheme_problem, window_problem
 
 SHOT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 RESERVED_IDS = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
@@ -401,7 +401,15 @@ def _check_long_and_audio(shots: list, model: ModelInfo, fps: int, problems: lis
         problems.append(("film.fps", f"{fps} fps: {model.family.name} models make each shot's sound for the model's "
                                      f"own frame rate, {own} fps — set film.fps = {own}, or \"fps\": {fps} in "
                                      f"{model.path}/reel.json"))
+    block = model.transformer_config.get("num_frame_per_block") or 1  # SkyReels-V2 DF's causal blocks
     for i, s in enumerate(shots):
+        if window and (s.frames or 0) > window and isinstance(block, int) and block > 1:
+            sizes = [n for _, n in latent_chunks(s.frames, window, overlap, model.temporal_factor)]
+            if any(n % block for n in sizes):
+                problems.append((f"shots[{i}].frames (shot {s.id!r})",
+                                 f"{s.frames} frames give chunks of {sizes} latent frames, which do not fill this "
+                                 f"transformer's causal blocks of {block} (num_frame_per_block) — choose a length "
+                                 "whose every chunk is a multiple of it"))
         if window and (s.frames or 0) > window and (s.image or s.continue_from):
             problems.append((f"shots[{i}].{'image' if s.image else 'continue_from'} (shot {s.id!r})",
                              f"a long shot ({s.frames} frames, over the model's {window}-frame window) renders "

@@ -218,3 +218,21 @@ def test_image_folders_and_image_shots_cannot_be_long(tiny_model, tmp_path):
     with pytest.raises(SpecError) as info:
         load_film(spec)
     assert any(f.startswith("shots[1].") and "renders text-to-video only" in m for f, m in info.value.problems)
+
+
+def test_chunks_must_fill_a_df_transformers_causal_blocks(df_folder, tmp_path):
+    """A DF transformer with num_frame_per_block = 2: 41 frames in 17-frame windows are chunks of 5, 5, 5 latent
+    frames, which do not fill blocks of 2; the spec says so before anything renders."""
+    import shutil
+
+    from reel.engine.spec import SpecError
+
+    folder = tmp_path / "blocks"
+    shutil.copytree(df_folder, folder)
+    config = json.loads((folder / "transformer" / "config.json").read_text())
+    (folder / "transformer" / "config.json").write_text(json.dumps({**config, "num_frame_per_block": 2}))
+    spec = tmp_path / "film.toml"
+    spec.write_text(textwrap.dedent(FILM).replace("{model}", str(folder)))
+    with pytest.raises(SpecError) as info:
+        load_film(spec)
+    assert any(f.startswith("shots[0].frames") and "causal blocks of 2" in m for f, m in info.value.problems)
