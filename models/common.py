@@ -96,6 +96,19 @@ def meta_tensor(*shape: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tenso
     return torch.empty(shape, device="meta", dtype=dtype)
 
 
+class VaeRatios:
+    """A Components mixin: pixel frames per latent frame and pixels per latent pixel, as VAEs that state
+    `temporal_compression_ratio` / `spatial_compression_ratio` give them (LTX, LTX-2, HunyuanVideo, 1.5)."""
+
+    @property
+    def temporal_factor(self) -> int:
+        return int(self.vae.temporal_compression_ratio)
+
+    @property
+    def spatial_factor(self) -> int:
+        return int(self.vae.spatial_compression_ratio)
+
+
 def decode_audio(components, latents: torch.Tensor, *, seeds: list[int] | None = None) -> tuple[torch.Tensor, int]:
     """The family contract's decode_audio for families without sound (registry `audio` off)."""
     raise ValueError(f"{type(components).__name__[:-len('Components')] or 'this'} models make no sound track: "

@@ -32,6 +32,7 @@ from reel.models.common import (
 )
 from reel.models.samplers import Sampler, consistency, diffusers_schedule, euler, unipc
 from reel.models.single_file import load_transformer
+from reel.models.common import VaeRatios
 from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
 from reel.models.common import decode_audio as decode_audio  # no sound (registry audio off)
 from reel.models.common import render_long as render_long  # no long-shot scheme (registry long_shots "")
@@ -47,7 +48,7 @@ def default_prompt_template() -> dict:
 
 
 @dataclass
-class HunyuanComponents:
+class HunyuanComponents(VaeRatios):
     """The loaded parts of a HunyuanVideo folder, placed on one device."""
 
     path: Path
@@ -61,14 +62,6 @@ class HunyuanComponents:
     device: torch.device
     dtype: torch.dtype  # transformer and text encoders; the VAE stays fp32
     prompt_template: dict = field(default_factory=default_prompt_template)  # {"template", "crop_start"}
-
-    @property
-    def temporal_factor(self) -> int:
-        return int(self.vae.temporal_compression_ratio)
-
-    @property
-    def spatial_factor(self) -> int:
-        return int(self.vae.spatial_compression_ratio)
 
 
 def _class_from_index(index: dict, name: str, fallback: str):

@@ -34,6 +34,7 @@ import torch
 from reel.models.common import cpu_noise, flow_unipc, fold_alpha, freeze, meta_tensor, quiet_loading, scheduler_config
 from reel.models.samplers import Sampler, consistency, consistency_sigmas, diffusers_schedule, euler, unipc
 from reel.models.single_file import load_transformer
+from reel.models.common import VaeRatios
 from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
 from reel.models.common import decode_audio as decode_audio  # no sound (registry audio off)
 from reel.models.common import render_long as render_long  # no long-shot scheme (registry long_shots "")
@@ -54,7 +55,7 @@ def _pipeline_defaults() -> tuple[str, int]:
 
 
 @dataclass
-class Hunyuan15Components:
+class Hunyuan15Components(VaeRatios):
     """The loaded parts of a HunyuanVideo 1.5 folder, placed on one device."""
 
     path: Path
@@ -72,14 +73,6 @@ class Hunyuan15Components:
     crop_start: int = 108
     image_encoder: torch.nn.Module | None = None  # SiglipVisionModel (image-to-video folders)
     feature_extractor: object | None = None  # SiglipImageProcessor
-
-    @property
-    def temporal_factor(self) -> int:
-        return int(self.vae.temporal_compression_ratio)
-
-    @property
-    def spatial_factor(self) -> int:
-        return int(self.vae.spatial_compression_ratio)
 
 
 def _component_class(index: dict, name: str, fallback: str):

@@ -50,6 +50,7 @@ from reel.models.common import (
 )
 from reel.models.samplers import Sampler, consistency, diffusers_schedule, euler, keep_first_frame, unipc
 from reel.models.single_file import load_transformer
+from reel.models.common import VaeRatios
 from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
 from reel.models.common import decode_audio as decode_audio  # no sound (registry audio off)
 from reel.models.common import render_long as render_long  # no long-shot scheme (registry long_shots "")
@@ -58,7 +59,7 @@ IMAGE_PIPELINES = ("LTXImageToVideoPipeline",)  # folders whose every shot start
 
 
 @dataclass
-class LTXComponents:
+class LTXComponents(VaeRatios):
     """The loaded parts of an LTX folder, placed on one device."""
 
     path: Path
@@ -73,14 +74,6 @@ class LTXComponents:
     decode_timestep: float = 0.0  # timestep-conditioned VAEs only
     decode_noise_scale: float | None = None  # None: equal to decode_timestep (the pipeline's rule)
     pipeline: str = "LTXPipeline"  # model_index.json `_class_name`
-
-    @property
-    def temporal_factor(self) -> int:
-        return int(self.vae.temporal_compression_ratio)
-
-    @property
-    def spatial_factor(self) -> int:
-        return int(self.vae.spatial_compression_ratio)
 
     @property
     def patch(self) -> tuple[int, int]:

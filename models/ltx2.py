@@ -62,6 +62,7 @@ from reel.models.common import (
 )
 from reel.models.samplers import Sampler, consistency, diffusers_schedule, euler, unipc
 from reel.models.single_file import load_transformer
+from reel.models.common import VaeRatios
 from reel.models.common import to_uint8_frames as to_uint8_frames  # the family contract's, shared
 from reel.models.common import render_long as render_long  # no long-shot scheme (registry long_shots "")
 
@@ -106,7 +107,7 @@ class Layout:
 
 
 @dataclass
-class LTX2Components:
+class LTX2Components(VaeRatios):
     """The loaded parts of an LTX-2 folder, placed on one device."""
 
     path: Path
@@ -127,14 +128,6 @@ class LTX2Components:
     image_crf: int | None = None  # None: diffusers' resolve_default_image_crf(text_encoder)
     pipeline: str = "LTX2Pipeline"  # model_index.json `_class_name`
     _layouts: dict = field(default_factory=dict)  # memo: latent shape -> Layout (filled by latent_shape)
-
-    @property
-    def temporal_factor(self) -> int:
-        return int(self.vae.temporal_compression_ratio)
-
-    @property
-    def spatial_factor(self) -> int:
-        return int(self.vae.spatial_compression_ratio)
 
     @property
     def patch(self) -> tuple[int, int]:
