@@ -458,8 +458,8 @@ class Engine:
             latents = self._denoise(family, comps, model, jobs, noise, shape, cond, uncond, image_cond)
             t2 = time.perf_counter()
             if first.audio:  # 3b. the model's own sound, beside each clip and into its encoder
-                wave, rate = family.decode_audio(comps, latents, seeds=[j.seed for j in jobs])  # (B, C, S)
-                for job, samples in zip(jobs, wave):
+                sound, rate = family.decode_audio(comps, latents, seeds=[j.seed for j in jobs])  # (B, C, S)
+                for job, samples in zip(jobs, sound):
                     write_wav(store.shot_audio(job.shot_id), samples, rate)
                 self._start_writers(writers, jobs, store, upscaler.scale if upscaler else 1, audio_rate=rate)
             # 4. decode latent frame by latent frame, streamed into the shots' encoders

@@ -383,7 +383,12 @@ def _shots_in_seconds(shots: list, model: ModelInfo, fps: int, problems: list) -
             else:
                 k = model.temporal_factor
                 target = round(s.seconds * fps) + 1
-                s = s.model_copy(update={"frames": -(-(target - 1) // k) * k + 1})
+                frames = -(-(target - 1) // k) * k + 1
+                if frames > 100_000:  # the bound `frames` itself has
+                    problems.append((f"shots[{i}].seconds (shot {s.id!r})", f"{s.seconds:g} s at {fps} fps is "
+                                                                            f"{frames} frames, over 100,000 — "
+                                                                            "split it into several shots"))
+                s = s.model_copy(update={"frames": frames})
         out.append(s)
     return out
 

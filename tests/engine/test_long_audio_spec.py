@@ -39,6 +39,9 @@ def test_seconds_and_frames_together_and_bad_seconds_are_refused(write_spec, tin
         with pytest.raises(SpecError) as info:
             load_film(write_spec(SPEC + bad + "\n"))
         assert any(f.startswith("shots[0].seconds") for f, _ in info.value.problems), bad
+    with pytest.raises(SpecError) as info:  # 3600 s at 240 fps: 864,001 frames
+        load_film(write_spec(SPEC.replace("seed = 7", "seed = 7\nfps = 240") + "seconds = 3600\n"))
+    assert any(f.startswith("shots[0].seconds") and "over 100,000" in m for f, m in info.value.problems)
 
 
 def test_audio_settings_need_a_model_that_makes_sound(write_spec, tiny_model):
